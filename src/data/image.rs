@@ -1,0 +1,177 @@
+//! Image preprocessing as transformers' image processors do it, configured by
+//! `preprocessor_config.json`: resize, center crop, rescale, normalize, to `[C, H, W]`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use image::imageops::FilterType;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    HeightWidth { height: usize, width: usize },
+    ShortestEdge { shortest_edge: usize },
+    Square(usize),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreprocessorConfig {
+    #[serde(default = "yes")]
+    pub do_resize: bool,
+    pub size: SizeSpec,
+    /// PIL resampling filter: 0 nearest, 2 bilinear, 3 bicubic, 1 lanczos.
+    #[serde(default = "bilinear")]
+    pub resample: u32,
+    #[serde(default)]
+    pub do_center_crop: bool,
+    #[serde(default)]
+    pub crop_size: Option<SizeSpec>,
+    #[serde(default = "yes")]
+    pub do_rescale: bool,
+    #[serde(default = "rescale")]
+    pub rescale_factor: f32,
+    #[serde(default = "yes")]
+    pub do_normalize: bool,
+    #[serde(default = "half3")]
+    pub image_mean: Vec<f32>,
+    #[serde(default = "half3")]
+    pub image_std: Vec<f32>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn bilinear() -> u32 {
+    2
+}
+fn rescale() -> f32 {
+    1.0 / 255.0
+}
+fn half3() -> Vec<f32> {
+    vec![0.5; 3]
+}
+
+impl PreprocessorConfig {
+    /// Square resize to `size` and normalise with mean = std = 0.5 (ViT's defaults).
+    pub fn square(size: usize) -> Self {
+        Self {
+            do_resize: true,
+            size: SizeSpec::HeightWidth { height: size, width: size },
+            resample: 2,
+            do_center_crop: false,
+            crop_size: None,
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: half3(),
+            image_std: half3(),
+            extra: Default::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let cfg: Self = crate::util::read_json(path)?;
+        if cfg.image_mean.len() != 3 || cfg.image_std.len() != 3 {
+            bail!("{}: image_mean and image_std must have 3 values", path.display());
+        }
+        Ok(cfg)
+    }
+
+    /// Output `(height, width)`.
+    pub fn output_size(&self) -> Option<(usize, usize)> {
+        match (self.do_center_crop, &self.crop_size, &self.size) {
+            (true, Some(SizeSpec::HeightWidth { height, width }), _) => Some((*height, *width)),
+            (true, Some(SizeSpec::Square(s)), _) => Some((*s, *s)),
+            (_, _, SizeSpec::HeightWidth { height, width }) => Some((*height, *width)),
+            (_, _, SizeSpec::Square(s)) => Some((*s, *s)),
+            _ => None,
+        }
+    }
+
+
+    /// `[3, H, W]` values for one RGB image.
+    pub fn pixels(&self, img: &RgbImage) -> Vec<f32> {
+        let mut img = img.clone();
+        if self.do_resize {
+            let (w, h) = img.dimensions();
+            let (nw, nh) = match self.size {
+                SizeSpec::HeightWidth { height, width } => (width as u32, height as u32),
+                SizeSpec::Square(s) => (s as u32, s as u32),
+                // As transformers: the short side becomes `s`, the long side scales (floored).
+                SizeSpec::ShortestEdge { shortest_edge: s } => {
+                    let s = s as u32;
+                    if w <= h {
+                        (s, (s as u64 * h as u64 / w as u64) as u32)
+                    } else {
+                        ((s as u64 * w as u64 / h as u64) as u32, s)
+                    }
+                }
+            };
+            if (nw, nh) != (w, h) {
+                img = if self.resample == 0 {
+                    image::imageops::resize(&img, nw, nh, FilterType::Nearest)
+                } else {
+                    super::resize::resize(&img, nw, nh, super::resize::Filter::from_pil(self.resample))
+                };
+            }
+        }
+        if self.do_center_crop {
+            if let Some((ch, cw)) = self.output_size() {
+                let (w, h) = img.dimensions();
+                let left = w.saturating_sub(cw as u32) / 2;
+                let top = h.saturating_sub(ch as u32) / 2;
+                img = image::imageops::crop_imm(&img, left, top, cw as u32, ch as u32).to_image();
+            }
+        }
+        let (w, h) = img.dimensions();
+        let (w, h) = (w as usize, h as usize);
+        let mut out = vec![0.0f32; 3 * h * w];
+        for (x, y, p) in img.enumerate_pixels() {
+            for c in 0..3 {
+                let mut v = p.0[c] as f32;
+                if self.do_rescale {
+                    v *= self.rescale_factor;
+                }
+                if self.do_normalize {
+                    v = (v - self.image_mean[c]) / self.image_std[c];
+                }
+                out[c * h * w + y as usize * w + x as usize] = v;
+            }
+        }
+        out
+    }
+
+    /// A batch `[B, 3, H, W]`; all images must come out the same size.
+    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>> {
+        let mut values = Vec::new();
+        let mut dims = None;
+        for img in images {
+            let px = self.pixels(img);
+            let (w, h) = match self.output_size() {
+                Some((h, w)) => (w, h),
+                None => (img.width() as usize, img.height() as usize),
+            };
+            if *dims.get_or_insert((h, w)) != (h, w) || px.len() != 3 * h * w {
+                bail!("images preprocess to different sizes; set `size` to height/width or enable center crop");
+            }
+            values.extend(px);
+        }
+        let (h, w) = dims.context("no images")?;
+        Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), device))
+    }
+}
+
+/// Opens an image file as RGB, naming the file on failure.
+pub fn open_rgb(path: &Path) -> Result<RgbImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    let img = reader.decode().with_context(|| format!("{}: not a readable image (PNG or JPEG)", path.display()))?;
+    Ok(img.to_rgb8())
+}

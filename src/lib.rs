@@ -1,0 +1,8 @@
+//! stylecap: train and serve image captioners that write in a requested style.
+//!
+//! The modules follow the pipeline: `data` → `model` → `train`.
+
+pub mod data;
+pub mod model;
+pub mod train;
+pub mod util;

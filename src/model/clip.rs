@@ -1,0 +1,190 @@
+//! The CLIP vision tower as transformers' `CLIPVisionModel`: patch embedding without bias,
+//! class embedding, `pre_layrnorm` (transformers' spelling), pre-norm layers with quick_gelu,
+//! and `post_layernorm` applied to the pooled CLS state only.
+//!
+//! Tensor names follow transformers 5 (`embeddings.*`, `encoder.layers.*`); checkpoints of
+//! older versions and full `CLIPModel`s nest them under `vision_model.`, which loading strips.
+
+use anyhow::Result;
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Embedding, Initializer, LayerNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
+
+use super::gpt2::ActivationName;
+use super::layers::{attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClipVisionConfig {
+    #[serde(default = "model_type")]
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default = "d3")]
+    pub num_channels: usize,
+    #[serde(default = "d224")]
+    pub image_size: usize,
+    #[serde(default = "d32")]
+    pub patch_size: usize,
+    #[serde(default = "act")]
+    pub hidden_act: String,
+    #[serde(default = "eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "init")]
+    pub initializer_range: f64,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn model_type() -> String {
+    "clip_vision_model".into()
+}
+fn d3() -> usize {
+    3
+}
+fn d224() -> usize {
+    224
+}
+fn d32() -> usize {
+    32
+}
+fn act() -> String {
+    "quick_gelu".into()
+}
+fn eps() -> f64 {
+    1e-5
+}
+fn init() -> f64 {
+    0.02
+}
+
+impl ClipVisionConfig {
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.hidden_size % self.num_attention_heads == 0, "hidden_size must be a multiple of num_attention_heads");
+        anyhow::ensure!(self.image_size % self.patch_size == 0, "image_size must be a multiple of patch_size");
+        Activation::parse(&self.hidden_act)?;
+        Ok(())
+    }
+
+    pub fn num_positions(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2) + 1
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ClipEmbeddings {
+    pub class_embedding: Param<Tensor<1>>,
+    pub patch_embedding: Conv2d,
+    pub position_embedding: Embedding,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer {
+    pub self_attn: ClipAttention,
+    pub layer_norm1: LayerNorm,
+    pub mlp: ClipMlp,
+    pub layer_norm2: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipEncoder {
+    pub layers: Vec<ClipEncoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct ClipVisionModel {
+    pub embeddings: ClipEmbeddings,
+    pub pre_layrnorm: LayerNorm,
+    pub encoder: ClipEncoder,
+    pub post_layernorm: LayerNorm,
+    #[module(skip)]
+    pub n_head: usize,
+    #[module(skip)]
+    pub act: ActivationName,
+}
+
+impl ClipVisionModel {
+    pub fn new(cfg: &ClipVisionConfig, device: &Device) -> Self {
+        let d = cfg.hidden_size;
+        let std = cfg.initializer_range;
+        let eps = cfg.layer_norm_eps;
+        let patch_embedding = Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
+            .with_stride([cfg.patch_size, cfg.patch_size])
+            .with_bias(false)
+            .with_initializer(Initializer::Normal { mean: 0.0, std })
+            .init(device);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(d, d, true, std, device),
+                    k_proj: linear(d, d, true, std, device),
+                    v_proj: linear(d, d, true, std, device),
+                    out_proj: linear(d, d, true, std, device),
+                },
+                layer_norm1: layer_norm(d, eps, device),
+                mlp: ClipMlp { fc1: linear(d, cfg.intermediate_size, true, std, device), fc2: linear(cfg.intermediate_size, d, true, std, device) },
+                layer_norm2: layer_norm(d, eps, device),
+            })
+            .collect();
+        Self {
+            embeddings: ClipEmbeddings {
+                class_embedding: Param::from_tensor(Tensor::random([d], Distribution::Normal(0.0, std), device)),
+                patch_embedding,
+                position_embedding: embedding(cfg.num_positions(), d, std, device),
+            },
+            pre_layrnorm: layer_norm(d, eps, device),
+            encoder: ClipEncoder { layers },
+            post_layernorm: layer_norm(d, eps, device),
+            n_head: cfg.num_attention_heads,
+            act: ActivationName(Activation::parse(&cfg.hidden_act).unwrap_or(Activation::QuickGelu)),
+        }
+    }
+
+    /// `last_hidden_state` `[B, 1 + patches, D]` (before `post_layernorm`, as transformers).
+    pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
+        let vm = self;
+        let patches = vm.embeddings.patch_embedding.forward(pixel_values);
+        let [b, d, h, w] = patches.dims();
+        let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
+        let cls = vm.embeddings.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
+        let positions = Tensor::<1, Int>::arange(0..(h * w + 1) as i64, &patches.device()).unsqueeze::<2>();
+        let x = Tensor::cat(vec![cls, patches], 1) + vm.embeddings.position_embedding.forward(positions);
+        let mut x = vm.pre_layrnorm.forward(x);
+        let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
+        for layer in &vm.encoder.layers {
+            let hs = layer.layer_norm1.forward(x.clone());
+            let a = &layer.self_attn;
+            let q = split_heads(a.q_proj.forward(hs.clone()), self.n_head);
+            let k = split_heads(a.k_proj.forward(hs.clone()), self.n_head);
+            let v = split_heads(a.v_proj.forward(hs), self.n_head);
+            x = x + a.out_proj.forward(merge_heads(attend(q, k, v, None, false, scale)));
+            let hs = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
+            x = x + layer.mlp.fc2.forward(self.act.0.forward(hs));
+        }
+        x
+    }
+
+    /// transformers' `pooler_output`: `post_layernorm` of the CLS state.
+    pub fn pooled(&self, last_hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, d] = last_hidden.dims();
+        self.post_layernorm.forward(last_hidden.narrow(1, 0, 1).reshape([b, d]))
+    }
+}

@@ -1,0 +1,285 @@
+//! Decoding: greedy, sampling (temperature, top-k, top-p) and beam search, batched, with the
+//! KV cache. Every strategy returns the generated tokens with the log-probability of each
+//! under the model's own distribution (temperature 1, no truncation), which is what the RL
+//! stage needs as log π(token).
+
+use anyhow::{ensure, Result};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::captioner::{Captioner, EncodedImages};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Strategy {
+    Greedy,
+    Sample { temperature: f32, top_k: usize, top_p: f32 },
+    Beam { num_beams: usize, length_penalty: f32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    pub strategy: Strategy,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { strategy: Strategy::Greedy, max_new_tokens: 32, seed: 0 }
+    }
+}
+
+/// One decoded caption: its tokens (the end token included when produced) and their
+/// log-probabilities.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+}
+
+fn style_tensor(styles: Option<&[usize]>, repeat: usize, device: &Device) -> Option<Tensor<1, Int>> {
+    styles.map(|s| {
+        let ids: Vec<i64> = s.iter().flat_map(|&i| std::iter::repeat_n(i as i64, repeat)).collect();
+        let n = ids.len();
+        Tensor::from_data(TensorData::new(ids, [n]), device)
+    })
+}
+
+fn to_host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+}
+
+/// Captions for a batch of images. `styles` gives one style index per image when the
+/// captioner has styles.
+pub fn generate(model: &Captioner, pixel_values: Tensor<4>, styles: Option<&[usize]>, opts: &DecodeOptions) -> Result<Vec<Generation>> {
+    let batch = pixel_values.dims()[0];
+    if let Some(s) = styles {
+        ensure!(s.len() == batch, "{} styles given for {} images", s.len(), batch);
+    }
+    let styles = if model.style_prefix.is_some() { styles } else { None };
+    let room = model.decoder.max_positions().saturating_sub(model.prefix_len() + 1);
+    ensure!(
+        opts.max_new_tokens <= room,
+        "max_new_tokens {} exceeds what the decoder's {} positions allow ({room})",
+        opts.max_new_tokens,
+        model.decoder.max_positions()
+    );
+    let encoded = model.encode(pixel_values);
+    match opts.strategy {
+        Strategy::Beam { num_beams, length_penalty } => beam_search(model, &encoded, styles, batch, num_beams.max(1), length_penalty, opts.max_new_tokens),
+        _ => Ok(sample_or_greedy(model, &encoded, styles, batch, opts)),
+    }
+}
+
+/// Greedy or sampled decoding from already encoded images (the RL stage reuses encodings).
+pub fn sample_or_greedy(model: &Captioner, encoded: &EncodedImages, styles: Option<&[usize]>, batch: usize, opts: &DecodeOptions) -> Vec<Generation> {
+    let device = encoded.cross[0].k.device();
+    let eos = model.config.eos_token_id;
+    let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
+    let vocab = model.decoder.vocab_size();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let (mut cache, mut logits) = model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
+    let mut out = vec![Generation::default(); batch];
+    let mut done = vec![false; batch];
+    for step in 0..opts.max_new_tokens {
+        let lp = to_host(log_softmax(logits, 1));
+        let mut next = Vec::with_capacity(batch);
+        for (i, row) in lp.chunks_exact(vocab).enumerate() {
+            if done[i] {
+                next.push(pad as i64);
+                continue;
+            }
+            let tok = match opts.strategy {
+                Strategy::Sample { temperature, top_k, top_p } => sample_token(row, temperature, top_k, top_p, &mut rng),
+                _ => argmax(row),
+            };
+            out[i].tokens.push(tok as u32);
+            out[i].logprobs.push(row[tok]);
+            done[i] = Some(tok as u32) == eos;
+            next.push(tok as i64);
+        }
+        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        logits = model.step(encoded, Tensor::from_data(TensorData::new(next, [batch]), &device), &mut cache);
+    }
+    out
+}
+
+/// First index of the maximum, as `torch.argmax`.
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Samples from log-probs `row` with temperature, then top-k and top-p (nucleus) truncation
+/// (HF's order: temperature, top-k, top-p; at least one token is always kept).
+pub fn sample_token(row: &[f32], temperature: f32, top_k: usize, top_p: f32, rng: &mut impl Rng) -> usize {
+    if temperature <= 0.0 {
+        return argmax(row);
+    }
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    if top_k > 0 {
+        idx.truncate(top_k);
+    }
+    let max = row[idx[0]] / temperature;
+    let mut probs: Vec<f64> = idx.iter().map(|&i| ((row[i] / temperature - max) as f64).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (j, p) in probs.iter().enumerate() {
+            cum += p;
+            if cum >= top_p as f64 {
+                keep = j + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        idx.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let u: f64 = rng.random();
+    let mut cum = 0.0;
+    for (j, p) in probs.iter().enumerate() {
+        cum += p;
+        if u < cum {
+            return idx[j];
+        }
+    }
+    *idx.last().unwrap()
+}
+
+#[derive(Clone)]
+struct Hypothesis {
+    score: f32,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+}
+
+/// Beam search as transformers' (`early_stopping=True`): at each step the top `2·beams`
+/// continuations are considered; an end token among the top `beams` closes a hypothesis,
+/// scored `sum log p / len^length_penalty` (len counts the end token).
+fn beam_search(
+    model: &Captioner,
+    encoded: &EncodedImages,
+    styles: Option<&[usize]>,
+    batch: usize,
+    beams: usize,
+    length_penalty: f32,
+    max_new_tokens: usize,
+) -> Result<Vec<Generation>> {
+    let device = encoded.cross[0].k.device();
+    let eos = model.config.eos_token_id;
+    let vocab = model.decoder.vocab_size();
+    let rows: Vec<i64> = (0..batch as i64).flat_map(|b| std::iter::repeat_n(b, beams)).collect();
+    let encoded = encoded.select(Tensor::from_data(TensorData::new(rows, [batch * beams]), &device));
+    let (mut cache, mut logits) = model.start_decoding(&encoded, style_tensor(styles, beams, &device), batch * beams);
+    // Only the first beam is live at the start, so the first step does not pick duplicates.
+    let mut running: Vec<Vec<Hypothesis>> = (0..batch)
+        .map(|_| (0..beams).map(|j| Hypothesis { score: if j == 0 { 0.0 } else { f32::NEG_INFINITY }, tokens: vec![], logprobs: vec![] }).collect())
+        .collect();
+    let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
+    let mut done = vec![false; batch];
+    let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
+    for step in 0..max_new_tokens {
+        let lp = to_host(log_softmax(logits, 1));
+        let mut parent = Vec::with_capacity(batch * beams);
+        let mut next_tokens = Vec::with_capacity(batch * beams);
+        for b in 0..batch {
+            if done[b] {
+                for j in 0..beams {
+                    parent.push((b * beams + j) as i64);
+                    next_tokens.push(eos.unwrap_or(0) as i64);
+                }
+                continue;
+            }
+            let mut cands: Vec<(f32, usize, usize)> = Vec::with_capacity(beams * vocab);
+            for j in 0..beams {
+                let base = running[b][j].score;
+                let row = &lp[(b * beams + j) * vocab..(b * beams + j + 1) * vocab];
+                cands.extend(row.iter().enumerate().map(|(v, &l)| (base + l, j, v)));
+            }
+            cands.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1 * vocab + x.2).cmp(&(y.1 * vocab + y.2))));
+            let mut next: Vec<Hypothesis> = Vec::with_capacity(beams);
+            for (rank, &(score, j, v)) in cands.iter().take(2 * beams).enumerate() {
+                let mut h = running[b][j].clone();
+                h.score = score;
+                h.tokens.push(v as u32);
+                h.logprobs.push(lp[(b * beams + j) * vocab + v]);
+                if Some(v as u32) == eos {
+                    if rank < beams {
+                        finished[b].push(h);
+                    }
+                } else if next.len() < beams {
+                    parent.push((b * beams + j) as i64);
+                    next_tokens.push(v as i64);
+                    next.push(h);
+                }
+                if next.len() == beams {
+                    break;
+                }
+            }
+            running[b] = next;
+            if finished[b].len() >= beams {
+                done[b] = true;
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == max_new_tokens {
+            break;
+        }
+        cache.select(Tensor::from_data(TensorData::new(parent, [batch * beams]), &device));
+        logits = model.step(&encoded, Tensor::from_data(TensorData::new(next_tokens, [batch * beams]), &device), &mut cache);
+    }
+    Ok((0..batch)
+        .map(|b| {
+            let mut all = finished[b].clone();
+            if !done[b] {
+                all.extend(running[b].iter().cloned());
+            }
+            let best = all.into_iter().max_by(|x, y| normalised(x).total_cmp(&normalised(y))).expect("at least one hypothesis");
+            Generation { tokens: best.tokens, logprobs: best.logprobs }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nucleus_keeps_only_the_head() {
+        let row: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            let t = sample_token(&row, 1.0, 0, 0.7, &mut rng);
+            assert!(t < 2, "top-p 0.7 must keep only the two most likely tokens, got {t}");
+        }
+        for _ in 0..200 {
+            assert_eq!(sample_token(&row, 1.0, 1, 1.0, &mut rng), 0);
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        let row: Vec<f32> = [0.7f32, 0.2, 0.1].iter().map(|p| p.ln()).collect();
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            counts[sample_token(&row, 1.0, 0, 1.0, &mut rng)] += 1;
+        }
+        let f = counts[0] as f64 / 20_000.0;
+        assert!((f - 0.7).abs() < 0.02, "frequency of the 0.7 token: {f}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The captioner: vision encoders (ViT, CLIP), the GPT-2 decoder with cross-attention, style
+//! conditioning, decoding, and checkpoint I/O in Hugging Face layout.
+
+pub mod captioner;
+pub mod clip;
+pub mod generate;
+pub mod gpt2;
+pub mod layers;
+pub mod pretrained;
+pub mod vision;
+pub mod vit;
+pub mod weights;
+
+pub use captioner::{Captioner, CaptionerConfig, StyleConfig};
+pub use generate::{generate, DecodeOptions, Generation, Strategy};

@@ -1,0 +1,4 @@
+//! Training: the teacher-forced captioning loss and one optimisation step.
+
+pub mod loss;
+pub mod step;

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Build the tiny Hugging Face fixtures that stylecap's parity tests load.
+
+Developers run this (CI does not): `python3 tools/make_fixtures.py`.
+Needs: torch, transformers (5.x), tokenizers, safetensors, numpy, pillow.
+
+Each fixture directory holds what transformers' `save_pretrained` writes
+(`config.json`, `model.safetensors`, and where relevant `tokenizer.json`,
+`preprocessor_config.json`) plus `reference.safetensors`: the inputs fed to
+transformers and the outputs it produced, which the Rust tests must reproduce.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTModel,
+)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+torch.set_grad_enabled(False)
+
+SENTENCES = [
+    "a red car parked beside a tall house",
+    "two birds fly over the dark tower at night",
+    "a small boat floats on the grey sea under the moon",
+    "the yellow sun shines above a green tree",
+    "a black cat sits near the lamp post in the rain",
+    "snow falls on the mountain and the purple flower",
+] * 4
+
+
+def fresh(name):
+    path = os.path.join(ROOT, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def test_image(size=40):
+    """A deterministic non-square-friendly RGB pattern, saved as PNG."""
+    y, x = np.mgrid[0:size, 0:size + 8]
+    r = (x * 7 + y * 3) % 256
+    g = (x * x + y * 5) % 256
+    b = ((x // 5 + y // 7) % 2) * 200 + 30
+    return Image.fromarray(np.stack([r, g, b], -1).astype(np.uint8), "RGB")
+
+
+def write_preprocessor(path, size, mean, std, crop=None, resample=2):
+    cfg = {
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "rescale_factor": 1 / 255,
+        "image_mean": mean,
+        "image_std": std,
+        "resample": resample,
+    }
+    if crop is None:
+        cfg["size"] = {"height": size, "width": size}
+        cfg["image_processor_type"] = "ViTImageProcessor"
+    else:
+        cfg["size"] = {"shortest_edge": size}
+        cfg["do_center_crop"] = True
+        cfg["crop_size"] = {"height": crop, "width": crop}
+        cfg["image_processor_type"] = "CLIPImageProcessor"
+    with open(os.path.join(path, "preprocessor_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def reference_pixels(path, img):
+    """What transformers' PIL image processor makes of `img`, as configured in `path`."""
+    processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+    return processor(img, return_tensors="pt").pixel_values
+
+
+def make_tokenizer(path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(SENTENCES, trainer)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    return tok
+
+
+def vit_config(hidden=32):
+    return ViTConfig(
+        image_size=32, patch_size=8, num_channels=3, hidden_size=hidden,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * hidden,
+        initializer_range=0.2,
+    )
+
+
+def gpt2_config(vocab, cross):
+    return GPT2Config(
+        vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+        add_cross_attention=cross, initializer_range=0.2,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+
+
+def make_vit():
+    torch.manual_seed(1)
+    path = fresh("vit")
+    model = ViTModel(vit_config()).eval()
+    model.save_pretrained(path)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    write_preprocessor(path, 32, mean, std)
+    img = test_image()
+    img.save(os.path.join(path, "image.png"))
+    pixels = reference_pixels(path, img)
+    random_pixels = torch.randn(2, 3, 32, 32)
+    out = model(pixel_values=random_pixels)
+    save_file(
+        {
+            "image_pixels": pixels.contiguous(),
+            "pixel_values": random_pixels.contiguous(),
+            "last_hidden_state": out.last_hidden_state.contiguous(),
+            "pooler_output": out.pooler_output.contiguous(),
+        },
+        os.path.join(path, "reference.safetensors"),
+    )
+
+
+def make_clip():
+    torch.manual_seed(2)
+    path = fresh("clip_vision")
+    cfg = CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, projection_dim=16,
+        initializer_factor=5.0,
+    )
+    model = CLIPVisionModel(cfg).eval()
+    model.save_pretrained(path)
+    mean = [0.48145466, 0.4578275, 0.40821073]
+    std = [0.26862954, 0.26130258, 0.27577711]
+    write_preprocessor(path, 36, mean, std, crop=32, resample=3)
+    img = test_image()
+    img.save(os.path.join(path, "image.png"))
+    pixels = reference_pixels(path, img)
+    random_pixels = torch.randn(2, 3, 32, 32)
+    out = model(pixel_values=random_pixels)
+    save_file(
+        {
+            "image_pixels": pixels.contiguous(),
+            "pixel_values": random_pixels.contiguous(),
+            "last_hidden_state": out.last_hidden_state.contiguous(),
+            "pooler_output": out.pooler_output.contiguous(),
+        },
+        os.path.join(path, "reference.safetensors"),
+    )
+
+
+def gpt2_inputs(vocab):
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, vocab, (2, 10), generator=g)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0  # right padding on the second row
+    ids[1, 7:] = 0
+    return ids, mask
+
+
+def greedy(model, prompt, steps, **kw):
+    out = model.generate(
+        prompt, max_new_tokens=steps, do_sample=False, num_beams=1,
+        attention_mask=torch.ones_like(prompt), **kw,
+    )
+    return out[:, prompt.shape[1]:]
+
+
+def make_gpt2(cross):
+    torch.manual_seed(4 if cross else 5)
+    name = "gpt2_cross" if cross else "gpt2"
+    path = fresh(name)
+    vocab = 96
+    model = GPT2LMHeadModel(gpt2_config(vocab, cross)).eval()
+    model.save_pretrained(path)
+    ids, mask = gpt2_inputs(vocab)
+    tensors = {"input_ids": ids.int(), "attention_mask": mask.int()}
+    kw = {}
+    if cross:
+        enc = torch.randn(2, 17, 32)
+        tensors["encoder_hidden_states"] = enc
+        kw["encoder_hidden_states"] = enc
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kw)
+    tensors["logits"] = out.logits.contiguous()
+    tensors["last_hidden_state"] = out.hidden_states[-1].contiguous()
+    prompt = ids[:, :3]
+    tensors["prompt"] = prompt.int().contiguous()
+    tensors["generated"] = greedy(model, prompt, 12, **kw).int().contiguous()
+    save_file(tensors, os.path.join(path, "reference.safetensors"))
+
+
+def make_vit_gpt2():
+    """A VisionEncoderDecoderModel whose encoder (24 wide) and decoder (32 wide)
+    differ, so transformers adds `enc_to_dec_proj`."""
+    torch.manual_seed(6)
+    path = fresh("vit_gpt2")
+    tok = make_tokenizer(path)
+    vocab = tok.get_vocab_size()
+    eos = tok.token_to_id("<|endoftext|>")
+    enc = ViTModel(vit_config(hidden=24))
+    dec_cfg = gpt2_config(vocab, True)
+    dec_cfg.bos_token_id = dec_cfg.eos_token_id = dec_cfg.pad_token_id = eos
+    dec = GPT2LMHeadModel(dec_cfg)
+    model = VisionEncoderDecoderModel(encoder=enc, decoder=dec).eval()
+    model.config.decoder_start_token_id = eos
+    model.config.pad_token_id = eos
+    model.config.eos_token_id = eos
+    model.generation_config.decoder_start_token_id = eos
+    model.generation_config.pad_token_id = eos
+    model.generation_config.eos_token_id = eos
+    model.save_pretrained(path)
+    mean, std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+    write_preprocessor(path, 32, mean, std)
+    img = test_image()
+    img.save(os.path.join(path, "image.png"))
+    pixels = reference_pixels(path, img)
+    random_pixels = torch.randn(1, 3, 32, 32)
+    pixel_values = torch.cat([pixels, random_pixels])
+    dec_ids = torch.tensor([[eos] + tok.encode(SENTENCES[0]).ids[:7],
+                            [eos] + tok.encode(SENTENCES[1]).ids[:7]])
+    out = model(pixel_values=pixel_values, decoder_input_ids=dec_ids)
+    gen = model.generate(pixel_values=pixel_values, max_new_tokens=16, do_sample=False, num_beams=1)
+    beams = model.generate(pixel_values=pixel_values[:1], max_new_tokens=8, do_sample=False,
+                           num_beams=3, num_return_sequences=1, length_penalty=1.0,
+                           early_stopping=True)
+    logits = out.logits
+    top2 = logits.topk(2, dim=-1).values
+    print("vit_gpt2 smallest top-2 logit margin:", float((top2[..., 0] - top2[..., 1]).min()))
+    print("vit_gpt2 greedy:", gen.tolist())
+    save_file(
+        {
+            "image_pixels": pixels.contiguous(),
+            "pixel_values": pixel_values.contiguous(),
+            "decoder_input_ids": dec_ids.int(),
+            "encoder_last_hidden_state": out.encoder_last_hidden_state.contiguous(),
+            "logits": logits.contiguous(),
+            "generated": gen[:, 1:].int().contiguous(),
+            "beam_generated": beams[:, 1:].int().contiguous(),
+        },
+        os.path.join(path, "reference.safetensors"),
+    )
+    PreTrainedTokenizerFast(tokenizer_object=tok)  # check transformers accepts the tokenizer
+
+
+if __name__ == "__main__":
+    make_vit()
+    make_clip()
+    make_gpt2(cross=False)
+    make_gpt2(cross=True)
+    make_vit_gpt2()
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
+    print(f"fixtures written to {os.path.normpath(ROOT)}: {total / 1e6:.2f} MB")
