@@ -2,6 +2,7 @@
 //!
 //! The modules follow the pipeline: `data` → `model` → `train`.
 
+pub mod cli;
 pub mod data;
 pub mod model;
 pub mod train;

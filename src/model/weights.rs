@@ -106,7 +106,7 @@ fn half_to_f32(h: u16) -> f32 {
 }
 
 /// The checkpoint name of the parameter at `path`, and whether it is stored transposed.
-fn hf_name(prefix: &str, path: &[(String, String)]) -> (String, bool) {
+pub(crate) fn hf_name(prefix: &str, path: &[(String, String)]) -> (String, bool) {
     let mut parts: Vec<&str> = Vec::with_capacity(path.len() + 1);
     if !prefix.is_empty() {
         parts.push(prefix);
@@ -258,7 +258,35 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     crate::util::write_atomic(path, &data)
 }
 
-/// Number of scalar parameters; handy in reports.
+struct NamedMapper<'a, F: FnMut(&str, TensorData) -> TensorData> {
+    path: Vec<(String, String)>,
+    f: &'a mut F,
+}
+
+impl<F: FnMut(&str, TensorData) -> TensorData> ModuleMapper for NamedMapper<'_, F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, _) = hf_name("", &self.path);
+        let f = &mut self.f;
+        param.map(|t| {
+            let device = t.device();
+            Tensor::from_data(f(&name, t.into_data()), &device)
+        })
+    }
+}
+
+/// Rewrites every parameter through `f(name, values)` (names as in checkpoints, layouts as
+/// burn stores them). Used by finite-difference checks and weight surgery.
+pub fn map_named<M: Module>(module: M, mut f: impl FnMut(&str, TensorData) -> TensorData) -> M {
+    module.map(&mut NamedMapper { path: Vec::new(), f: &mut f })
+}
+
+/// Ids of every parameter, in visiting order.
 pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
     struct Ids(Vec<ParamId>);
     impl ModuleVisitor for Ids {

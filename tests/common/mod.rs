@@ -24,3 +24,25 @@ pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
 pub fn ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
     t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
 }
+
+use stylecap::model::gpt2::Gpt2Config;
+use stylecap::model::vision::VisionConfig;
+use stylecap::model::{Captioner, CaptionerConfig, StyleConfig};
+
+/// A tiny captioner: 16×16 images, patch 4; encoder 16 wide, decoder 24 wide (so a
+/// projection exists), 2 layers each, optional styles with 2 prefix tokens.
+pub fn tiny_config(encoder: &str, styles: &[&str], vocab: usize) -> CaptionerConfig {
+    let enc = serde_json::json!({
+        "model_type": encoder, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "image_size": 16, "patch_size": 4, "initializer_range": 0.2,
+    });
+    let mut dec = Gpt2Config::new(vocab, 40, 24, 2, 2);
+    dec.initializer_range = 0.2;
+    let style = StyleConfig { styles: styles.iter().map(|s| s.to_string()).collect(), prefix_tokens: if styles.is_empty() { 0 } else { 2 } };
+    CaptionerConfig::new(VisionConfig::from_json(&enc).unwrap(), dec, 0, 1, style)
+}
+
+pub fn tiny_captioner(encoder: &str, styles: &[&str], device: &Device) -> Captioner {
+    device.seed(42);
+    Captioner::new(tiny_config(encoder, styles, 50), device)
+}

@@ -1,0 +1,36 @@
+//! The `stylecap` command line.
+
+mod bench;
+mod caption;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "stylecap", version, about = "Train and serve image captioners that write in a requested style")]
+pub struct Cli {
+    /// Worker threads for CPU tensor ops (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Caption an image with a captioner directory (transformers VisionEncoderDecoder layout).
+    Caption(caption::CaptionArgs),
+    /// Time a training step and greedy generation on the reference benchmark model.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    match cli.command {
+        Command::Caption(args) => caption::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `stylecap bench`: the same captioner (ViT 64x64 patch 8 d=192 4 layers
++ GPT-2 4 layers d=256 4 heads vocab 8192 with cross-attention) built with transformers,
+timed the same way: median of --runs training steps (forward + backward + AdamW, batch 16 x 64
+tokens) and of greedy generation of 32 tokens (batch 16, KV cache), after --warmup runs.
+
+    python3 tools/bench_torch.py --threads 2 [--json]
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
+
+
+def build():
+    vit = ViTConfig(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=4,
+                    num_attention_heads=4, intermediate_size=768,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    gpt2 = GPT2Config(vocab_size=8192, n_positions=128, n_embd=256, n_layer=4, n_head=4,
+                      add_cross_attention=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = VisionEncoderDecoderModel(encoder=ViTModel(vit, add_pooling_layer=False),
+                                      decoder=GPT2LMHeadModel(gpt2))
+    model.config.decoder_start_token_id = 0
+    model.config.pad_token_id = 0
+    return model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = build()
+    b = a.batch
+    pixels = torch.randn(b, 3, 64, 64)
+    ids = torch.tensor([[0] + [((i * 131 + j * 17) % 8191 + 1) for j in range(a.tokens - 1)] for i in range(b)])
+    targets = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=torch.long)], 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    model.train()
+    train = []
+    for i in range(a.warmup + a.runs):
+        t = time.perf_counter()
+        logits = model(pixel_values=pixels, decoder_input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= a.warmup:
+            train.append(time.perf_counter() - t)
+    model.eval()
+    gen = []
+    with torch.inference_mode():
+        for i in range(a.warmup + a.runs):
+            t = time.perf_counter()
+            out = model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
+                                 do_sample=False, num_beams=1)
+            assert out.shape[1] == a.new_tokens + 1
+            if i >= a.warmup:
+                gen.append(time.perf_counter() - t)
+    res = {"framework": f"PyTorch {torch.__version__} + transformers", "threads": a.threads, "runs": a.runs,
+           "train_step_s": statistics.median(train), "generate_s": statistics.median(gen)}
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['framework']}, {a.threads} threads, median of {a.runs} runs")
+        print(f"  train step (fwd+bwd+AdamW), batch {b} x {a.tokens} tokens: {res['train_step_s']:.3f} s")
+        print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
