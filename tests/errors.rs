@@ -38,7 +38,11 @@ fn err_text<T>(r: anyhow::Result<T>) -> String {
 fn rewrite_weights(dir: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
     let path = dir.join("model.safetensors");
     let file = SafetensorsFile::open(&path).unwrap();
-    let mut tensors: Vec<_> = file.tensors.into_iter().map(|(n, t)| (n, t.shape, t.values)).collect();
+    let mut tensors: Vec<_> = file
+        .tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.shape, t.values))
+        .collect();
     edit(&mut tensors);
     write_safetensors(&path, &tensors).unwrap();
 }
@@ -48,21 +52,32 @@ fn missing_config_names_the_file() {
     let dir = copy_fixture("vit_gpt2", "noconfig");
     std::fs::remove_file(dir.join("config.json")).unwrap();
     let e = err_text(Captioner::load(&dir, &Device::flex()));
-    assert!(e.contains("config.json") && e.contains("cannot read"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("cannot read"),
+        "{e}"
+    );
 }
 
 #[test]
 fn corrupt_config_names_the_file_and_position() {
     let dir = copy_fixture("vit", "badjson");
-    std::fs::write(dir.join("config.json"), "{\"hidden_size\": 32,\n \"num_hidden_layers\": }").unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        "{\"hidden_size\": 32,\n \"num_hidden_layers\": }",
+    )
+    .unwrap();
     let e = err_text(load_vision(&dir, &Device::flex()));
-    assert!(e.contains("config.json") && e.contains("invalid JSON") && e.contains("line 2"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("invalid JSON") && e.contains("line 2"),
+        "{e}"
+    );
 }
 
 #[test]
 fn config_missing_a_field_says_which() {
     let dir = copy_fixture("gpt2", "nofield");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     v.as_object_mut().unwrap().remove("n_embd");
     std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
     let e = err_text(load_gpt2(&dir, false, &Device::flex()));
@@ -73,39 +88,75 @@ fn config_missing_a_field_says_which() {
 fn wrong_tensor_shape_names_tensor_and_shapes() {
     let dir = copy_fixture("vit_gpt2", "shape");
     rewrite_weights(&dir, |t| {
-        let w = t.iter_mut().find(|(n, _, _)| n == "decoder.transformer.h.1.attn.c_proj.weight").unwrap();
+        let w = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "decoder.transformer.h.1.attn.c_proj.weight")
+            .unwrap();
         w.1 = vec![16, 64];
     });
     let e = err_text(Captioner::load(&dir, &Device::flex()));
-    assert!(e.contains("model.safetensors") && e.contains("decoder.transformer.h.1.attn.c_proj.weight") && e.contains("[16, 64]"), "{e}");
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("decoder.transformer.h.1.attn.c_proj.weight")
+            && e.contains("[16, 64]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_tensor_names_it() {
     let dir = copy_fixture("vit", "missing");
-    rewrite_weights(&dir, |t| t.retain(|(n, _, _)| n != "encoder.layer.1.layernorm_before.weight"));
+    rewrite_weights(&dir, |t| {
+        t.retain(|(n, _, _)| n != "encoder.layer.1.layernorm_before.weight")
+    });
     let e = err_text(load_vision(&dir, &Device::flex()));
-    assert!(e.contains("model.safetensors") && e.contains("encoder.layer.1.layernorm_before.weight") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("encoder.layer.1.layernorm_before.weight")
+            && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
 fn corrupt_safetensors_names_the_file() {
     let dir = copy_fixture("gpt2", "corrupt");
-    std::fs::write(dir.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+    )
+    .unwrap();
     let e = err_text(load_gpt2(&dir, false, &Device::flex()));
-    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
 fn plain_gpt2_gets_fresh_cross_attention_and_says_so() {
     let loaded = load_gpt2(&fixture("gpt2"), true, &Device::flex()).unwrap();
     assert!(loaded.model.has_cross_attention());
-    assert!(loaded.fresh.iter().any(|n| n == "transformer.h.0.crossattention.q_attn.weight"), "{:?}", loaded.fresh);
-    assert_eq!(loaded.fresh.len(), 2 * 8, "2 layers x (c_attn, q_attn, c_proj, ln_cross_attn) x (weight, bias)");
+    assert!(
+        loaded
+            .fresh
+            .iter()
+            .any(|n| n == "transformer.h.0.crossattention.q_attn.weight"),
+        "{:?}",
+        loaded.fresh
+    );
+    assert_eq!(
+        loaded.fresh.len(),
+        2 * 8,
+        "2 layers x (c_attn, q_attn, c_proj, ln_cross_attn) x (weight, bias)"
+    );
 }
 
 fn stylecap(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylecap")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_stylecap"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -114,20 +165,44 @@ fn cli_reports_unreadable_image_and_unknown_style() {
     let bad = dir.join("not-an-image.png");
     std::fs::write(&bad, b"this is text").unwrap();
     let model = fixture("vit_gpt2");
-    let out = stylecap(&["caption", "--model", model.to_str().unwrap(), "--image", bad.to_str().unwrap()]);
+    let out = stylecap(&[
+        "caption",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not-an-image.png") && err.contains("not a readable image") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("not-an-image.png")
+            && err.contains("not a readable image")
+            && !err.contains("panicked"),
+        "{err}"
+    );
 
     let styled = scratch("styled");
     let device = Device::flex();
-    tiny_captioner("vit", &["factual", "noir"], &device).save(&styled).unwrap();
+    tiny_captioner("vit", &["factual", "noir"], &device)
+        .save(&styled)
+        .unwrap();
     std::fs::copy(model.join("tokenizer.json"), styled.join("tokenizer.json")).unwrap();
     let img = model.join("image.png");
-    let out = stylecap(&["caption", "--model", styled.to_str().unwrap(), "--image", img.to_str().unwrap(), "--style", "gothic"]);
+    let out = stylecap(&[
+        "caption",
+        "--model",
+        styled.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--style",
+        "gothic",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("unknown style `gothic`") && err.contains("factual, noir"), "{err}");
+    assert!(
+        err.contains("unknown style `gothic`") && err.contains("factual, noir"),
+        "{err}"
+    );
 }
 
 /// `stylecap caption --greedy --json` on the VisionEncoderDecoder fixture gives transformers'
@@ -136,16 +211,39 @@ fn cli_reports_unreadable_image_and_unknown_style() {
 fn cli_caption_json_matches_transformers() {
     let model = fixture("vit_gpt2");
     let img = model.join("image.png");
-    let out = stylecap(&["caption", "--model", model.to_str().unwrap(), "--image", img.to_str().unwrap(), "--greedy", "--max-new-tokens", "16", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = stylecap(&[
+        "caption",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<i64> = v["token_ids"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+    let got: Vec<i64> = v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
     let r = reference("vit_gpt2");
     let want = ints(r.int_tensor::<2>("generated", &Device::flex()).unwrap());
     let want = &want[..16];
     let end = want.iter().position(|&t| t == 0).map_or(16, |i| i + 1);
     assert_eq!(got, want[..end].to_vec());
     assert_eq!(v["logprobs"].as_array().unwrap().len(), got.len());
-    assert!(v["logprobs"].as_array().unwrap().iter().all(|l| l.as_f64().unwrap() <= 0.0));
+    assert!(v["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l.as_f64().unwrap() <= 0.0));
     assert!(v["caption"].is_string());
 }

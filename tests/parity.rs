@@ -26,7 +26,9 @@ fn vit_matches_transformers() {
     let out = model.forward(r.tensor::<4>("pixel_values", &d).unwrap());
     let diff = max_abs_diff(out.clone(), r.tensor("last_hidden_state", &d).unwrap());
     assert!(diff <= TOL, "ViT last_hidden_state differs by {diff}");
-    let VisionEncoder::Vit(vit) = &model else { panic!("expected a ViT") };
+    let VisionEncoder::Vit(vit) = &model else {
+        panic!("expected a ViT")
+    };
     let pooled = vit.pooled(out).expect("fixture has a pooler");
     let diff = max_abs_diff(pooled, r.tensor("pooler_output", &d).unwrap());
     assert!(diff <= TOL, "ViT pooler_output differs by {diff}");
@@ -40,7 +42,9 @@ fn clip_vision_matches_transformers() {
     let out = model.forward(r.tensor::<4>("pixel_values", &d).unwrap());
     let diff = max_abs_diff(out.clone(), r.tensor("last_hidden_state", &d).unwrap());
     assert!(diff <= TOL, "CLIP last_hidden_state differs by {diff}");
-    let VisionEncoder::Clip(clip) = &model else { panic!("expected CLIP") };
+    let VisionEncoder::Clip(clip) = &model else {
+        panic!("expected CLIP")
+    };
     let diff = max_abs_diff(clip.pooled(out), r.tensor("pooler_output", &d).unwrap());
     assert!(diff <= TOL, "CLIP pooler_output differs by {diff}");
 }
@@ -107,7 +111,11 @@ fn gpt2_parity(name: &str, cross: bool) {
         x = model.embed_tokens(next.reshape([b, 1]));
     }
     assert_eq!(cache.len, p + steps - 1);
-    assert_eq!(got.concat(), want, "{name}: greedy generation differs from transformers");
+    assert_eq!(
+        got.concat(),
+        want,
+        "{name}: greedy generation differs from transformers"
+    );
 }
 
 #[test]
@@ -132,28 +140,55 @@ fn until_end(tokens: &[i64], end: i64) -> Vec<i64> {
 fn vision_encoder_decoder_matches_transformers() {
     let d = device();
     let model = Captioner::load(&fixture("vit_gpt2"), &d).unwrap();
-    assert!(model.enc_to_dec_proj.is_some(), "encoder 24 wide, decoder 32: transformers adds enc_to_dec_proj");
+    assert!(
+        model.enc_to_dec_proj.is_some(),
+        "encoder 24 wide, decoder 32: transformers adds enc_to_dec_proj"
+    );
     let r = reference("vit_gpt2");
     let pixels = r.tensor::<4>("pixel_values", &d).unwrap();
     let enc = model.encoder.forward(pixels.clone());
     let diff = max_abs_diff(enc, r.tensor("encoder_last_hidden_state", &d).unwrap());
     assert!(diff <= TOL, "encoder states differ by {diff}");
-    let logits = model.forward(pixels.clone(), None, r.int_tensor::<2>("decoder_input_ids", &d).unwrap(), None);
+    let logits = model.forward(
+        pixels.clone(),
+        None,
+        r.int_tensor::<2>("decoder_input_ids", &d).unwrap(),
+        None,
+    );
     let diff = max_abs_diff(logits, r.tensor("logits", &d).unwrap());
     assert!(diff <= TOL, "logits differ by {diff}");
 
     let end = model.config.eos_token_id.unwrap() as i64;
     let want = ints(r.int_tensor::<2>("generated", &d).unwrap());
-    let opts = DecodeOptions { strategy: Strategy::Greedy, max_new_tokens: 16, seed: 0 };
+    let opts = DecodeOptions {
+        strategy: Strategy::Greedy,
+        max_new_tokens: 16,
+        seed: 0,
+    };
     let got = generate(&model, pixels.clone(), None, &opts).unwrap();
     for (i, g) in got.iter().enumerate() {
         let g: Vec<i64> = g.tokens.iter().map(|&t| t as i64).collect();
-        assert_eq!(g, until_end(&want[i * 16..(i + 1) * 16], end), "greedy caption {i} differs");
+        assert_eq!(
+            g,
+            until_end(&want[i * 16..(i + 1) * 16], end),
+            "greedy caption {i} differs"
+        );
     }
 
     let want = ints(r.int_tensor::<2>("beam_generated", &d).unwrap());
-    let opts = DecodeOptions { strategy: Strategy::Beam { num_beams: 3, length_penalty: 1.0 }, max_new_tokens: 8, seed: 0 };
+    let opts = DecodeOptions {
+        strategy: Strategy::Beam {
+            num_beams: 3,
+            length_penalty: 1.0,
+        },
+        max_new_tokens: 8,
+        seed: 0,
+    };
     let got = generate(&model, pixels.narrow(0, 0, 1), None, &opts).unwrap();
     let g: Vec<i64> = got[0].tokens.iter().map(|&t| t as i64).collect();
-    assert_eq!(g, until_end(&want, end), "beam search differs from transformers");
+    assert_eq!(
+        g,
+        until_end(&want, end),
+        "beam search differs from transformers"
+    );
 }

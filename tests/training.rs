@@ -17,8 +17,15 @@ use stylecap::train::step::{batch_loss, teacher_forcing, train_step, CaptionBatc
 fn batch(model: &Captioner, device: &Device, styled: bool) -> CaptionBatch {
     let captions = vec![vec![5, 9, 12, 7], vec![3, 3, 20], vec![40, 2, 11, 6, 8]];
     let (input_ids, targets, mask) = teacher_forcing(&captions, 0, 1, 1, device);
-    let styles = (styled && model.style_prefix.is_some()).then(|| Tensor::from_data(TensorData::new(vec![0i64, 1, 0], [3]), device));
-    CaptionBatch { pixel_values: Tensor::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), device), styles, input_ids, targets, mask }
+    let styles = (styled && model.style_prefix.is_some())
+        .then(|| Tensor::from_data(TensorData::new(vec![0i64, 1, 0], [3]), device));
+    CaptionBatch {
+        pixel_values: Tensor::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), device),
+        styles,
+        input_ids,
+        targets,
+        mask,
+    }
 }
 
 fn assert_all_params_learn(encoder: &str, exempt: &[&str]) {
@@ -27,13 +34,20 @@ fn assert_all_params_learn(encoder: &str, exempt: &[&str]) {
     let b = batch(&model, &device, true);
     let grads = batch_loss(&model, &b).backward();
     let named = named_gradients(&model, &grads);
-    assert!(named.len() > 40, "expected many parameters, got {}", named.len());
+    assert!(
+        named.len() > 40,
+        "expected many parameters, got {}",
+        named.len()
+    );
     for (name, grad) in named {
         if exempt.contains(&name.as_str()) {
             continue;
         }
         let g = grad.unwrap_or_else(|| panic!("{name} received no gradient"));
-        assert!(g.iter().all(|v| v.is_finite()), "{name} has a non-finite gradient");
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "{name} has a non-finite gradient"
+        );
         let norm: f32 = g.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!(norm > 0.0, "{name} has an all-zero gradient");
     }
@@ -48,7 +62,13 @@ fn every_parameter_of_a_vit_captioner_gets_a_gradient() {
 /// (as in transformers), so it is the one parameter without a gradient here.
 #[test]
 fn every_parameter_of_a_clip_captioner_gets_a_gradient() {
-    assert_all_params_learn("clip_vision_model", &["encoder.post_layernorm.weight", "encoder.post_layernorm.bias"]);
+    assert_all_params_learn(
+        "clip_vision_model",
+        &[
+            "encoder.post_layernorm.weight",
+            "encoder.post_layernorm.bias",
+        ],
+    );
 }
 
 /// Central differences against autodiff for entries of every kind of parameter: patch
@@ -102,7 +122,13 @@ fn gradients_match_finite_differences() {
     ];
     let eps = 5e-3f32;
     for name in checks {
-        let grad = named.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no parameter {name}")).1.clone().unwrap();
+        let grad = named
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+            .1
+            .clone()
+            .unwrap();
         // The three entries with the largest gradient: well above float noise.
         let mut order: Vec<usize> = (0..grad.len()).collect();
         order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
@@ -110,7 +136,10 @@ fn gradients_match_finite_differences() {
             let numeric = (loss_with(name, i, eps) - loss_with(name, i, -eps)) / (2.0 * eps as f64);
             let analytic = grad[i] as f64;
             let err = (numeric - analytic).abs();
-            assert!(err <= 2e-3 + 0.03 * analytic.abs(), "{name}[{i}]: autodiff {analytic:.6}, finite difference {numeric:.6}");
+            assert!(
+                err <= 2e-3 + 0.03 * analytic.abs(),
+                "{name}[{i}]: autodiff {analytic:.6}, finite difference {numeric:.6}"
+            );
         }
     }
 }
@@ -138,7 +167,13 @@ fn tiny_captioner_overfits_eight_pairs() {
     let captions: Vec<Vec<u32>> = sentences.iter().map(|s| tok.encode(s).unwrap()).collect();
     let (input_ids, targets, mask) = teacher_forcing(&captions, eot, eot, eot, &device);
     let pixels = Tensor::<4>::random([8, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
-    let b = CaptionBatch { pixel_values: pixels.clone(), styles: None, input_ids, targets, mask };
+    let b = CaptionBatch {
+        pixel_values: pixels.clone(),
+        styles: None,
+        input_ids,
+        targets,
+        mask,
+    };
     let mut optim = AdamWConfig::new().init();
     let mut loss = f32::MAX;
     for _ in 0..400 {
@@ -150,7 +185,16 @@ fn tiny_captioner_overfits_eight_pairs() {
         }
     }
     assert!(loss < 0.05, "final training loss {loss}");
-    let out = generate(&model, pixels, None, &DecodeOptions { max_new_tokens: 20, ..Default::default() }).unwrap();
+    let out = generate(
+        &model,
+        pixels,
+        None,
+        &DecodeOptions {
+            max_new_tokens: 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     for (g, s) in out.iter().zip(sentences) {
         assert_eq!(tok.decode(&g.tokens).unwrap().trim(), s);
     }
@@ -164,26 +208,55 @@ fn kv_cache_matches_full_recomputation() {
     let model = tiny_captioner("vit", &["factual", "noir"], &device);
     let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
     let styles = [1usize, 0, 1];
-    for strategy in [Strategy::Greedy, Strategy::Sample { temperature: 1.0, top_k: 0, top_p: 0.9 }] {
-        let opts = DecodeOptions { strategy: strategy.clone(), max_new_tokens: 12, seed: 5 };
+    for strategy in [
+        Strategy::Greedy,
+        Strategy::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+        },
+    ] {
+        let opts = DecodeOptions {
+            strategy: strategy.clone(),
+            max_new_tokens: 12,
+            seed: 5,
+        };
         let cached = generate(&model, pixels.clone(), Some(&styles), &opts).unwrap();
         for (i, g) in cached.iter().enumerate() {
             let px = pixels.clone().narrow(0, i, 1);
-            let style = Some(Tensor::<1, Int>::from_data(TensorData::new(vec![styles[i] as i64], [1]), &device));
+            let style = Some(Tensor::<1, Int>::from_data(
+                TensorData::new(vec![styles[i] as i64], [1]),
+                &device,
+            ));
             let mut ids = vec![0i64];
             for (step, &tok) in g.tokens.iter().enumerate() {
                 let t = ids.len();
-                let input = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
-                let logits = model.forward(px.clone(), style.clone(), input, None).narrow(1, t - 1, 1).reshape([1, 50]);
+                let input =
+                    Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
+                let logits = model
+                    .forward(px.clone(), style.clone(), input, None)
+                    .narrow(1, t - 1, 1)
+                    .reshape([1, 50]);
                 let lp = values(burn::tensor::activation::log_softmax(logits, 1));
                 if strategy == Strategy::Greedy {
-                    assert_eq!(stylecap::model::generate::argmax(&lp), tok as usize, "caption {i} step {step}");
+                    assert_eq!(
+                        stylecap::model::generate::argmax(&lp),
+                        tok as usize,
+                        "caption {i} step {step}"
+                    );
                 }
                 let diff = (lp[tok as usize] - g.logprobs[step]).abs();
-                assert!(diff <= 1e-5, "caption {i} step {step}: log-prob differs by {diff}");
+                assert!(
+                    diff <= 1e-5,
+                    "caption {i} step {step}: log-prob differs by {diff}"
+                );
                 ids.push(tok as i64);
             }
-            assert_eq!(g.tokens.len(), 12, "random tiny model should not stop early (eos id 1 unlikely)");
+            assert_eq!(
+                g.tokens.len(),
+                12,
+                "random tiny model should not stop early (eos id 1 unlikely)"
+            );
         }
     }
 }
@@ -197,7 +270,12 @@ fn checkpoint_round_trips() {
     let loaded = Captioner::load(&dir, &device).unwrap();
     assert_eq!(loaded.config.style, model.config.style);
     let b = batch(&model, &device, true);
-    let a = model.forward(b.pixel_values.clone(), b.styles.clone(), b.input_ids.clone(), None);
+    let a = model.forward(
+        b.pixel_values.clone(),
+        b.styles.clone(),
+        b.input_ids.clone(),
+        None,
+    );
     let c = loaded.forward(b.pixel_values, b.styles, b.input_ids, None);
     assert_eq!(max_abs_diff(a, c), 0.0);
     let _ = std::fs::remove_dir_all(dir);

@@ -64,10 +64,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let cfg = bench_config();
     let mut model = Captioner::new(cfg.clone(), &train_device);
     let b = args.batch;
-    let captions: Vec<Vec<u32>> = (0..b).map(|i| (0..args.tokens - 1).map(|j| ((i * 131 + j * 17) % 8191 + 1) as u32).collect()).collect();
+    let captions: Vec<Vec<u32>> = (0..b)
+        .map(|i| {
+            (0..args.tokens - 1)
+                .map(|j| ((i * 131 + j * 17) % 8191 + 1) as u32)
+                .collect()
+        })
+        .collect();
     let (input_ids, targets, mask) = teacher_forcing(&captions, 0, 0, 0, &train_device);
     let batch = CaptionBatch {
-        pixel_values: Tensor::random([b, 3, 64, 64], Distribution::Normal(0.0, 1.0), &train_device),
+        pixel_values: Tensor::random(
+            [b, 3, 64, 64],
+            Distribution::Normal(0.0, 1.0),
+            &train_device,
+        ),
         styles: None,
         input_ids,
         targets,
@@ -87,7 +97,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let infer = Captioner::new(cfg, &base);
     let pixels = Tensor::<4>::random([b, 3, 64, 64], Distribution::Normal(0.0, 1.0), &base);
-    let opts = DecodeOptions { max_new_tokens: args.new_tokens, ..Default::default() };
+    let opts = DecodeOptions {
+        max_new_tokens: args.new_tokens,
+        ..Default::default()
+    };
     let mut gen_times = Vec::new();
     for i in 0..args.warmup + args.runs {
         let t = Instant::now();
@@ -105,9 +118,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "train_step_s": train, "generate_s": gen})
         );
     } else {
-        println!("stylecap (burn flex), {threads} threads, median of {} runs", args.runs);
-        println!("  train step (fwd+bwd+AdamW), batch {b} x {} tokens: {train:.3} s", args.tokens);
-        println!("  greedy generation, batch {b} x {} tokens, KV cache: {gen:.3} s", args.new_tokens);
+        println!(
+            "stylecap (burn flex), {threads} threads, median of {} runs",
+            args.runs
+        );
+        println!(
+            "  train step (fwd+bwd+AdamW), batch {b} x {} tokens: {train:.3} s",
+            args.tokens
+        );
+        println!(
+            "  greedy generation, batch {b} x {} tokens, KV cache: {gen:.3} s",
+            args.new_tokens
+        );
     }
     Ok(())
 }

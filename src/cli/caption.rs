@@ -50,12 +50,21 @@ pub struct CaptionArgs {
 impl CaptionArgs {
     fn strategy(&self) -> Strategy {
         if let Some(n) = self.beams {
-            return Strategy::Beam { num_beams: n, length_penalty: 1.0 };
+            return Strategy::Beam {
+                num_beams: n,
+                length_penalty: 1.0,
+            };
         }
-        if self.greedy || (self.temperature.is_none() && self.top_p.is_none() && self.top_k.is_none()) {
+        if self.greedy
+            || (self.temperature.is_none() && self.top_p.is_none() && self.top_k.is_none())
+        {
             return Strategy::Greedy;
         }
-        Strategy::Sample { temperature: self.temperature.unwrap_or(1.0), top_k: self.top_k.unwrap_or(0), top_p: self.top_p.unwrap_or(1.0) }
+        Strategy::Sample {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0),
+            top_p: self.top_p.unwrap_or(1.0),
+        }
     }
 }
 
@@ -69,7 +78,10 @@ pub fn run(args: CaptionArgs) -> Result<()> {
         PreprocessorConfig::load(&pre_path)?
     } else {
         let s = model.config.encoder.image_size();
-        eprintln!("note: {} not found; resizing to {s}x{s} with mean=std=0.5", pre_path.display());
+        eprintln!(
+            "note: {} not found; resizing to {s}x{s} with mean=std=0.5",
+            pre_path.display()
+        );
         PreprocessorConfig::square(model.config.encoder.image_size())
     };
     let styles = &model.config.style.styles;
@@ -82,10 +94,21 @@ pub fn run(args: CaptionArgs) -> Result<()> {
     let pixels = pre.batch(&[image], &device)?;
     let [_, _, h, w] = pixels.dims();
     let size = model.config.encoder.image_size();
-    ensure!(h == size && w == size, "{}: preprocessing gives {h}x{w} images, the encoder expects {size}x{size}", pre_path.display());
-    let opts = DecodeOptions { strategy: args.strategy(), max_new_tokens: args.max_new_tokens, seed: args.seed };
+    ensure!(
+        h == size && w == size,
+        "{}: preprocessing gives {h}x{w} images, the encoder expects {size}x{size}",
+        pre_path.display()
+    );
+    let opts = DecodeOptions {
+        strategy: args.strategy(),
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+    };
     let style_idx = style.as_ref().map(|(_, i)| vec![*i]);
-    let out = generate(&model, pixels, style_idx.as_deref(), &opts)?.into_iter().next().context("no caption")?;
+    let out = generate(&model, pixels, style_idx.as_deref(), &opts)?
+        .into_iter()
+        .next()
+        .context("no caption")?;
     let caption = tokenizer.decode(&out.tokens)?.trim().to_string();
     if args.json {
         let obj = serde_json::json!({

@@ -1,13 +1,17 @@
 //! The `stylecap` command line.
 
-mod bench;
+pub mod bench;
 mod caption;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "stylecap", version, about = "Train and serve image captioners that write in a requested style")]
+#[command(
+    name = "stylecap",
+    version,
+    about = "Train and serve image captioners that write in a requested style"
+)]
 pub struct Cli {
     /// Worker threads for CPU tensor ops (default: all cores).
     #[arg(long, global = true)]
@@ -24,10 +28,14 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+pub use bench::bench_config;
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     match cli.command {
         Command::Caption(args) => caption::run(args),

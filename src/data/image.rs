@@ -61,7 +61,10 @@ impl PreprocessorConfig {
     pub fn square(size: usize) -> Self {
         Self {
             do_resize: true,
-            size: SizeSpec::HeightWidth { height: size, width: size },
+            size: SizeSpec::HeightWidth {
+                height: size,
+                width: size,
+            },
             resample: 2,
             do_center_crop: false,
             crop_size: None,
@@ -77,7 +80,10 @@ impl PreprocessorConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let cfg: Self = crate::util::read_json(path)?;
         if cfg.image_mean.len() != 3 || cfg.image_std.len() != 3 {
-            bail!("{}: image_mean and image_std must have 3 values", path.display());
+            bail!(
+                "{}: image_mean and image_std must have 3 values",
+                path.display()
+            );
         }
         Ok(cfg)
     }
@@ -92,7 +98,6 @@ impl PreprocessorConfig {
             _ => None,
         }
     }
-
 
     /// `[3, H, W]` values for one RGB image.
     pub fn pixels(&self, img: &RgbImage) -> Vec<f32> {
@@ -116,7 +121,12 @@ impl PreprocessorConfig {
                 img = if self.resample == 0 {
                     image::imageops::resize(&img, nw, nh, FilterType::Nearest)
                 } else {
-                    super::resize::resize(&img, nw, nh, super::resize::Filter::from_pil(self.resample))
+                    super::resize::resize(
+                        &img,
+                        nw,
+                        nh,
+                        super::resize::Filter::from_pil(self.resample),
+                    )
                 };
             }
         }
@@ -162,7 +172,10 @@ impl PreprocessorConfig {
             values.extend(px);
         }
         let (h, w) = dims.context("no images")?;
-        Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, [images.len(), 3, h, w]),
+            device,
+        ))
     }
 }
 
@@ -172,6 +185,8 @@ pub fn open_rgb(path: &Path) -> Result<RgbImage> {
         .with_context(|| format!("cannot open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
-    let img = reader.decode().with_context(|| format!("{}: not a readable image (PNG or JPEG)", path.display()))?;
+    let img = reader
+        .decode()
+        .with_context(|| format!("{}: not a readable image (PNG or JPEG)", path.display()))?;
     Ok(img.to_rgb8())
 }

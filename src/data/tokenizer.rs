@@ -5,9 +5,12 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::models::TrainerWrapper;
-use tokenizers::{AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, TokenizerImpl};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    PreTokenizerWrapper, TokenizerImpl,
+};
 
 /// End-of-text token used as start, end and padding token by the captioners trained here.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
@@ -19,17 +22,24 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
         Ok(Self { inner })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self.inner.to_string(true).map_err(|e| anyhow!("cannot serialise tokenizer: {e}"))?;
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| anyhow!("cannot serialise tokenizer: {e}"))?;
         crate::util::write_atomic(path, json.as_bytes())
     }
 
     /// Trains a byte-level BPE with `vocab_size` entries (256 bytes + merges + `<|endoftext|>`).
-    pub fn train_bpe<I: Iterator<Item = String> + Send>(texts: I, vocab_size: usize) -> Result<Self> {
+    pub fn train_bpe<I: Iterator<Item = String> + Send>(
+        texts: I,
+        vocab_size: usize,
+    ) -> Result<Self> {
         let trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
@@ -37,23 +47,36 @@ impl TextTokenizer {
             .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
-        let mut tok: TokenizerImpl<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper> =
-            TokenizerImpl::new(ModelWrapper::BPE(BPE::default()));
-        tok.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))));
+        let mut tok: TokenizerImpl<
+            ModelWrapper,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        > = TokenizerImpl::new(ModelWrapper::BPE(BPE::default()));
+        tok.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))));
         tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
         let mut trainer = TrainerWrapper::BpeTrainer(trainer);
-        tok.train(&mut trainer, texts).map_err(|e| anyhow!("BPE training failed: {e}"))?;
+        tok.train(&mut trainer, texts)
+            .map_err(|e| anyhow!("BPE training failed: {e}"))?;
         Ok(Self { inner: tok.into() })
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -66,7 +89,8 @@ impl TextTokenizer {
 
     /// The id used to start, end and pad captions: `<|endoftext|>` where the vocabulary has it.
     pub fn end_of_text(&self) -> Result<u32> {
-        self.token_id(END_OF_TEXT).context("tokenizer has no `<|endoftext|>` token")
+        self.token_id(END_OF_TEXT)
+            .context("tokenizer has no `<|endoftext|>` token")
     }
 }
 
@@ -76,10 +100,16 @@ mod tests {
 
     #[test]
     fn trained_bpe_round_trips_text() {
-        let texts: Vec<String> = (0..50).map(|i| format!("a red car number {i} parks near the tall house")).collect();
+        let texts: Vec<String> = (0..50)
+            .map(|i| format!("a red car number {i} parks near the tall house"))
+            .collect();
         let tok = TextTokenizer::train_bpe(texts.into_iter(), 300).unwrap();
         let ids = tok.encode("a red car parks near the house").unwrap();
-        assert!(ids.len() < 20, "merges should shorten the text: {} tokens", ids.len());
+        assert!(
+            ids.len() < 20,
+            "merges should shorten the text: {} tokens",
+            ids.len()
+        );
         assert_eq!(tok.decode(&ids).unwrap(), "a red car parks near the house");
         assert!(tok.end_of_text().is_ok());
         // Unseen characters still encode: byte-level BPE has every byte.

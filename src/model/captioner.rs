@@ -18,7 +18,9 @@ use serde_json::Value;
 use super::gpt2::{DecoderCache, Gpt2Config, Gpt2LmHeadModel, KeyValue};
 use super::layers::linear;
 use super::vision::{VisionConfig, VisionEncoder};
-use super::weights::{collect_module, load_module, unused_tensors, write_safetensors, SafetensorsFile};
+use super::weights::{
+    collect_module, load_module, unused_tensors, write_safetensors, SafetensorsFile,
+};
 
 /// stylecap's own section of the captioner's `config.json` (transformers keeps unknown keys).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -45,13 +47,27 @@ pub struct CaptionerConfig {
 }
 
 impl CaptionerConfig {
-    pub fn new(encoder: VisionConfig, mut decoder: Gpt2Config, start: u32, eos: u32, style: StyleConfig) -> Self {
+    pub fn new(
+        encoder: VisionConfig,
+        mut decoder: Gpt2Config,
+        start: u32,
+        eos: u32,
+        style: StyleConfig,
+    ) -> Self {
         decoder.add_cross_attention = true;
         decoder.extra.insert("is_decoder".into(), true.into());
         decoder.bos_token_id = Some(start);
         decoder.eos_token_id = Some(eos);
         decoder.pad_token_id = Some(eos);
-        Self { encoder, decoder, decoder_start_token_id: start, eos_token_id: Some(eos), pad_token_id: Some(eos), style, extra: Default::default() }
+        Self {
+            encoder,
+            decoder,
+            decoder_start_token_id: start,
+            eos_token_id: Some(eos),
+            pad_token_id: Some(eos),
+            style,
+            extra: Default::default(),
+        }
     }
 
     pub fn from_json(value: &Value) -> Result<Self> {
@@ -61,20 +77,35 @@ impl CaptionerConfig {
                 bail!("model_type is `{mt}`, expected `vision-encoder-decoder`");
             }
         }
-        let encoder = VisionConfig::from_json(obj.get("encoder").context("missing field `encoder`")?).context("field `encoder`")?;
-        let decoder: Gpt2Config =
-            serde_json::from_value(obj.get("decoder").context("missing field `decoder`")?.clone()).context("field `decoder`")?;
+        let encoder =
+            VisionConfig::from_json(obj.get("encoder").context("missing field `encoder`")?)
+                .context("field `encoder`")?;
+        let decoder: Gpt2Config = serde_json::from_value(
+            obj.get("decoder")
+                .context("missing field `decoder`")?
+                .clone(),
+        )
+        .context("field `decoder`")?;
         decoder.validate().context("field `decoder`")?;
         let id = |k: &str| obj.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let decoder_start_token_id = id("decoder_start_token_id")
             .or(decoder.bos_token_id)
-            .context("missing field `decoder_start_token_id` (and the decoder has no bos_token_id)")?;
+            .context(
+                "missing field `decoder_start_token_id` (and the decoder has no bos_token_id)",
+            )?;
         let style = match obj.get("stylecap") {
             Some(v) => serde_json::from_value(v.clone()).context("field `stylecap`")?,
             None => StyleConfig::default(),
         };
         let mut extra = obj.clone();
-        for k in ["encoder", "decoder", "decoder_start_token_id", "eos_token_id", "pad_token_id", "stylecap"] {
+        for k in [
+            "encoder",
+            "decoder",
+            "decoder_start_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "stylecap",
+        ] {
             extra.remove(k);
         }
         Ok(Self {
@@ -90,27 +121,46 @@ impl CaptionerConfig {
 
     pub fn to_json(&self) -> Value {
         let mut obj = self.extra.clone();
-        obj.insert("architectures".into(), serde_json::json!(["VisionEncoderDecoderModel"]));
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!(["VisionEncoderDecoderModel"]),
+        );
         obj.insert("model_type".into(), "vision-encoder-decoder".into());
         obj.insert("is_encoder_decoder".into(), true.into());
         obj.insert("encoder".into(), self.encoder.to_json());
-        obj.insert("decoder".into(), serde_json::to_value(&self.decoder).expect("serializable"));
-        obj.insert("decoder_start_token_id".into(), self.decoder_start_token_id.into());
+        obj.insert(
+            "decoder".into(),
+            serde_json::to_value(&self.decoder).expect("serializable"),
+        );
+        obj.insert(
+            "decoder_start_token_id".into(),
+            self.decoder_start_token_id.into(),
+        );
         obj.insert("eos_token_id".into(), self.eos_token_id.into());
         obj.insert("pad_token_id".into(), self.pad_token_id.into());
-        obj.insert("stylecap".into(), serde_json::to_value(&self.style).expect("serializable"));
+        obj.insert(
+            "stylecap".into(),
+            serde_json::to_value(&self.style).expect("serializable"),
+        );
         Value::Object(obj)
     }
 
     /// Index of a style name, or an error that lists the known styles.
     pub fn style_index(&self, name: &str) -> Result<usize> {
-        self.style.styles.iter().position(|s| s == name).with_context(|| {
-            if self.style.styles.is_empty() {
-                format!("unknown style `{name}`: this captioner has no styles")
-            } else {
-                format!("unknown style `{name}` (known styles: {})", self.style.styles.join(", "))
-            }
-        })
+        self.style
+            .styles
+            .iter()
+            .position(|s| s == name)
+            .with_context(|| {
+                if self.style.styles.is_empty() {
+                    format!("unknown style `{name}`: this captioner has no styles")
+                } else {
+                    format!(
+                        "unknown style `{name}` (known styles: {})",
+                        self.style.styles.join(", ")
+                    )
+                }
+            })
     }
 }
 
@@ -139,7 +189,10 @@ impl EncodedImages {
             cross: self
                 .cross
                 .iter()
-                .map(|kv| KeyValue { k: kv.k.clone().select(0, index.clone()), v: kv.v.clone().select(0, index.clone()) })
+                .map(|kv| KeyValue {
+                    k: kv.k.clone().select(0, index.clone()),
+                    v: kv.v.clone().select(0, index.clone()),
+                })
                 .collect(),
         }
     }
@@ -151,13 +204,14 @@ impl Captioner {
         let d_enc = config.encoder.hidden_size();
         let d_dec = config.decoder.n_embd;
         let std = config.decoder.initializer_range;
-        let style_prefix = (!config.style.styles.is_empty() && config.style.prefix_tokens > 0).then(|| {
-            Param::from_tensor(Tensor::random(
-                [config.style.styles.len(), config.style.prefix_tokens, d_dec],
-                Distribution::Normal(0.0, std),
-                device,
-            ))
-        });
+        let style_prefix = (!config.style.styles.is_empty() && config.style.prefix_tokens > 0)
+            .then(|| {
+                Param::from_tensor(Tensor::random(
+                    [config.style.styles.len(), config.style.prefix_tokens, d_dec],
+                    Distribution::Normal(0.0, std),
+                    device,
+                ))
+            });
         Self {
             encoder: VisionEncoder::new(&config.encoder, false, device),
             enc_to_dec_proj: (d_enc != d_dec).then(|| linear(d_enc, d_dec, true, std, device)),
@@ -168,9 +222,18 @@ impl Captioner {
     }
 
     /// A captioner from separately trained parts, e.g. a pretrained ViT and GPT-2.
-    pub fn from_parts(config: CaptionerConfig, encoder: VisionEncoder, decoder: Gpt2LmHeadModel, device: &Device) -> Self {
+    pub fn from_parts(
+        config: CaptionerConfig,
+        encoder: VisionEncoder,
+        decoder: Gpt2LmHeadModel,
+        device: &Device,
+    ) -> Self {
         let fresh = Self::new(config, device);
-        Self { encoder, decoder, ..fresh }
+        Self {
+            encoder,
+            decoder,
+            ..fresh
+        }
     }
 
     pub fn prefix_len(&self) -> usize {
@@ -191,7 +254,9 @@ impl Captioner {
     }
 
     pub fn encode(&self, pixel_values: Tensor<4>) -> EncodedImages {
-        EncodedImages { cross: self.decoder.cross_kv(self.encode_hidden(pixel_values)) }
+        EncodedImages {
+            cross: self.decoder.cross_kv(self.encode_hidden(pixel_values)),
+        }
     }
 
     /// Style prefix embeddings `[B, k, d]` for style indices `[B]`, if the model has styles.
@@ -227,12 +292,17 @@ impl Captioner {
         let padding = attention_mask.map(|m| {
             let m = m.equal_elem(0);
             if k > 0 {
-                Tensor::cat(vec![Tensor::<2, Bool>::full([b, k], false, &m.device()), m], 1)
+                Tensor::cat(
+                    vec![Tensor::<2, Bool>::full([b, k], false, &m.device()), m],
+                    1,
+                )
             } else {
                 m
             }
         });
-        let h = self.decoder.forward_hidden(x, padding.as_ref(), Some(&encoded.cross), None);
+        let h = self
+            .decoder
+            .forward_hidden(x, padding.as_ref(), Some(&encoded.cross), None);
         let h = if k > 0 { h.narrow(1, k, t) } else { h };
         self.decoder.lm_head(h)
     }
@@ -250,9 +320,18 @@ impl Captioner {
 
     /// Starts incremental decoding: runs the prefix and start token through the decoder and
     /// returns the cache and the logits `[B, V]` for the first caption token.
-    pub fn start_decoding(&self, encoded: &EncodedImages, styles: Option<Tensor<1, Int>>, batch: usize) -> (DecoderCache, Tensor<2>) {
+    pub fn start_decoding(
+        &self,
+        encoded: &EncodedImages,
+        styles: Option<Tensor<1, Int>>,
+        batch: usize,
+    ) -> (DecoderCache, Tensor<2>) {
         let device = encoded.cross[0].k.device();
-        let start = Tensor::<2, Int>::full([batch, 1], self.config.decoder_start_token_id as i64, &device);
+        let start = Tensor::<2, Int>::full(
+            [batch, 1],
+            self.config.decoder_start_token_id as i64,
+            &device,
+        );
         let x = self.decoder_inputs(styles, start);
         let mut cache = DecoderCache::default();
         let logits = self.step_embeds(encoded, x, &mut cache);
@@ -260,16 +339,30 @@ impl Captioner {
     }
 
     /// Feeds one token per row and returns the next-token logits `[B, V]`.
-    pub fn step(&self, encoded: &EncodedImages, tokens: Tensor<1, Int>, cache: &mut DecoderCache) -> Tensor<2> {
+    pub fn step(
+        &self,
+        encoded: &EncodedImages,
+        tokens: Tensor<1, Int>,
+        cache: &mut DecoderCache,
+    ) -> Tensor<2> {
         let x = self.decoder.embed_tokens(tokens.unsqueeze_dim(1));
         self.step_embeds(encoded, x, cache)
     }
 
-    fn step_embeds(&self, encoded: &EncodedImages, x: Tensor<3>, cache: &mut DecoderCache) -> Tensor<2> {
+    fn step_embeds(
+        &self,
+        encoded: &EncodedImages,
+        x: Tensor<3>,
+        cache: &mut DecoderCache,
+    ) -> Tensor<2> {
         let t = x.dims()[1];
-        let h = self.decoder.forward_hidden(x, None, Some(&encoded.cross), Some(cache));
+        let h = self
+            .decoder
+            .forward_hidden(x, None, Some(&encoded.cross), Some(cache));
         let b = h.dims()[0];
-        self.decoder.lm_head(h.narrow(1, t - 1, 1)).reshape([b, self.decoder.vocab_size()])
+        self.decoder
+            .lm_head(h.narrow(1, t - 1, 1))
+            .reshape([b, self.decoder.vocab_size()])
     }
 
     /// Saves as a transformers `VisionEncoderDecoderModel` directory (`config.json`,
@@ -284,7 +377,14 @@ impl Captioner {
         collect_module(&self.decoder, "decoder", &mut tensors);
         if let Some(p) = &self.style_prefix {
             let t = p.val();
-            tensors.push(("style_prefix".into(), t.dims().to_vec(), t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")));
+            tensors.push((
+                "style_prefix".into(),
+                t.dims().to_vec(),
+                t.into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .expect("f32 data"),
+            ));
         }
         write_safetensors(&dir.join("model.safetensors"), &tensors)?;
         crate::util::write_json(&dir.join("config.json"), &self.config.to_json())
@@ -294,7 +394,8 @@ impl Captioner {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let value: Value = crate::util::read_json(&cfg_path)?;
-        let config = CaptionerConfig::from_json(&value).with_context(|| format!("{}: invalid captioner config", cfg_path.display()))?;
+        let config = CaptionerConfig::from_json(&value)
+            .with_context(|| format!("{}: invalid captioner config", cfg_path.display()))?;
         let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
         file.rename_prefix("encoder.vision_model.", "encoder.");
         let with_pooler = file.tensors.contains_key("encoder.pooler.dense.weight");
@@ -305,7 +406,8 @@ impl Captioner {
         let strict = |_: &str| false;
         let (encoder, r1) = load_module(model.encoder, &file, "encoder", &strict)?;
         let (decoder, r2) = load_module(model.decoder, &file, "decoder", &strict)?;
-        let mut used: std::collections::HashSet<String> = r1.used.union(&r2.used).cloned().collect();
+        let mut used: std::collections::HashSet<String> =
+            r1.used.union(&r2.used).cloned().collect();
         model.encoder = encoder;
         model.decoder = decoder;
         if let Some(p) = model.enc_to_dec_proj {
@@ -326,9 +428,15 @@ impl Captioner {
             used.insert("style_prefix".into());
             model.style_prefix = Some(p.map(|_| t));
         }
-        let unused = unused_tensors(&file, &used, &|k| k == "decoder.lm_head.weight" || is_gpt2_buffer(k));
+        let unused = unused_tensors(&file, &used, &|k| {
+            k == "decoder.lm_head.weight" || is_gpt2_buffer(k)
+        });
         if !unused.is_empty() {
-            bail!("{}: tensors not used by the model (config mismatch?): {}", file.path.display(), unused.join(", "));
+            bail!(
+                "{}: tensors not used by the model (config mismatch?): {}",
+                file.path.display(),
+                unused.join(", ")
+            );
         }
         Ok(model)
     }
@@ -336,5 +444,8 @@ impl Captioner {
 
 /// Non-parameter buffers older GPT-2 checkpoints carry (causal mask tables).
 pub fn is_gpt2_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.ends_with("crossattention.bias") || name.ends_with("crossattention.masked_bias")
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with("crossattention.bias")
+        || name.ends_with("crossattention.masked_bias")
 }

@@ -64,8 +64,14 @@ fn init() -> f64 {
 
 impl ClipVisionConfig {
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(self.hidden_size % self.num_attention_heads == 0, "hidden_size must be a multiple of num_attention_heads");
-        anyhow::ensure!(self.image_size % self.patch_size == 0, "image_size must be a multiple of patch_size");
+        anyhow::ensure!(
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
+            "hidden_size must be a multiple of num_attention_heads"
+        );
+        anyhow::ensure!(
+            self.image_size.is_multiple_of(self.patch_size),
+            "image_size must be a multiple of patch_size"
+        );
         Activation::parse(&self.hidden_act)?;
         Ok(())
     }
@@ -126,11 +132,12 @@ impl ClipVisionModel {
         let d = cfg.hidden_size;
         let std = cfg.initializer_range;
         let eps = cfg.layer_norm_eps;
-        let patch_embedding = Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
-            .with_stride([cfg.patch_size, cfg.patch_size])
-            .with_bias(false)
-            .with_initializer(Initializer::Normal { mean: 0.0, std })
-            .init(device);
+        let patch_embedding =
+            Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
+                .with_stride([cfg.patch_size, cfg.patch_size])
+                .with_bias(false)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device);
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| ClipEncoderLayer {
                 self_attn: ClipAttention {
@@ -140,13 +147,20 @@ impl ClipVisionModel {
                     out_proj: linear(d, d, true, std, device),
                 },
                 layer_norm1: layer_norm(d, eps, device),
-                mlp: ClipMlp { fc1: linear(d, cfg.intermediate_size, true, std, device), fc2: linear(cfg.intermediate_size, d, true, std, device) },
+                mlp: ClipMlp {
+                    fc1: linear(d, cfg.intermediate_size, true, std, device),
+                    fc2: linear(cfg.intermediate_size, d, true, std, device),
+                },
                 layer_norm2: layer_norm(d, eps, device),
             })
             .collect();
         Self {
             embeddings: ClipEmbeddings {
-                class_embedding: Param::from_tensor(Tensor::random([d], Distribution::Normal(0.0, std), device)),
+                class_embedding: Param::from_tensor(Tensor::random(
+                    [d],
+                    Distribution::Normal(0.0, std),
+                    device,
+                )),
                 patch_embedding,
                 position_embedding: embedding(cfg.num_positions(), d, std, device),
             },
@@ -154,7 +168,9 @@ impl ClipVisionModel {
             encoder: ClipEncoder { layers },
             post_layernorm: layer_norm(d, eps, device),
             n_head: cfg.num_attention_heads,
-            act: ActivationName(Activation::parse(&cfg.hidden_act).unwrap_or(Activation::QuickGelu)),
+            act: ActivationName(
+                Activation::parse(&cfg.hidden_act).unwrap_or(Activation::QuickGelu),
+            ),
         }
     }
 
@@ -164,9 +180,16 @@ impl ClipVisionModel {
         let patches = vm.embeddings.patch_embedding.forward(pixel_values);
         let [b, d, h, w] = patches.dims();
         let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
-        let cls = vm.embeddings.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
-        let positions = Tensor::<1, Int>::arange(0..(h * w + 1) as i64, &patches.device()).unsqueeze::<2>();
-        let x = Tensor::cat(vec![cls, patches], 1) + vm.embeddings.position_embedding.forward(positions);
+        let cls = vm
+            .embeddings
+            .class_embedding
+            .val()
+            .reshape([1, 1, d])
+            .expand([b, 1, d]);
+        let positions =
+            Tensor::<1, Int>::arange(0..(h * w + 1) as i64, &patches.device()).unsqueeze::<2>();
+        let x = Tensor::cat(vec![cls, patches], 1)
+            + vm.embeddings.position_embedding.forward(positions);
         let mut x = vm.pre_layrnorm.forward(x);
         let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
         for layer in &vm.encoder.layers {
@@ -175,7 +198,9 @@ impl ClipVisionModel {
             let q = split_heads(a.q_proj.forward(hs.clone()), self.n_head);
             let k = split_heads(a.k_proj.forward(hs.clone()), self.n_head);
             let v = split_heads(a.v_proj.forward(hs), self.n_head);
-            x = x + a.out_proj.forward(merge_heads(attend(q, k, v, None, false, scale)));
+            x = x + a
+                .out_proj
+                .forward(merge_heads(attend(q, k, v, None, false, scale)));
             let hs = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
             x = x + layer.mlp.fc2.forward(self.act.0.forward(hs));
         }
@@ -185,6 +210,7 @@ impl ClipVisionModel {
     /// transformers' `pooler_output`: `post_layernorm` of the CLS state.
     pub fn pooled(&self, last_hidden: Tensor<3>) -> Tensor<2> {
         let [b, _, d] = last_hidden.dims();
-        self.post_layernorm.forward(last_hidden.narrow(1, 0, 1).reshape([b, d]))
+        self.post_layernorm
+            .forward(last_hidden.narrow(1, 0, 1).reshape([b, d]))
     }
 }

@@ -15,8 +15,15 @@ use super::captioner::{Captioner, EncodedImages};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Strategy {
     Greedy,
-    Sample { temperature: f32, top_k: usize, top_p: f32 },
-    Beam { num_beams: usize, length_penalty: f32 },
+    Sample {
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+    },
+    Beam {
+        num_beams: usize,
+        length_penalty: f32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,7 +35,11 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { strategy: Strategy::Greedy, max_new_tokens: 32, seed: 0 }
+        Self {
+            strategy: Strategy::Greedy,
+            max_new_tokens: 32,
+            seed: 0,
+        }
     }
 }
 
@@ -40,27 +51,54 @@ pub struct Generation {
     pub logprobs: Vec<f32>,
 }
 
-fn style_tensor(styles: Option<&[usize]>, repeat: usize, device: &Device) -> Option<Tensor<1, Int>> {
+fn style_tensor(
+    styles: Option<&[usize]>,
+    repeat: usize,
+    device: &Device,
+) -> Option<Tensor<1, Int>> {
     styles.map(|s| {
-        let ids: Vec<i64> = s.iter().flat_map(|&i| std::iter::repeat_n(i as i64, repeat)).collect();
+        let ids: Vec<i64> = s
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i as i64, repeat))
+            .collect();
         let n = ids.len();
         Tensor::from_data(TensorData::new(ids, [n]), device)
     })
 }
 
 fn to_host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// Captions for a batch of images. `styles` gives one style index per image when the
 /// captioner has styles.
-pub fn generate(model: &Captioner, pixel_values: Tensor<4>, styles: Option<&[usize]>, opts: &DecodeOptions) -> Result<Vec<Generation>> {
+pub fn generate(
+    model: &Captioner,
+    pixel_values: Tensor<4>,
+    styles: Option<&[usize]>,
+    opts: &DecodeOptions,
+) -> Result<Vec<Generation>> {
     let batch = pixel_values.dims()[0];
     if let Some(s) = styles {
-        ensure!(s.len() == batch, "{} styles given for {} images", s.len(), batch);
+        ensure!(
+            s.len() == batch,
+            "{} styles given for {} images",
+            s.len(),
+            batch
+        );
     }
-    let styles = if model.style_prefix.is_some() { styles } else { None };
-    let room = model.decoder.max_positions().saturating_sub(model.prefix_len() + 1);
+    let styles = if model.style_prefix.is_some() {
+        styles
+    } else {
+        None
+    };
+    let room = model
+        .decoder
+        .max_positions()
+        .saturating_sub(model.prefix_len() + 1);
     ensure!(
         opts.max_new_tokens <= room,
         "max_new_tokens {} exceeds what the decoder's {} positions allow ({room})",
@@ -69,19 +107,37 @@ pub fn generate(model: &Captioner, pixel_values: Tensor<4>, styles: Option<&[usi
     );
     let encoded = model.encode(pixel_values);
     match opts.strategy {
-        Strategy::Beam { num_beams, length_penalty } => beam_search(model, &encoded, styles, batch, num_beams.max(1), length_penalty, opts.max_new_tokens),
+        Strategy::Beam {
+            num_beams,
+            length_penalty,
+        } => beam_search(
+            model,
+            &encoded,
+            styles,
+            batch,
+            num_beams.max(1),
+            length_penalty,
+            opts.max_new_tokens,
+        ),
         _ => Ok(sample_or_greedy(model, &encoded, styles, batch, opts)),
     }
 }
 
 /// Greedy or sampled decoding from already encoded images (the RL stage reuses encodings).
-pub fn sample_or_greedy(model: &Captioner, encoded: &EncodedImages, styles: Option<&[usize]>, batch: usize, opts: &DecodeOptions) -> Vec<Generation> {
+pub fn sample_or_greedy(
+    model: &Captioner,
+    encoded: &EncodedImages,
+    styles: Option<&[usize]>,
+    batch: usize,
+    opts: &DecodeOptions,
+) -> Vec<Generation> {
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
     let vocab = model.decoder.vocab_size();
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let (mut cache, mut logits) = model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
+    let (mut cache, mut logits) =
+        model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     let mut out = vec![Generation::default(); batch];
     let mut done = vec![false; batch];
     for step in 0..opts.max_new_tokens {
@@ -93,7 +149,11 @@ pub fn sample_or_greedy(model: &Captioner, encoded: &EncodedImages, styles: Opti
                 continue;
             }
             let tok = match opts.strategy {
-                Strategy::Sample { temperature, top_k, top_p } => sample_token(row, temperature, top_k, top_p, &mut rng),
+                Strategy::Sample {
+                    temperature,
+                    top_k,
+                    top_p,
+                } => sample_token(row, temperature, top_k, top_p, &mut rng),
                 _ => argmax(row),
             };
             out[i].tokens.push(tok as u32);
@@ -104,7 +164,11 @@ pub fn sample_or_greedy(model: &Captioner, encoded: &EncodedImages, styles: Opti
         if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
-        logits = model.step(encoded, Tensor::from_data(TensorData::new(next, [batch]), &device), &mut cache);
+        logits = model.step(
+            encoded,
+            Tensor::from_data(TensorData::new(next, [batch]), &device),
+            &mut cache,
+        );
     }
     out
 }
@@ -122,7 +186,13 @@ pub fn argmax(row: &[f32]) -> usize {
 
 /// Samples from log-probs `row` with temperature, then top-k and top-p (nucleus) truncation
 /// (HF's order: temperature, top-k, top-p; at least one token is always kept).
-pub fn sample_token(row: &[f32], temperature: f32, top_k: usize, top_p: f32, rng: &mut impl Rng) -> usize {
+pub fn sample_token(
+    row: &[f32],
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    rng: &mut impl Rng,
+) -> usize {
     if temperature <= 0.0 {
         return argmax(row);
     }
@@ -132,7 +202,10 @@ pub fn sample_token(row: &[f32], temperature: f32, top_k: usize, top_p: f32, rng
         idx.truncate(top_k);
     }
     let max = row[idx[0]] / temperature;
-    let mut probs: Vec<f64> = idx.iter().map(|&i| ((row[i] / temperature - max) as f64).exp()).collect();
+    let mut probs: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((row[i] / temperature - max) as f64).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if top_p < 1.0 {
@@ -183,12 +256,29 @@ fn beam_search(
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
     let vocab = model.decoder.vocab_size();
-    let rows: Vec<i64> = (0..batch as i64).flat_map(|b| std::iter::repeat_n(b, beams)).collect();
-    let encoded = encoded.select(Tensor::from_data(TensorData::new(rows, [batch * beams]), &device));
-    let (mut cache, mut logits) = model.start_decoding(&encoded, style_tensor(styles, beams, &device), batch * beams);
+    let rows: Vec<i64> = (0..batch as i64)
+        .flat_map(|b| std::iter::repeat_n(b, beams))
+        .collect();
+    let encoded = encoded.select(Tensor::from_data(
+        TensorData::new(rows, [batch * beams]),
+        &device,
+    ));
+    let (mut cache, mut logits) = model.start_decoding(
+        &encoded,
+        style_tensor(styles, beams, &device),
+        batch * beams,
+    );
     // Only the first beam is live at the start, so the first step does not pick duplicates.
     let mut running: Vec<Vec<Hypothesis>> = (0..batch)
-        .map(|_| (0..beams).map(|j| Hypothesis { score: if j == 0 { 0.0 } else { f32::NEG_INFINITY }, tokens: vec![], logprobs: vec![] }).collect())
+        .map(|_| {
+            (0..beams)
+                .map(|j| Hypothesis {
+                    score: if j == 0 { 0.0 } else { f32::NEG_INFINITY },
+                    tokens: vec![],
+                    logprobs: vec![],
+                })
+                .collect()
+        })
         .collect();
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
@@ -211,7 +301,10 @@ fn beam_search(
                 let row = &lp[(b * beams + j) * vocab..(b * beams + j + 1) * vocab];
                 cands.extend(row.iter().enumerate().map(|(v, &l)| (base + l, j, v)));
             }
-            cands.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1 * vocab + x.2).cmp(&(y.1 * vocab + y.2))));
+            cands.sort_by(|x, y| {
+                y.0.total_cmp(&x.0)
+                    .then((x.1 * vocab + x.2).cmp(&(y.1 * vocab + y.2)))
+            });
             let mut next: Vec<Hypothesis> = Vec::with_capacity(beams);
             for (rank, &(score, j, v)) in cands.iter().take(2 * beams).enumerate() {
                 let mut h = running[b][j].clone();
@@ -239,8 +332,15 @@ fn beam_search(
         if done.iter().all(|&d| d) || step + 1 == max_new_tokens {
             break;
         }
-        cache.select(Tensor::from_data(TensorData::new(parent, [batch * beams]), &device));
-        logits = model.step(&encoded, Tensor::from_data(TensorData::new(next_tokens, [batch * beams]), &device), &mut cache);
+        cache.select(Tensor::from_data(
+            TensorData::new(parent, [batch * beams]),
+            &device,
+        ));
+        logits = model.step(
+            &encoded,
+            Tensor::from_data(TensorData::new(next_tokens, [batch * beams]), &device),
+            &mut cache,
+        );
     }
     Ok((0..batch)
         .map(|b| {
@@ -248,8 +348,14 @@ fn beam_search(
             if !done[b] {
                 all.extend(running[b].iter().cloned());
             }
-            let best = all.into_iter().max_by(|x, y| normalised(x).total_cmp(&normalised(y))).expect("at least one hypothesis");
-            Generation { tokens: best.tokens, logprobs: best.logprobs }
+            let best = all
+                .into_iter()
+                .max_by(|x, y| normalised(x).total_cmp(&normalised(y)))
+                .expect("at least one hypothesis");
+            Generation {
+                tokens: best.tokens,
+                logprobs: best.logprobs,
+            }
         })
         .collect())
 }
@@ -264,7 +370,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..200 {
             let t = sample_token(&row, 1.0, 0, 0.7, &mut rng);
-            assert!(t < 2, "top-p 0.7 must keep only the two most likely tokens, got {t}");
+            assert!(
+                t < 2,
+                "top-p 0.7 must keep only the two most likely tokens, got {t}"
+            );
         }
         for _ in 0..200 {
             assert_eq!(sample_token(&row, 1.0, 1, 1.0, &mut rng), 0);

@@ -65,7 +65,13 @@ fn default_init() -> f64 {
 }
 
 impl Gpt2Config {
-    pub fn new(vocab_size: usize, n_positions: usize, n_embd: usize, n_layer: usize, n_head: usize) -> Self {
+    pub fn new(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+    ) -> Self {
         Self {
             model_type: default_model_type(),
             vocab_size,
@@ -88,9 +94,13 @@ impl Gpt2Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(self.model_type == "gpt2", "model_type is `{}`, expected `gpt2`", self.model_type);
         anyhow::ensure!(
-            self.n_head > 0 && self.n_embd % self.n_head == 0,
+            self.model_type == "gpt2",
+            "model_type is `{}`, expected `gpt2`",
+            self.model_type
+        );
+        anyhow::ensure!(
+            self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
             "n_embd ({}) must be a multiple of n_head ({})",
             self.n_embd,
             self.n_head
@@ -127,7 +137,11 @@ impl Gpt2Attention {
         let std = cfg.initializer_range;
         // transformers scales output projections by 1/sqrt(2 n_layer) at init (GPT-2 paper).
         let proj_std = std / (2.0 * cfg.n_layer as f64).sqrt();
-        let mut scale = if cfg.scale_attn_weights { 1.0 / ((d / cfg.n_head) as f64).sqrt() } else { 1.0 };
+        let mut scale = if cfg.scale_attn_weights {
+            1.0 / ((d / cfg.n_head) as f64).sqrt()
+        } else {
+            1.0
+        };
         if cfg.scale_attn_by_inverse_layer_idx {
             scale /= (layer + 1) as f64;
         }
@@ -142,7 +156,12 @@ impl Gpt2Attention {
 
     /// Causal self-attention over `x` `[B, T, D]`. With a cache, `x` holds only the new
     /// positions and the cache receives their keys and values.
-    pub fn forward_self(&self, x: Tensor<3>, key_padding: Option<&Tensor<2, Bool>>, cache: Option<&mut Option<KeyValue>>) -> Tensor<3> {
+    pub fn forward_self(
+        &self,
+        x: Tensor<3>,
+        key_padding: Option<&Tensor<2, Bool>>,
+        cache: Option<&mut Option<KeyValue>>,
+    ) -> Tensor<3> {
         let d = x.dims()[2];
         let qkv = self.c_attn.forward(x);
         let q = split_heads(qkv.clone().narrow(2, 0, d), self.n_head);
@@ -153,7 +172,10 @@ impl Gpt2Attention {
                 k = Tensor::cat(vec![past.k, k], 2);
                 v = Tensor::cat(vec![past.v, v], 2);
             }
-            *slot = Some(KeyValue { k: k.clone(), v: v.clone() });
+            *slot = Some(KeyValue {
+                k: k.clone(),
+                v: v.clone(),
+            });
         }
         let y = attend(q, k, v, key_padding, true, self.scale);
         self.c_proj.forward(merge_heads(y))
@@ -163,7 +185,10 @@ impl Gpt2Attention {
     pub fn cross_kv(&self, encoder_hidden: Tensor<3>) -> KeyValue {
         let d = encoder_hidden.dims()[2];
         let kv = self.c_attn.forward(encoder_hidden);
-        KeyValue { k: split_heads(kv.clone().narrow(2, 0, d), self.n_head), v: split_heads(kv.narrow(2, d, d), self.n_head) }
+        KeyValue {
+            k: split_heads(kv.clone().narrow(2, 0, d), self.n_head),
+            v: split_heads(kv.narrow(2, d, d), self.n_head),
+        }
     }
 
     pub fn forward_cross(&self, x: Tensor<3>, kv: &KeyValue) -> Tensor<3> {
@@ -210,8 +235,15 @@ impl Gpt2Block {
             ln_2: layer_norm(d, eps, device),
             mlp: Gpt2Mlp {
                 c_fc: Conv1D::new(d, inner, cfg.initializer_range, device),
-                c_proj: Conv1D::new(inner, d, cfg.initializer_range / (2.0 * cfg.n_layer as f64).sqrt(), device),
-                act: ActivationName(Activation::parse(&cfg.activation_function).unwrap_or(Activation::GeluTanh)),
+                c_proj: Conv1D::new(
+                    inner,
+                    d,
+                    cfg.initializer_range / (2.0 * cfg.n_layer as f64).sqrt(),
+                    device,
+                ),
+                act: ActivationName(
+                    Activation::parse(&cfg.activation_function).unwrap_or(Activation::GeluTanh),
+                ),
             },
         }
     }
@@ -223,7 +255,10 @@ impl Gpt2Block {
         cross: Option<&KeyValue>,
         cache: Option<&mut Option<KeyValue>>,
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward_self(self.ln_1.forward(x), key_padding, cache);
+        let x = x.clone()
+            + self
+                .attn
+                .forward_self(self.ln_1.forward(x), key_padding, cache);
         let x = match (cross, &self.crossattention, &self.ln_cross_attn) {
             (Some(kv), Some(attn), Some(ln)) => x.clone() + attn.forward_cross(ln.forward(x), kv),
             _ => x,
@@ -273,7 +308,9 @@ impl Gpt2LmHeadModel {
             transformer: Gpt2Model {
                 wte: embedding(cfg.vocab_size, d, std, device),
                 wpe: embedding(cfg.n_positions, d, std, device),
-                h: (0..cfg.n_layer).map(|i| Gpt2Block::new(cfg, i, device)).collect(),
+                h: (0..cfg.n_layer)
+                    .map(|i| Gpt2Block::new(cfg, i, device))
+                    .collect(),
                 ln_f: layer_norm(d, cfg.layer_norm_epsilon, device),
             },
         }
@@ -292,7 +329,10 @@ impl Gpt2LmHeadModel {
     }
 
     pub fn has_cross_attention(&self) -> bool {
-        self.transformer.h.first().is_some_and(|b| b.crossattention.is_some())
+        self.transformer
+            .h
+            .first()
+            .is_some_and(|b| b.crossattention.is_some())
     }
 
     pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
@@ -304,7 +344,12 @@ impl Gpt2LmHeadModel {
         self.transformer
             .h
             .iter()
-            .map(|b| b.crossattention.as_ref().expect("decoder has no cross-attention").cross_kv(encoder_hidden.clone()))
+            .map(|b| {
+                b.crossattention
+                    .as_ref()
+                    .expect("decoder has no cross-attention")
+                    .cross_kv(encoder_hidden.clone())
+            })
             .collect()
     }
 
@@ -320,7 +365,8 @@ impl Gpt2LmHeadModel {
         let [_, t, _] = inputs_embeds.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let device = inputs_embeds.device();
-        let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>();
+        let positions =
+            Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>();
         let mut x = inputs_embeds + self.transformer.wpe.forward(positions);
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.transformer.h.len(), None);
@@ -342,10 +388,20 @@ impl Gpt2LmHeadModel {
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]`; `attention_mask` is transformers' (1 = keep).
-    pub fn forward(&self, ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>, encoder_hidden: Option<Tensor<3>>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        encoder_hidden: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let padding = attention_mask.map(|m| m.equal_elem(0));
         let cross = encoder_hidden.map(|e| self.cross_kv(e));
-        let h = self.forward_hidden(self.embed_tokens(ids), padding.as_ref(), cross.as_deref(), None);
+        let h = self.forward_hidden(
+            self.embed_tokens(ids),
+            padding.as_ref(),
+            cross.as_deref(),
+            None,
+        );
         self.lm_head(h)
     }
 }
@@ -353,6 +409,7 @@ impl Gpt2LmHeadModel {
 /// Reads a GPT-2 `config.json`.
 pub fn read_config(path: &std::path::Path) -> Result<Gpt2Config> {
     let cfg: Gpt2Config = crate::util::read_json(path)?;
-    cfg.validate().with_context(|| format!("{}: invalid GPT-2 config", path.display()))?;
+    cfg.validate()
+        .with_context(|| format!("{}: invalid GPT-2 config", path.display()))?;
     Ok(cfg)
 }

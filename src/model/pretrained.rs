@@ -20,7 +20,10 @@ pub fn resolve(path_or_id: &str) -> Result<PathBuf> {
         return Ok(p);
     }
     if p.exists() {
-        bail!("{}: expected a model directory (with config.json and model.safetensors), found a file", p.display());
+        bail!(
+            "{}: expected a model directory (with config.json and model.safetensors), found a file",
+            p.display()
+        );
     }
     bail!(
         "{path_or_id}: no such directory. Download the model first (e.g. `huggingface-cli download {path_or_id} --local-dir DIR`) and pass DIR"
@@ -31,7 +34,8 @@ pub fn resolve(path_or_id: &str) -> Result<PathBuf> {
 pub fn load_vision(dir: &Path, device: &Device) -> Result<(VisionConfig, VisionEncoder)> {
     let cfg_path = dir.join("config.json");
     let value: Value = crate::util::read_json(&cfg_path)?;
-    let config = VisionConfig::from_json(&value).with_context(|| format!("{}: invalid vision config", cfg_path.display()))?;
+    let config = VisionConfig::from_json(&value)
+        .with_context(|| format!("{}: invalid vision config", cfg_path.display()))?;
     let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
     file.rename_prefix("vision_model.", "");
     // `CLIPModel` checkpoints hold text and vision towers; `CLIPVisionModel` only vision.
@@ -39,11 +43,16 @@ pub fn load_vision(dir: &Path, device: &Device) -> Result<(VisionConfig, VisionE
     let model = VisionEncoder::new(&config, with_pooler, device);
     let (model, report) = load_module(model, &file, "", &|_| false)?;
     let unused = unused_tensors(&file, &report.used, &|k| {
-        matches!(config, VisionConfig::Clip(_)) && (k.starts_with("text_model.") || k.contains("projection") || k == "logit_scale")
+        matches!(config, VisionConfig::Clip(_))
+            && (k.starts_with("text_model.") || k.contains("projection") || k == "logit_scale")
             || k.ends_with("position_ids")
     });
     if !unused.is_empty() {
-        bail!("{}: tensors not used by the model (config mismatch?): {}", file.path.display(), unused.join(", "));
+        bail!(
+            "{}: tensors not used by the model (config mismatch?): {}",
+            file.path.display(),
+            unused.join(", ")
+        );
     }
     Ok((config, model))
 }
@@ -64,18 +73,33 @@ pub fn load_gpt2(dir: &Path, cross_attention: bool, device: &Device) -> Result<G
     let had_cross = config.add_cross_attention;
     config.add_cross_attention = cross_attention || had_cross;
     let model = Gpt2LmHeadModel::new(&config, device);
-    let may_be_missing = |name: &str| cross_attention && !had_cross && (name.contains(".crossattention.") || name.contains(".ln_cross_attn."));
+    let may_be_missing = |name: &str| {
+        cross_attention
+            && !had_cross
+            && (name.contains(".crossattention.") || name.contains(".ln_cross_attn."))
+    };
     // Bare `GPT2Model` checkpoints (e.g. the original `gpt2`) have no `transformer.` prefix.
-    let bare = !file.tensors.contains_key("transformer.wte.weight") && file.tensors.contains_key("wte.weight");
+    let bare = !file.tensors.contains_key("transformer.wte.weight")
+        && file.tensors.contains_key("wte.weight");
     let (model, report) = if bare {
         let (t, r) = load_module(model.transformer, &file, "", &may_be_missing)?;
         (Gpt2LmHeadModel { transformer: t }, r)
     } else {
         load_module(model, &file, "", &may_be_missing)?
     };
-    let unused = unused_tensors(&file, &report.used, &|k| k == "lm_head.weight" || is_gpt2_buffer(k));
+    let unused = unused_tensors(&file, &report.used, &|k| {
+        k == "lm_head.weight" || is_gpt2_buffer(k)
+    });
     if !unused.is_empty() {
-        bail!("{}: tensors not used by the model (config mismatch?): {}", file.path.display(), unused.join(", "));
+        bail!(
+            "{}: tensors not used by the model (config mismatch?): {}",
+            file.path.display(),
+            unused.join(", ")
+        );
     }
-    Ok(Gpt2Load { config, model, fresh: report.initialized_fresh })
+    Ok(Gpt2Load {
+        config,
+        model,
+        fresh: report.initialized_fresh,
+    })
 }

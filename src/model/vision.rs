@@ -18,7 +18,10 @@ impl VisionConfig {
     /// Parses an encoder config: a ViT (`vit`), a CLIP vision tower (`clip_vision_model`), or
     /// a full CLIP config (`clip`), whose `vision_config` is used.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let model_type = value.get("model_type").and_then(Value::as_str).context("encoder config has no `model_type`")?;
+        let model_type = value
+            .get("model_type")
+            .and_then(Value::as_str)
+            .context("encoder config has no `model_type`")?;
         let cfg = match model_type {
             "vit" => {
                 let c: ViTConfig = serde_json::from_value(value.clone()).context("invalid ViT config")?;

@@ -64,7 +64,13 @@ fn init() -> f64 {
 }
 
 impl ViTConfig {
-    pub fn new(image_size: usize, patch_size: usize, hidden_size: usize, layers: usize, heads: usize) -> Self {
+    pub fn new(
+        image_size: usize,
+        patch_size: usize,
+        hidden_size: usize,
+        layers: usize,
+        heads: usize,
+    ) -> Self {
         Self {
             model_type: model_type(),
             hidden_size,
@@ -83,8 +89,14 @@ impl ViTConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(self.hidden_size % self.num_attention_heads == 0, "hidden_size must be a multiple of num_attention_heads");
-        anyhow::ensure!(self.image_size % self.patch_size == 0, "image_size must be a multiple of patch_size");
+        anyhow::ensure!(
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
+            "hidden_size must be a multiple of num_attention_heads"
+        );
+        anyhow::ensure!(
+            self.image_size.is_multiple_of(self.patch_size),
+            "image_size must be a multiple of patch_size"
+        );
         Activation::parse(&self.hidden_act)?;
         Ok(())
     }
@@ -156,7 +168,13 @@ impl ViTModel {
         let d = cfg.hidden_size;
         let std = cfg.initializer_range;
         let eps = cfg.layer_norm_eps;
-        let normal = |shape: [usize; 3]| Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device));
+        let normal = |shape: [usize; 3]| {
+            Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, std),
+                device,
+            ))
+        };
         let projection = Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
             .with_stride([cfg.patch_size, cfg.patch_size])
             .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -169,10 +187,16 @@ impl ViTModel {
                         key: linear(d, d, cfg.qkv_bias, std, device),
                         value: linear(d, d, cfg.qkv_bias, std, device),
                     },
-                    output: ViTDense { dense: linear(d, d, true, std, device) },
+                    output: ViTDense {
+                        dense: linear(d, d, true, std, device),
+                    },
                 },
-                intermediate: ViTDense { dense: linear(d, cfg.intermediate_size, true, std, device) },
-                output: ViTDense { dense: linear(cfg.intermediate_size, d, true, std, device) },
+                intermediate: ViTDense {
+                    dense: linear(d, cfg.intermediate_size, true, std, device),
+                },
+                output: ViTDense {
+                    dense: linear(cfg.intermediate_size, d, true, std, device),
+                },
                 layernorm_before: layer_norm(d, eps, device),
                 layernorm_after: layer_norm(d, eps, device),
             })
@@ -185,15 +209,23 @@ impl ViTModel {
             },
             encoder: ViTEncoder { layer },
             layernorm: layer_norm(d, eps, device),
-            pooler: with_pooler.then(|| ViTDense { dense: linear(d, d, true, std, device) }),
+            pooler: with_pooler.then(|| ViTDense {
+                dense: linear(d, d, true, std, device),
+            }),
             n_head: cfg.num_attention_heads,
-            act: super::gpt2::ActivationName(Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Gelu)),
+            act: super::gpt2::ActivationName(
+                Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Gelu),
+            ),
         }
     }
 
     /// `last_hidden_state` `[B, 1 + patches, D]` for `pixel_values` `[B, C, H, W]`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
-        let patches = self.embeddings.patch_embeddings.projection.forward(pixel_values); // [B, D, h, w]
+        let patches = self
+            .embeddings
+            .patch_embeddings
+            .projection
+            .forward(pixel_values); // [B, D, h, w]
         let [b, d, h, w] = patches.dims();
         let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
         let cls = self.embeddings.cls_token.val().expand([b, 1, d]);
@@ -207,7 +239,10 @@ impl ViTModel {
             let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
             let attn = merge_heads(attend(q, k, v, None, false, scale));
             x = x + layer.attention.output.dense.forward(attn);
-            let h = layer.intermediate.dense.forward(layer.layernorm_after.forward(x.clone()));
+            let h = layer
+                .intermediate
+                .dense
+                .forward(layer.layernorm_after.forward(x.clone()));
             x = x + layer.output.dense.forward(self.act.0.forward(h));
         }
         self.layernorm.forward(x)
@@ -216,6 +251,10 @@ impl ViTModel {
     /// transformers' `pooler_output`: tanh(dense(CLS)).
     pub fn pooled(&self, last_hidden: Tensor<3>) -> Option<Tensor<2>> {
         let [b, _, d] = last_hidden.dims();
-        self.pooler.as_ref().map(|p| p.dense.forward(last_hidden.narrow(1, 0, 1).reshape([b, d])).tanh())
+        self.pooler.as_ref().map(|p| {
+            p.dense
+                .forward(last_hidden.narrow(1, 0, 1).reshape([b, d]))
+                .tanh()
+        })
     }
 }

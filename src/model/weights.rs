@@ -32,14 +32,19 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display())
+        })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
             let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 Dtype::F64 => data
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
@@ -52,22 +57,46 @@ impl SafetensorsFile {
                     .chunks_exact(2)
                     .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
                     .collect(),
-                Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-                Dtype::I32 => data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-                other => bail!("{}: tensor `{name}` has unsupported dtype {other:?}", path.display()),
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+                Dtype::I32 => data
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+                other => bail!(
+                    "{}: tensor `{name}` has unsupported dtype {other:?}",
+                    path.display()
+                ),
             };
-            tensors.insert(name.to_string(), StoredTensor { shape: view.shape().to_vec(), values });
+            tensors.insert(
+                name.to_string(),
+                StoredTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            );
         }
-        Ok(Self { path: path.to_path_buf(), tensors })
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
     }
 
     /// Renames every tensor `{from}{rest}` to `{to}{rest}` (older and newer transformers
     /// versions nest some towers differently).
     pub fn rename_prefix(&mut self, from: &str, to: &str) {
-        let names: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(from)).cloned().collect();
+        let names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(from))
+            .cloned()
+            .collect();
         for name in names {
             let t = self.tensors.remove(&name).expect("listed");
-            self.tensors.insert(format!("{to}{}", &name[from.len()..]), t);
+            self.tensors
+                .insert(format!("{to}{}", &name[from.len()..]), t);
         }
     }
 
@@ -78,12 +107,23 @@ impl SafetensorsFile {
             .get(name)
             .with_context(|| format!("{}: tensor `{name}` is missing", self.path.display()))?;
         if t.shape.len() != D {
-            bail!("{}: tensor `{name}` has shape {:?}, expected rank {D}", self.path.display(), t.shape);
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected rank {D}",
+                self.path.display(),
+                t.shape
+            );
         }
-        Ok(Tensor::from_data(TensorData::new(t.values.clone(), t.shape.clone()), device))
+        Ok(Tensor::from_data(
+            TensorData::new(t.values.clone(), t.shape.clone()),
+            device,
+        ))
     }
 
-    pub fn int_tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D, Int>> {
+    pub fn int_tensor<const D: usize>(
+        &self,
+        name: &str,
+        device: &Device,
+    ) -> Result<Tensor<D, Int>> {
         Ok(self.tensor::<D>(name, device)?.int())
     }
 }
@@ -151,7 +191,8 @@ struct Loader<'a> {
 
 impl ModuleMapper for Loader<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_string(), container_type.to_string()));
+        self.path
+            .push((name.to_string(), container_type.to_string()));
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
@@ -199,7 +240,14 @@ pub fn load_module<M: Module>(
     prefix: &str,
     may_be_missing: &dyn Fn(&str) -> bool,
 ) -> Result<(M, LoadReport)> {
-    let mut loader = Loader { file, prefix, path: Vec::new(), may_be_missing, errors: Vec::new(), report: LoadReport::default() };
+    let mut loader = Loader {
+        file,
+        prefix,
+        path: Vec::new(),
+        may_be_missing,
+        errors: Vec::new(),
+        report: LoadReport::default(),
+    };
     let module = module.map(&mut loader);
     if !loader.errors.is_empty() {
         bail!("{}: {}", file.path.display(), loader.errors.join("; "));
@@ -208,8 +256,16 @@ pub fn load_module<M: Module>(
 }
 
 /// Checkpoint tensors that no parameter claimed, except known non-parameter buffers.
-pub fn unused_tensors(file: &SafetensorsFile, used: &HashSet<String>, ignore: &dyn Fn(&str) -> bool) -> Vec<String> {
-    file.tensors.keys().filter(|k| !used.contains(*k) && !ignore(k)).cloned().collect()
+pub fn unused_tensors(
+    file: &SafetensorsFile,
+    used: &HashSet<String>,
+    ignore: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    file.tensors
+        .keys()
+        .filter(|k| !used.contains(*k) && !ignore(k))
+        .cloned()
+        .collect()
 }
 
 struct Collector<'a> {
@@ -220,7 +276,8 @@ struct Collector<'a> {
 
 impl ModuleVisitor for Collector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_string(), container_type.to_string()));
+        self.path
+            .push((name.to_string(), container_type.to_string()));
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
@@ -232,25 +289,48 @@ impl ModuleVisitor for Collector<'_> {
             t = t.transpose();
         }
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor");
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 tensor");
         self.out.push((name, shape, values));
     }
 }
 
 /// Every parameter of `module` under its checkpoint name, appended to `out`.
-pub fn collect_module<M: Module>(module: &M, prefix: &str, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>) {
-    module.visit(&mut Collector { prefix, path: Vec::new(), out });
+pub fn collect_module<M: Module>(
+    module: &M,
+    prefix: &str,
+    out: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
+) {
+    module.visit(&mut Collector {
+        prefix,
+        path: Vec::new(),
+        out,
+    });
 }
 
 /// Writes tensors as an f32 safetensors file, atomically (temp file + rename).
 pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -265,7 +345,8 @@ struct NamedMapper<'a, F: FnMut(&str, TensorData) -> TensorData> {
 
 impl<F: FnMut(&str, TensorData) -> TensorData> ModuleMapper for NamedMapper<'_, F> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_string(), container_type.to_string()));
+        self.path
+            .push((name.to_string(), container_type.to_string()));
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
@@ -283,7 +364,10 @@ impl<F: FnMut(&str, TensorData) -> TensorData> ModuleMapper for NamedMapper<'_, 
 /// Rewrites every parameter through `f(name, values)` (names as in checkpoints, layouts as
 /// burn stores them). Used by finite-difference checks and weight surgery.
 pub fn map_named<M: Module>(module: M, mut f: impl FnMut(&str, TensorData) -> TensorData) -> M {
-    module.map(&mut NamedMapper { path: Vec::new(), f: &mut f })
+    module.map(&mut NamedMapper {
+        path: Vec::new(),
+        f: &mut f,
+    })
 }
 
 /// Ids of every parameter, in visiting order.
@@ -314,15 +398,39 @@ mod tests {
 
     #[test]
     fn names_follow_pytorch() {
-        let p = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        let p = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            hf_name("decoder", &p(&[("transformer", "Struct:Gpt2LmHeadModel"), ("ln_f", "Struct:Gpt2Model"), ("gamma", "Struct:LayerNorm")])),
+            hf_name(
+                "decoder",
+                &p(&[
+                    ("transformer", "Struct:Gpt2LmHeadModel"),
+                    ("ln_f", "Struct:Gpt2Model"),
+                    ("gamma", "Struct:LayerNorm")
+                ])
+            ),
             ("decoder.transformer.ln_f.weight".to_string(), false)
         );
         assert_eq!(
-            hf_name("", &p(&[("Vit", "Enum:VisionEncoder"), ("pooler", "Struct:ViTModel"), ("weight", "Struct:Linear")])),
+            hf_name(
+                "",
+                &p(&[
+                    ("Vit", "Enum:VisionEncoder"),
+                    ("pooler", "Struct:ViTModel"),
+                    ("weight", "Struct:Linear")
+                ])
+            ),
             ("pooler.weight".to_string(), true)
         );
-        assert_eq!(hf_name("", &p(&[("c_attn", "Struct:Block"), ("weight", "Struct:Conv1D")])), ("c_attn.weight".to_string(), false));
+        assert_eq!(
+            hf_name(
+                "",
+                &p(&[("c_attn", "Struct:Block"), ("weight", "Struct:Conv1D")])
+            ),
+            ("c_attn.weight".to_string(), false)
+        );
     }
 }

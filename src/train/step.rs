@@ -17,7 +17,13 @@ pub struct CaptionBatch {
 }
 
 /// Input ids, target ids and loss mask for token sequences (right-padded to the longest).
-pub fn teacher_forcing(captions: &[Vec<u32>], start: u32, end: u32, pad: u32, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
+pub fn teacher_forcing(
+    captions: &[Vec<u32>],
+    start: u32,
+    end: u32,
+    pad: u32,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
     let b = captions.len();
     let t = captions.iter().map(|c| c.len() + 1).max().unwrap_or(1);
     let mut inputs = vec![pad as i64; b * t];
@@ -42,12 +48,22 @@ pub fn teacher_forcing(captions: &[Vec<u32>], start: u32, end: u32, pad: u32, de
 
 /// Loss of a batch (differentiable when the model lives on an autodiff device).
 pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
-    let logits = model.forward(batch.pixel_values.clone(), batch.styles.clone(), batch.input_ids.clone(), None);
+    let logits = model.forward(
+        batch.pixel_values.clone(),
+        batch.styles.clone(),
+        batch.input_ids.clone(),
+        None,
+    );
     caption_loss(logits, batch.targets.clone(), batch.mask.clone())
 }
 
 /// Forward, backward and one optimizer update; returns the updated model and the loss.
-pub fn train_step(model: Captioner, optim: &mut ModuleOptimizer, batch: &CaptionBatch, lr: f64) -> (Captioner, f32) {
+pub fn train_step(
+    model: Captioner,
+    optim: &mut ModuleOptimizer,
+    batch: &CaptionBatch,
+    lr: f64,
+) -> (Captioner, f32) {
     let loss = batch_loss(&model, batch);
     let grads = loss.backward();
     let value = loss.into_scalar::<f32>();

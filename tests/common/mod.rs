@@ -5,11 +5,14 @@ use burn::prelude::*;
 use stylecap::model::weights::SafetensorsFile;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn reference(name: &str) -> SafetensorsFile {
-    SafetensorsFile::open(&fixture(name).join("reference.safetensors")).expect("fixture reference; run tools/make_fixtures.py")
+    SafetensorsFile::open(&fixture(name).join("reference.safetensors"))
+        .expect("fixture reference; run tools/make_fixtures.py")
 }
 
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -18,7 +21,11 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
@@ -38,7 +45,10 @@ pub fn tiny_config(encoder: &str, styles: &[&str], vocab: usize) -> CaptionerCon
     });
     let mut dec = Gpt2Config::new(vocab, 40, 24, 2, 2);
     dec.initializer_range = 0.2;
-    let style = StyleConfig { styles: styles.iter().map(|s| s.to_string()).collect(), prefix_tokens: if styles.is_empty() { 0 } else { 2 } };
+    let style = StyleConfig {
+        styles: styles.iter().map(|s| s.to_string()).collect(),
+        prefix_tokens: if styles.is_empty() { 0 } else { 2 },
+    };
     CaptionerConfig::new(VisionConfig::from_json(&enc).unwrap(), dec, 0, 1, style)
 }
 

@@ -1,0 +1,50 @@
+//! Rough split of one benchmark training step: forward, loss, backward, optimizer.
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use stylecap::model::Captioner;
+use stylecap::train::loss::caption_loss;
+use stylecap::train::step::teacher_forcing;
+
+fn main() {
+    let device = Device::flex().autodiff();
+    let cfg = stylecap::cli::bench_config();
+    let mut model = Captioner::new(cfg, &device);
+    let captions: Vec<Vec<u32>> = (0..16)
+        .map(|i| {
+            (0..63)
+                .map(|j| ((i * 131 + j * 17) % 8191 + 1) as u32)
+                .collect()
+        })
+        .collect();
+    let (ids, targets, mask) = teacher_forcing(&captions, 0, 0, 0, &device);
+    let px = Tensor::<4>::random([16, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let mut optim = AdamWConfig::new().init();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let enc = model.encode_hidden(px.clone());
+        let _ = enc.clone().into_data();
+        let t1 = Instant::now();
+        let logits = model.forward(px.clone(), None, ids.clone(), None);
+        let _ = logits.clone().into_data();
+        let t2 = Instant::now();
+        let loss = caption_loss(logits, targets.clone(), mask.clone());
+        let _ = loss.clone().into_data();
+        let t3 = Instant::now();
+        let grads = loss.backward();
+        let t4 = Instant::now();
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optim.step(1e-4, model, grads);
+        let t5 = Instant::now();
+        println!(
+            "encoder {:.3} fwd(all) {:.3} loss {:.3} bwd {:.3} optim {:.3}",
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+            (t4 - t3).as_secs_f64(),
+            (t5 - t4).as_secs_f64()
+        );
+    }
+}
