@@ -13,8 +13,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
-use super::gpt2::ActivationName;
-use super::layers::{attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation};
+use super::layers::{
+    attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation, ActivationName,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClipVisionConfig {

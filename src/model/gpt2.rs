@@ -7,7 +7,9 @@ use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attend, embedding, layer_norm, merge_heads, split_heads, Activation, Conv1D};
+use super::layers::{
+    attend, embedding, layer_norm, merge_heads, split_heads, Activation, ActivationName, Conv1D,
+};
 
 /// The fields of transformers' `GPT2Config` that change the computation; every other field of
 /// a `config.json` is kept in `extra` and written back unchanged.
@@ -206,10 +208,6 @@ pub struct Gpt2Mlp {
     #[module(skip)]
     pub act: ActivationName,
 }
-
-/// The activation stored on a module (a plain value, not a parameter).
-#[derive(Debug, Clone)]
-pub struct ActivationName(pub Activation);
 
 #[derive(Module, Debug)]
 pub struct Gpt2Block {

@@ -97,6 +97,10 @@ impl Activation {
     }
 }
 
+/// The activation stored on a module (a plain value, not a parameter).
+#[derive(Debug, Clone)]
+pub struct ActivationName(pub Activation);
+
 /// `[B, T, H*Dh]` -> `[B, H, T, Dh]`.
 pub fn split_heads(x: Tensor<3>, n_head: usize) -> Tensor<4> {
     let [b, t, d] = x.dims();

@@ -160,7 +160,7 @@ pub struct ViTModel {
     #[module(skip)]
     pub n_head: usize,
     #[module(skip)]
-    pub act: super::gpt2::ActivationName,
+    pub act: super::layers::ActivationName,
 }
 
 impl ViTModel {
@@ -213,7 +213,7 @@ impl ViTModel {
                 dense: linear(d, d, true, std, device),
             }),
             n_head: cfg.num_attention_heads,
-            act: super::gpt2::ActivationName(
+            act: super::layers::ActivationName(
                 Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Gelu),
             ),
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
@@ -368,19 +368,6 @@ pub fn map_named<M: Module>(module: M, mut f: impl FnMut(&str, TensorData) -> Te
         path: Vec::new(),
         f: &mut f,
     })
-}
-
-/// Ids of every parameter, in visiting order.
-pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
-    struct Ids(Vec<ParamId>);
-    impl ModuleVisitor for Ids {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.id);
-        }
-    }
-    let mut ids = Ids(Vec::new());
-    module.visit(&mut ids);
-    ids.0
 }
 
 #[cfg(test)]
