@@ -97,6 +97,26 @@ impl Activation {
     }
 }
 
+/// Checks shared by the patch-based vision transformers (ViT, CLIP).
+pub fn check_vision_shape(
+    hidden: usize,
+    heads: usize,
+    image: usize,
+    patch: usize,
+    act: &str,
+) -> Result<()> {
+    anyhow::ensure!(
+        heads > 0 && hidden.is_multiple_of(heads),
+        "hidden_size ({hidden}) must be a multiple of num_attention_heads ({heads})"
+    );
+    anyhow::ensure!(
+        patch > 0 && image.is_multiple_of(patch),
+        "image_size ({image}) must be a multiple of patch_size ({patch})"
+    );
+    Activation::parse(act)?;
+    Ok(())
+}
+
 /// The activation stored on a module (a plain value, not a parameter).
 #[derive(Debug, Clone)]
 pub struct ActivationName(pub Activation);

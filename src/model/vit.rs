@@ -89,16 +89,13 @@ impl ViTConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            self.hidden_size.is_multiple_of(self.num_attention_heads),
-            "hidden_size must be a multiple of num_attention_heads"
-        );
-        anyhow::ensure!(
-            self.image_size.is_multiple_of(self.patch_size),
-            "image_size must be a multiple of patch_size"
-        );
-        Activation::parse(&self.hidden_act)?;
-        Ok(())
+        super::layers::check_vision_shape(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.image_size,
+            self.patch_size,
+            &self.hidden_act,
+        )
     }
 
     pub fn num_patches(&self) -> usize {
