@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::*;
 use stylecap::data::tokenizer::TextTokenizer;
-use stylecap::model::weights::map_named;
+use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::model::{generate, Captioner, DecodeOptions, Strategy};
 use stylecap::train::grads::named_gradients;
 use stylecap::train::step::{batch_loss, teacher_forcing, train_step, CaptionBatch};
@@ -90,15 +90,18 @@ fn gradients_match_finite_differences() {
         targets: b.targets.clone().to_device(&plain),
         mask: b.mask.clone().to_device(&plain),
     };
+    let base: std::collections::HashMap<String, StoredTensor> =
+        read_named(&plain_model, "", &mut Values)
+            .into_iter()
+            .map(|(n, t)| (n, t.unwrap()))
+            .collect();
     let loss_with = |name: &str, index: usize, delta: f32| -> f64 {
-        let m = map_named(plain_model.clone(), |n, data| {
-            if n != name {
-                return data;
-            }
-            let shape = data.shape().to_vec();
-            let mut v = data.convert::<f32>().try_to_vec::<f32>().unwrap();
-            v[index] += delta;
-            TensorData::new(v, shape)
+        let m = replace_named(plain_model.clone(), "", |n, _| {
+            (n == name).then(|| {
+                let mut t = base[name].clone();
+                t.values[index] += delta;
+                t
+            })
         });
         batch_loss(&m, &plain_batch).into_scalar::<f32>() as f64
     };

@@ -19,6 +19,7 @@ use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 /// A tensor read from a checkpoint, as f32.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredTensor {
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
@@ -180,56 +181,6 @@ pub struct LoadReport {
     pub used: HashSet<String>,
 }
 
-struct Loader<'a> {
-    file: &'a SafetensorsFile,
-    prefix: &'a str,
-    path: Vec<(String, String)>,
-    may_be_missing: &'a dyn Fn(&str) -> bool,
-    errors: Vec<String>,
-    report: LoadReport,
-}
-
-impl ModuleMapper for Loader<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (name, transpose) = hf_name(self.prefix, &self.path);
-        let Some(stored) = self.file.tensors.get(&name) else {
-            if (self.may_be_missing)(&name) {
-                self.report.initialized_fresh.push(name);
-            } else {
-                self.errors.push(format!("tensor `{name}` is missing"));
-            }
-            return param;
-        };
-        self.report.used.insert(name.clone());
-        let expected = param.lazy_shape().to_vec();
-        let mut stored_expected = expected.clone();
-        if transpose {
-            stored_expected.reverse();
-        }
-        if stored.shape != stored_expected {
-            self.errors.push(format!(
-                "tensor `{name}` has shape {:?}, the model config expects {:?}",
-                stored.shape, stored_expected
-            ));
-            return param;
-        }
-        let device = param.lazy_device();
-        let data = TensorData::new(stored.values.clone(), stored.shape.clone());
-        let mut tensor = Tensor::<D>::from_data(data, &device);
-        if transpose {
-            tensor = tensor.transpose();
-        }
-        param.map(|_| tensor)
-    }
-}
-
 /// Replaces every parameter of `module` with the checkpoint tensor of the same name
 /// (`prefix.` + its path). Parameters for which `may_be_missing(name)` is true keep their
 /// fresh initialisation when absent; any other absence or shape mismatch is an error that
@@ -240,19 +191,31 @@ pub fn load_module<M: Module>(
     prefix: &str,
     may_be_missing: &dyn Fn(&str) -> bool,
 ) -> Result<(M, LoadReport)> {
-    let mut loader = Loader {
-        file,
-        prefix,
-        path: Vec::new(),
-        may_be_missing,
-        errors: Vec::new(),
-        report: LoadReport::default(),
-    };
-    let module = module.map(&mut loader);
-    if !loader.errors.is_empty() {
-        bail!("{}: {}", file.path.display(), loader.errors.join("; "));
+    let mut errors = Vec::new();
+    let mut report = LoadReport::default();
+    let module = replace_named(module, prefix, |name, expected| {
+        let Some(stored) = file.tensors.get(name) else {
+            if may_be_missing(name) {
+                report.initialized_fresh.push(name.to_string());
+            } else {
+                errors.push(format!("tensor `{name}` is missing"));
+            }
+            return None;
+        };
+        report.used.insert(name.to_string());
+        if stored.shape != expected {
+            errors.push(format!(
+                "tensor `{name}` has shape {:?}, the model config expects {expected:?}",
+                stored.shape
+            ));
+            return None;
+        }
+        Some(stored.clone())
+    });
+    if !errors.is_empty() {
+        bail!("{}: {}", file.path.display(), errors.join("; "));
     }
-    Ok((module, loader.report))
+    Ok((module, report))
 }
 
 /// Checkpoint tensors that no parameter claimed, except known non-parameter buffers.
@@ -268,47 +231,16 @@ pub fn unused_tensors(
         .collect()
 }
 
-struct Collector<'a> {
-    prefix: &'a str,
-    path: Vec<(String, String)>,
-    out: &'a mut Vec<(String, Vec<usize>, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collector<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let (name, transpose) = hf_name(self.prefix, &self.path);
-        let mut t = param.val();
-        if transpose {
-            t = t.transpose();
-        }
-        let shape = t.dims().to_vec();
-        let values = t
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 tensor");
-        self.out.push((name, shape, values));
-    }
-}
-
 /// Every parameter of `module` under its checkpoint name, appended to `out`.
 pub fn collect_module<M: Module>(
     module: &M,
     prefix: &str,
     out: &mut Vec<(String, Vec<usize>, Vec<f32>)>,
 ) {
-    module.visit(&mut Collector {
-        prefix,
-        path: Vec::new(),
-        out,
-    });
+    for (name, t) in read_named(module, prefix, &mut Values) {
+        let t = t.expect("every parameter has a value");
+        out.push((name, t.shape, t.values));
+    }
 }
 
 /// Writes tensors as an f32 safetensors file, atomically (temp file + rename).
@@ -338,35 +270,140 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     crate::util::write_atomic(path, &data)
 }
 
-struct NamedMapper<'a, F: FnMut(&str, TensorData) -> TensorData> {
-    path: Vec<(String, String)>,
-    f: &'a mut F,
+/// A tensor in checkpoint layout (transposed back where the checkpoint stores `[out, in]`).
+pub fn stored<const D: usize>(t: Tensor<D>, transpose: bool) -> StoredTensor {
+    let t = if transpose { t.transpose() } else { t };
+    let shape = t.dims().to_vec();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data");
+    StoredTensor { shape, values }
 }
 
-impl<F: FnMut(&str, TensorData) -> TensorData> ModuleMapper for NamedMapper<'_, F> {
+/// Reads one thing per parameter (its value, its gradient, ...) in checkpoint layout.
+pub trait ParamReader {
+    fn read<const D: usize>(
+        &mut self,
+        param: &Param<Tensor<D>>,
+        transpose: bool,
+    ) -> Option<StoredTensor>;
+}
+
+/// Reads parameter values.
+pub struct Values;
+
+impl ParamReader for Values {
+    fn read<const D: usize>(
+        &mut self,
+        param: &Param<Tensor<D>>,
+        transpose: bool,
+    ) -> Option<StoredTensor> {
+        Some(stored(param.val(), transpose))
+    }
+}
+
+/// The module path of the parameter being visited, from burn's enter/exit callbacks.
+#[derive(Default)]
+struct ParamPath(Vec<(String, String)>);
+
+impl ParamPath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.0.push((name.to_string(), container_type.to_string()));
+    }
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+}
+
+struct NamedReader<'a, R> {
+    prefix: &'a str,
+    path: ParamPath,
+    reader: &'a mut R,
+    out: Vec<(String, Option<StoredTensor>)>,
+}
+
+impl<R: ParamReader> ModuleVisitor for NamedReader<'_, R> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (name, transpose) = hf_name(self.prefix, &self.path.0);
+        let value = self.reader.read(param, transpose);
+        self.out.push((name, value));
+    }
+}
+
+/// `reader`'s result for every parameter, under its checkpoint name (`prefix.` + path).
+pub fn read_named<M: Module, R: ParamReader>(
+    module: &M,
+    prefix: &str,
+    reader: &mut R,
+) -> Vec<(String, Option<StoredTensor>)> {
+    let mut v = NamedReader {
+        prefix,
+        path: ParamPath::default(),
+        reader,
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+struct NamedReplacer<'a, F> {
+    prefix: &'a str,
+    path: ParamPath,
+    f: F,
+}
+
+impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedReplacer<'_, F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (name, _) = hf_name("", &self.path);
-        let f = &mut self.f;
-        param.map(|t| {
-            let device = t.device();
-            Tensor::from_data(f(&name, t.into_data()), &device)
+        let (name, transpose) = hf_name(self.prefix, &self.path.0);
+        let mut shape = param.lazy_shape().to_vec();
+        if transpose {
+            shape.reverse();
+        }
+        let Some(new) = (self.f)(&name, &shape) else {
+            return param;
+        };
+        assert_eq!(
+            new.shape, shape,
+            "replacement for `{name}` has the wrong shape"
+        );
+        let device = param.lazy_device();
+        let tensor = Tensor::<D>::from_data(TensorData::new(new.values, new.shape), &device);
+        param.map(|_| {
+            if transpose {
+                tensor.transpose()
+            } else {
+                tensor
+            }
         })
     }
 }
 
-/// Rewrites every parameter through `f(name, values)` (names as in checkpoints, layouts as
-/// burn stores them). Used by finite-difference checks and weight surgery.
-pub fn map_named<M: Module>(module: M, mut f: impl FnMut(&str, TensorData) -> TensorData) -> M {
-    module.map(&mut NamedMapper {
-        path: Vec::new(),
-        f: &mut f,
+/// Replaces parameters: `f(name, shape)` gets each checkpoint name and checkpoint-layout shape
+/// and returns the new values in that layout, or None to keep the parameter as it is. Ids
+/// (and so optimizer state) are kept.
+pub fn replace_named<M: Module>(
+    module: M,
+    prefix: &str,
+    f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
+) -> M {
+    module.map(&mut NamedReplacer {
+        prefix,
+        path: ParamPath::default(),
+        f,
     })
 }
 

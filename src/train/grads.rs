@@ -1,47 +1,31 @@
 //! Gradients by parameter name: for checks (every parameter learns) and logging.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
-use crate::model::weights::hf_name;
+use crate::model::weights::{read_named, stored, ParamReader, StoredTensor};
 
-struct NamedGrads<'a> {
-    grads: &'a Gradients,
-    path: Vec<(String, String)>,
-    out: Vec<(String, Option<Vec<f32>>)>,
-}
+struct Grads<'a>(&'a Gradients);
 
-impl ModuleVisitor for NamedGrads<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let (name, _) = hf_name("", &self.path);
-        let grad = param.val().grad(self.grads).map(|g| {
-            g.into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 data")
-        });
-        self.out.push((name, grad));
+impl ParamReader for Grads<'_> {
+    fn read<const D: usize>(
+        &mut self,
+        param: &Param<Tensor<D>>,
+        transpose: bool,
+    ) -> Option<StoredTensor> {
+        param.val().grad(self.0).map(|g| stored(g, transpose))
     }
 }
 
-/// Every parameter's checkpoint name with its gradient (None when it received none).
+/// Every parameter's checkpoint name with its gradient in checkpoint layout (None when it
+/// received none).
 pub fn named_gradients<M: Module>(
     module: &M,
     grads: &Gradients,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    let mut v = NamedGrads {
-        grads,
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    module.visit(&mut v);
-    v.out
+    read_named(module, "", &mut Grads(grads))
+        .into_iter()
+        .map(|(name, g)| (name, g.map(|g| g.values)))
+        .collect()
 }
