@@ -9,6 +9,7 @@ use stylecap::train::loss::caption_loss;
 use stylecap::train::step::teacher_forcing;
 
 fn main() {
+    stylecap::util::keep_freed_memory();
     let device = Device::flex().autodiff();
     let cfg = stylecap::cli::bench_config();
     let mut model = Captioner::new(cfg, &device);

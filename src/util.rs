@@ -34,3 +34,15 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
 }
+
+/// Keeps freed memory in the process instead of returning it to the OS. A training step
+/// allocates and frees tensors of tens of MB; with glibc's defaults each of those is a fresh
+/// `mmap`, and the page faults and zeroing cost about a tenth of a CPU training step.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        // M_MMAP_MAX = -4: no allocation goes to mmap; M_TRIM_THRESHOLD = -1: never trim.
+        libc::mallopt(-4, 0);
+        libc::mallopt(-1, i32::MAX);
+    }
+}

@@ -32,6 +32,7 @@ pub use bench::bench_config;
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    crate::util::keep_freed_memory();
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
