@@ -46,3 +46,18 @@ pub fn keep_freed_memory() {
         libc::mallopt(-1, i32::MAX);
     }
 }
+
+/// The compute device named on the command line: `cpu` (burn's flex backend, always built),
+/// `wgpu` (Vulkan / Metal / DX12; `--features wgpu`) or `cuda` (`--features cuda`).
+pub fn device(name: &str) -> Result<burn::tensor::Device> {
+    use burn::tensor::Device;
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        "wgpu" | "cuda" => anyhow::bail!("device `{name}` is not built in: rebuild with `cargo build --release --features {name}`"),
+        other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, cuda)"),
+    }
+}

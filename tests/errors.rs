@@ -205,6 +205,31 @@ fn cli_reports_unreadable_image_and_unknown_style() {
     );
 }
 
+#[test]
+fn hub_id_without_the_hub_feature_says_what_to_do() {
+    let img = fixture("vit_gpt2").join("image.png");
+    let out = stylecap(&[
+        "caption",
+        "--model",
+        "nlpconnect/vit-gpt2-image-captioning",
+        "--image",
+        img.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    if cfg!(feature = "hub") {
+        assert!(
+            err.contains("nlpconnect/vit-gpt2-image-captioning"),
+            "{err}"
+        );
+    } else {
+        assert!(
+            err.contains("--features hub") && err.contains("download the model"),
+            "{err}"
+        );
+    }
+}
+
 /// `stylecap caption --greedy --json` on the VisionEncoderDecoder fixture gives transformers'
 /// tokens (the fixture's first reference row is this PNG through transformers' processor).
 #[test]

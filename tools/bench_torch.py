@@ -37,15 +37,18 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = build()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    model = build().to(dev)
     b = a.batch
-    pixels = torch.randn(b, 3, 64, 64)
-    ids = torch.tensor([[0] + [((i * 131 + j * 17) % 8191 + 1) for j in range(a.tokens - 1)] for i in range(b)])
-    targets = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=torch.long)], 1)
+    pixels = torch.randn(b, 3, 64, 64, device=dev)
+    ids = torch.tensor([[0] + [((i * 131 + j * 17) % 8191 + 1) for j in range(a.tokens - 1)] for i in range(b)], device=dev)
+    targets = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=torch.long, device=dev)], 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     train = []
@@ -56,6 +59,7 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
         if i >= a.warmup:
             train.append(time.perf_counter() - t)
     model.eval()
@@ -65,10 +69,11 @@ def main():
             t = time.perf_counter()
             out = model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                                  do_sample=False, num_beams=1)
+            sync()
             assert out.shape[1] == a.new_tokens + 1
             if i >= a.warmup:
                 gen.append(time.perf_counter() - t)
-    res = {"framework": f"PyTorch {torch.__version__} + transformers", "threads": a.threads, "runs": a.runs,
+    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "threads": a.threads, "runs": a.runs,
            "train_step_s": statistics.median(train), "generate_s": statistics.median(gen)}
     if a.json:
         print(json.dumps(res))

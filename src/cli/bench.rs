@@ -56,9 +56,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(args: BenchArgs, base: Device) -> Result<()> {
     let threads = rayon::current_num_threads();
-    let base = Device::flex();
     base.seed(0);
     let train_device = base.clone().autodiff();
     let cfg = bench_config();
@@ -114,12 +113,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"framework": "stylecap (burn flex)", "threads": threads, "runs": args.runs,
+            serde_json::json!({"framework": format!("stylecap (burn, {base:?})"), "threads": threads, "runs": args.runs,
                 "train_step_s": train, "generate_s": gen})
         );
     } else {
         println!(
-            "stylecap (burn flex), {threads} threads, median of {} runs",
+            "stylecap (burn, {base:?}), {threads} CPU threads, median of {} runs",
             args.runs
         );
         println!(

@@ -8,14 +8,15 @@ use clap::Args;
 
 use crate::data::image::{open_rgb, PreprocessorConfig};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::pretrained::resolve;
 use crate::model::{generate, Captioner, DecodeOptions, Strategy};
 
 #[derive(Args)]
 pub struct CaptionArgs {
-    /// Captioner directory: config.json, model.safetensors, tokenizer.json
-    /// and preprocessor_config.json.
+    /// Captioner directory (config.json, model.safetensors, tokenizer.json,
+    /// preprocessor_config.json), or a Hub id `org/name` in builds with `--features hub`.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// Image file (PNG or JPEG).
     #[arg(long)]
     pub image: PathBuf,
@@ -68,12 +69,12 @@ impl CaptionArgs {
     }
 }
 
-pub fn run(args: CaptionArgs) -> Result<()> {
-    let device = Device::flex();
-    let model = Captioner::load(&args.model, &device)?;
-    let tok_path = args.model.join("tokenizer.json");
+pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
+    let dir = resolve(&args.model)?;
+    let model = Captioner::load(&dir, &device)?;
+    let tok_path = dir.join("tokenizer.json");
     let tokenizer = TextTokenizer::load(&tok_path)?;
-    let pre_path = args.model.join("preprocessor_config.json");
+    let pre_path = dir.join("preprocessor_config.json");
     let pre = if pre_path.exists() {
         PreprocessorConfig::load(&pre_path)?
     } else {

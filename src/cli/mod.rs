@@ -16,6 +16,9 @@ pub struct Cli {
     /// Worker threads for CPU tensor ops (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Compute device: cpu, wgpu (build with --features wgpu) or cuda (--features cuda).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,7 +42,7 @@ pub fn run() -> Result<()> {
             .build_global()?;
     }
     match cli.command {
-        Command::Caption(args) => caption::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
+        Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
     }
 }

@@ -12,8 +12,8 @@ use super::gpt2::{read_config, Gpt2Config, Gpt2LmHeadModel};
 use super::vision::{VisionConfig, VisionEncoder};
 use super::weights::{load_module, unused_tensors, SafetensorsFile};
 
-/// A local model directory. Hub ids (`org/name`) would resolve here where a network exists;
-/// this build opens local directories only, and says so.
+/// A model directory: a local path, or (with the `hub` feature and a network) a Hugging Face
+/// Hub id `org/name`, downloaded to the Hub cache.
 pub fn resolve(path_or_id: &str) -> Result<PathBuf> {
     let p = PathBuf::from(path_or_id);
     if p.is_dir() {
@@ -25,8 +25,39 @@ pub fn resolve(path_or_id: &str) -> Result<PathBuf> {
             p.display()
         );
     }
+    if path_or_id.split('/').count() == 2 && !path_or_id.starts_with('.') {
+        return download(path_or_id);
+    }
+    bail!("{path_or_id}: no such directory")
+}
+
+#[cfg(feature = "hub")]
+fn download(id: &str) -> Result<PathBuf> {
+    let (owner, name) = id.split_once('/').context("a Hub id is `org/name`")?;
+    let client = hf_hub::HFClientSync::new()
+        .map_err(|e| anyhow::anyhow!("{id}: cannot reach the Hub: {e}"))?;
+    let repo = client.model(owner, name);
+    let mut dir = None;
+    for (file, required) in [
+        ("config.json", true),
+        ("model.safetensors", true),
+        ("tokenizer.json", false),
+        ("preprocessor_config.json", false),
+    ] {
+        match repo.download_file().filename(file).send() {
+            Ok(path) => dir = path.parent().map(Path::to_path_buf),
+            Err(e) if !required => eprintln!("note: {id} has no {file} ({e})"),
+            Err(e) => bail!("{id}: cannot download {file}: {e}"),
+        }
+    }
+    dir.with_context(|| format!("{id}: nothing downloaded"))
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(id: &str) -> Result<PathBuf> {
     bail!(
-        "{path_or_id}: no such directory. Download the model first (e.g. `huggingface-cli download {path_or_id} --local-dir DIR`) and pass DIR"
+        "{id}: no such directory, and this build does not download from the Hugging Face Hub \
+         (rebuild with `--features hub`, or download the model and pass its directory)"
     )
 }
 
