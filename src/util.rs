@@ -57,7 +57,14 @@ pub fn device(name: &str) -> Result<burn::tensor::Device> {
         "wgpu" => Ok(Device::wgpu(Default::default())),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0)),
-        "wgpu" | "cuda" => anyhow::bail!("device `{name}` is not built in: rebuild with `cargo build --release --features {name}`"),
+        #[cfg(not(feature = "wgpu"))]
+        "wgpu" => anyhow::bail!(
+            "device `wgpu` is not built in: rebuild with `cargo build --release --features wgpu`"
+        ),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => anyhow::bail!(
+            "device `cuda` is not built in: rebuild with `cargo build --release --features cuda`"
+        ),
         other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, cuda)"),
     }
 }
