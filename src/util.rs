@@ -68,3 +68,26 @@ pub fn device(name: &str) -> Result<burn::tensor::Device> {
         other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, cuda)"),
     }
 }
+
+/// A progress bar on stderr with rate and ETA; hidden when `show` is false (tests, `--quiet`)
+/// or when stderr is not a terminal.
+pub fn progress_bar(total: u64, label: &str, show: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}

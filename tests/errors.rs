@@ -11,16 +11,9 @@ use stylecap::model::pretrained::{load_gpt2, load_vision};
 use stylecap::model::weights::{write_safetensors, SafetensorsFile};
 use stylecap::model::Captioner;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stylecap-errors-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A copy of a fixture directory to damage.
 fn copy_fixture(name: &str, tag: &str) -> PathBuf {
-    let dir = scratch(tag);
+    let dir = scratch("errors", tag);
     for entry in std::fs::read_dir(fixture(name)).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
@@ -161,7 +154,7 @@ fn stylecap(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn cli_reports_unreadable_image_and_unknown_style() {
-    let dir = scratch("cli");
+    let dir = scratch("errors", "cli");
     let bad = dir.join("not-an-image.png");
     std::fs::write(&bad, b"this is text").unwrap();
     let model = fixture("vit_gpt2");
@@ -181,7 +174,7 @@ fn cli_reports_unreadable_image_and_unknown_style() {
         "{err}"
     );
 
-    let styled = scratch("styled");
+    let styled = scratch("errors", "styled");
     let device = Device::flex();
     tiny_captioner("vit", &["factual", "noir"], &device)
         .save(&styled)

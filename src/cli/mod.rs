@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod caption;
+mod data;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Caption an image with a captioner directory (transformers VisionEncoderDecoder layout).
     Caption(caption::CaptionArgs),
+    /// Make the built-in scene world, or inspect a dataset.
+    Data(data::DataArgs),
     /// Time a training step and greedy generation on the reference benchmark model.
     Bench(bench::BenchArgs),
 }
@@ -43,6 +46,7 @@ pub fn run() -> Result<()> {
     }
     match cli.command {
         Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
+        Command::Data(args) => data::run(args),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
     }
 }

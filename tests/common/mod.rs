@@ -4,6 +4,14 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use stylecap::model::weights::SafetensorsFile;
 
+/// An empty scratch folder for one test, unique to the test binary's process.
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stylecap-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
