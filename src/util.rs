@@ -7,20 +7,9 @@ use anyhow::{Context, Result};
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader (or a killed run) never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    let mut w = AtomicWriter::create(path)?;
+    w.write_all(bytes)?;
+    w.commit()
 }
 
 /// Reads and parses a JSON file, naming the file (and serde's line/column) on failure.
@@ -90,4 +79,69 @@ pub fn progress_bar(total: u64, label: &str, show: bool) -> indicatif::ProgressB
     );
     bar.set_prefix(label.to_string());
     bar
+}
+
+/// A file written to a temporary name in its folder and renamed into place by `commit`, so a
+/// reader (or a killed run) never sees it half-written; also for outputs too large to build in
+/// memory. Dropped without `commit`, it leaves no file.
+pub struct AtomicWriter {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let name = path
+            .file_name()
+            .context("path has no file name")?
+            .to_string_lossy();
+        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(AtomicWriter {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let out = self.out.as_mut().expect("not committed");
+        out.write_all(bytes)
+            .with_context(|| format!("cannot write {}", self.tmp.display()))
+    }
+
+    pub fn write_line(&mut self, line: &str) -> Result<()> {
+        self.write_all(line.as_bytes())?;
+        self.write_all(b"\n")
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        let out = self.out.take().expect("not committed");
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| {
+            format!(
+                "cannot move {} to {}",
+                self.tmp.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl Drop for AtomicWriter {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

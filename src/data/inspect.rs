@@ -36,6 +36,28 @@ impl Summary {
             max: values[values.len() - 1],
         }
     }
+
+    /// The summary of integer values given as value → count.
+    pub fn of_histogram(counts: &BTreeMap<usize, usize>) -> Summary {
+        let n: usize = counts.values().sum();
+        if n == 0 {
+            return Summary::default();
+        }
+        let mut seen = 0;
+        let median = counts
+            .iter()
+            .find(|(_, &c)| {
+                seen += c;
+                seen > n / 2
+            })
+            .map_or(0, |(&v, _)| v);
+        Summary {
+            min: *counts.keys().next().unwrap() as f32,
+            median: median as f32,
+            mean: counts.iter().map(|(&v, &c)| (v * c) as f32).sum::<f32>() / n as f32,
+            max: *counts.keys().next_back().unwrap() as f32,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -89,13 +111,19 @@ pub fn inspect(path: &Path, images: Option<&Path>) -> Result<Report> {
     };
     let add_captions = |name: &str, loaded: Loaded<CaptionRecord>, report: &mut Report| {
         report.problems.extend(loaded.skipped);
-        let (stats, problems) = caption_stats(name, &loaded.records);
+        let (stats, problems) = caption_stats(name, loaded.records.into_iter().map(Ok));
         report.caption_sets.push(stats);
         report.problems.extend(problems);
     };
+    let stream_manifest = |name: &str, file: &Path, report: &mut Report| -> Result<()> {
+        let (stats, problems) = caption_stats(name, manifest::read(file)?);
+        report.caption_sets.push(stats);
+        report.problems.extend(problems);
+        Ok(())
+    };
     match format {
         Format::Coco => add_captions("all", coco::load(path, images, options)?, &mut report),
-        Format::Manifest => add_captions("all", manifest::load(path, options)?, &mut report),
+        Format::Manifest => stream_manifest("all", path, &mut report)?,
         Format::ImageFolder => add_captions("all", folder::load(path, options)?, &mut report),
         Format::StyleJsonl | Format::StyleFolder => {
             let loaded = if format == Format::StyleJsonl {
@@ -110,7 +138,7 @@ pub fn inspect(path: &Path, images: Option<&Path>) -> Result<Report> {
             let info = DatasetInfo::read(path)?;
             for split in Split::ALL {
                 let file = path.join(format!("{}.jsonl", split.name()));
-                add_captions(split.name(), manifest::load(&file, options)?, &mut report);
+                stream_manifest(split.name(), &file, &mut report)?;
             }
             let known = info.styles.clone();
             let loaded = style_corpus::load_jsonl(&path.join(STYLES_FILE), Some(&known), options)?;
@@ -121,17 +149,32 @@ pub fn inspect(path: &Path, images: Option<&Path>) -> Result<Report> {
     Ok(report)
 }
 
-fn caption_stats(name: &str, records: &[CaptionRecord]) -> (CaptionStats, Vec<Problem>) {
-    let words: Vec<f32> = records
-        .iter()
-        .flat_map(|r| r.captions.iter())
-        .map(|c| c.split_whitespace().count() as f32)
-        .collect();
+/// Statistics of a stream of records, decoding every image; holds one chunk at a time.
+fn caption_stats(
+    name: &str,
+    records: impl Iterator<Item = Result<CaptionRecord, Problem>>,
+) -> (CaptionStats, Vec<Problem>) {
+    let mut word_counts: BTreeMap<usize, usize> = BTreeMap::new();
     let mut sizes: HashMap<(u32, u32), usize> = HashMap::new();
     let mut problems = Vec::new();
-    let mut decoded = 0;
-    for chunk in image_chunks(records, 256, |_, img| img.dimensions()) {
-        for (_, result) in chunk {
+    let (mut images, mut decoded) = (0, 0);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut records = records.peekable();
+    while records.peek().is_some() {
+        chunk.clear();
+        for item in records.by_ref().take(CHUNK) {
+            match item {
+                Ok(r) => chunk.push(r),
+                Err(p) => problems.push(p),
+            }
+        }
+        images += chunk.len();
+        for r in &chunk {
+            for c in &r.captions {
+                *word_counts.entry(c.split_whitespace().count()).or_default() += 1;
+            }
+        }
+        for (_, result) in image_chunks(&chunk, CHUNK, |_, img| img.dimensions()).flatten() {
             match result {
                 Ok(dims) => {
                     *sizes.entry(dims).or_default() += 1;
@@ -145,9 +188,9 @@ fn caption_stats(name: &str, records: &[CaptionRecord]) -> (CaptionStats, Vec<Pr
     common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let stats = CaptionStats {
         name: name.to_string(),
-        images: records.len(),
-        captions: words.len(),
-        caption_words: Summary::of(words),
+        images,
+        captions: word_counts.values().sum(),
+        caption_words: Summary::of_histogram(&word_counts),
         images_decoded: decoded,
         image_sizes: common
             .iter()
@@ -158,6 +201,9 @@ fn caption_stats(name: &str, records: &[CaptionRecord]) -> (CaptionStats, Vec<Pr
     };
     (stats, problems)
 }
+
+/// Records decoded together (in parallel) while inspecting.
+const CHUNK: usize = 512;
 
 fn style_stats(texts: &[StyleText]) -> StyleStats {
     let mut by_style: BTreeMap<&str, Vec<f32>> = BTreeMap::new();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::styles;
 use crate::data::world::{Colour, Example, Kind, Split, World, WorldConfig};
-use crate::util::{progress_bar, write_atomic, write_json};
+use crate::util::{progress_bar, write_atomic, write_json, AtomicWriter};
 
 pub const DATASET_FILE: &str = "dataset.json";
 pub const STYLES_FILE: &str = "styles.jsonl";
@@ -124,8 +124,10 @@ pub fn synth(out: &Path, config: &SynthConfig, show_progress: bool) -> Result<Da
         let dir = out.join("images").join(split.name());
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut lines = Vec::with_capacity(config.count(split));
-        // Chunks keep memory flat however many images there are.
+        // Lines go to a temporary file renamed at the end: memory stays flat and the manifest
+        // is never seen half-written.
+        let manifest = out.join(format!("{}.jsonl", split.name()));
+        let mut writer = AtomicWriter::create(&manifest)?;
         for start in (0..config.count(split)).step_by(2048) {
             let end = (start + 2048).min(config.count(split));
             let chunk: Vec<String> = (start..end)
@@ -138,14 +140,11 @@ pub fn synth(out: &Path, config: &SynthConfig, show_progress: bool) -> Result<Da
                     Ok(manifest_line(&example, &rel))
                 })
                 .collect::<Result<_>>()?;
-            lines.extend(chunk);
+            for line in chunk {
+                writer.write_line(&line)?;
+            }
         }
-        let mut text = lines.join("\n");
-        text.push('\n');
-        write_atomic(
-            &out.join(format!("{}.jsonl", split.name())),
-            text.as_bytes(),
-        )?;
+        writer.commit()?;
     }
     bar.finish_and_clear();
 

@@ -3,6 +3,7 @@
 //! manifest's folder.
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,23 +13,38 @@ use super::check_image_file;
 use crate::data::records::{CaptionRecord, LoadOptions, Loaded, Problem, Source};
 
 pub fn load(path: &Path, options: LoadOptions) -> Result<Loaded<CaptionRecord>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let root = path.parent().unwrap_or(Path::new("."));
     let mut out = Loaded::new();
-    let mut ids = HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        let at = Source::line(path, i + 1);
-        match parse_line(line, root, &at, i + 1) {
-            Ok(record) if !ids.insert(record.id.clone()) => {
-                let problem = Problem::new(at, format!("duplicate id {:?}", record.id));
-                out.bad(options, problem)?;
-            }
+    for item in read(path)? {
+        match item {
             Ok(record) => out.records.push(record),
-            Err(message) => out.bad(options, Problem::new(at, message))?,
+            Err(problem) => out.bad(options, problem)?,
         }
     }
     Ok(out)
+}
+
+/// Streams the manifest line by line: each item is a record or the problem with its line.
+/// Memory stays flat however long the file is (only the ids seen are kept, to catch
+/// duplicates).
+pub fn read(path: &Path) -> Result<impl Iterator<Item = Result<CaptionRecord, Problem>>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let path = path.to_path_buf();
+    let mut ids = HashSet::new();
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .map(move |(i, line)| {
+            let at = Source::line(&path, i + 1);
+            let line = line.map_err(|e| Problem::new(at.clone(), format!("cannot read: {e}")))?;
+            let record =
+                parse_line(&line, &root, &at, i + 1).map_err(|m| Problem::new(at.clone(), m))?;
+            if !ids.insert(record.id.clone()) {
+                return Err(Problem::new(at, format!("duplicate id {:?}", record.id)));
+            }
+            Ok(record)
+        }))
 }
 
 fn parse_line(

@@ -63,8 +63,7 @@ fn sky_and_ground(b: Background) -> ([u8; 3], [u8; 3], [u8; 3]) {
 
 fn draw_background(pix: &mut Pixmap, b: Background, t: Transform, rng: &mut Rng) {
     let (top, bottom, ground) = sky_and_ground(b);
-    let mut sky = Paint::default();
-    sky.shader = LinearGradient::new(
+    let gradient = LinearGradient::new(
         Point::from_xy(0.0, 0.0),
         Point::from_xy(0.0, HORIZON),
         vec![
@@ -75,6 +74,10 @@ fn draw_background(pix: &mut Pixmap, b: Background, t: Transform, rng: &mut Rng)
         Transform::identity(),
     )
     .expect("valid gradient");
+    let sky = Paint {
+        shader: gradient,
+        ..Paint::default()
+    };
     let full = Rect::from_xywh(0.0, 0.0, CANVAS, CANVAS).unwrap();
     pix.fill_rect(full, &sky, t, None);
     let land = Rect::from_xywh(0.0, HORIZON, CANVAS, CANVAS - HORIZON).unwrap();
