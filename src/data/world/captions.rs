@@ -70,7 +70,11 @@ pub fn varied_caption(scene: &Scene, rng: &mut Rng) -> String {
 fn object_phrase(o: &SceneObject, with_place: bool, rng: &mut Rng) -> String {
     let pick = |words: &'static [&'static str], rng: &mut Rng| -> &'static str {
         // The plain word half the time, a synonym otherwise.
-        let i = if rng.chance(0.5) { 0 } else { rng.below(words.len()) };
+        let i = if rng.chance(0.5) {
+            0
+        } else {
+            rng.below(words.len())
+        };
         words[i]
     };
     let colour = pick(colour_words(o.colour), rng);
