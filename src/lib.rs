@@ -3,7 +3,9 @@
 //! The modules follow the pipeline: `data` → `model` → `train`.
 
 pub mod cli;
+pub mod critic;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod train;
 pub mod util;

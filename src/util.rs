@@ -145,3 +145,15 @@ impl Drop for AtomicWriter {
         }
     }
 }
+
+/// Reads a settings file: TOML for `.toml`, JSON otherwise; errors name the file and place.
+pub fn read_config_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML config", path.display()))
+    } else {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON config", path.display()))
+    }
+}

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoImageProcessor,
+    BertConfig,
+    BertModel,
     CLIPVisionConfig,
     CLIPVisionModel,
     GPT2Config,
@@ -263,11 +265,62 @@ def make_vit_gpt2():
     PreTrainedTokenizerFast(tokenizer_object=tok)  # check transformers accepts the tokenizer
 
 
+def make_bert():
+    """A tiny BertModel with a WordPiece tokenizer ([CLS] ... [SEP]), as MiniLM ships."""
+    torch.manual_seed(6)
+    path = fresh("bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(SENTENCES, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls))
+    tok.save(os.path.join(path, "tokenizer.json"))
+    vocab = tok.get_vocab_size()
+    config = BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2, pad_token_id=0,
+    )
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(path)
+    texts = ["A red car parked beside a tall house!", "snow falls"]
+    enc = [tok.encode(t).ids for t in texts]
+    width = max(len(e) for e in enc)
+    ids = torch.zeros(2, width, dtype=torch.long)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, : len(e)] = torch.tensor(e)
+        mask[i, : len(e)] = 1
+    out = model(input_ids=ids, attention_mask=mask)
+    save_file(
+        {
+            "input_ids": ids.int(),
+            "attention_mask": mask.int(),
+            "last_hidden_state": out.last_hidden_state.contiguous(),
+        },
+        os.path.join(path, "reference.safetensors"),
+    )
+    with open(os.path.join(path, "texts.json"), "w") as f:
+        json.dump(texts, f)
+
+
+MAKERS = {
+    "vit": lambda: make_vit(),
+    "clip": lambda: make_clip(),
+    "gpt2": lambda: make_gpt2(cross=False),
+    "gpt2_cross": lambda: make_gpt2(cross=True),
+    "vit_gpt2": lambda: make_vit_gpt2(),
+    "bert": lambda: make_bert(),
+}
+
 if __name__ == "__main__":
-    make_vit()
-    make_clip()
-    make_gpt2(cross=False)
-    make_gpt2(cross=True)
-    make_vit_gpt2()
+    import sys
+
+    # With names, only those fixtures are rebuilt (e.g. `make_fixtures.py bert`).
+    for name in sys.argv[1:] or list(MAKERS):
+        MAKERS[name]()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
     print(f"fixtures written to {os.path.normpath(ROOT)}: {total / 1e6:.2f} MB")

@@ -2,7 +2,9 @@
 
 pub mod bench;
 mod caption;
+mod critic;
 mod data;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,11 @@ pub struct Cli {
 pub enum Command {
     /// Caption an image with a captioner directory (transformers VisionEncoderDecoder layout).
     Caption(caption::CaptionArgs),
+    /// Train a captioner (supervised): factual captions of images, and the styles from
+    /// unpaired style texts.
+    Train(train::TrainArgs),
+    /// Train, score with or evaluate a style critic (the reward) or the judge (evaluation).
+    Critic(critic::CriticArgs),
     /// Make the built-in scene world, or inspect a dataset.
     Data(data::DataArgs),
     /// Time a training step and greedy generation on the reference benchmark model.
@@ -47,6 +54,8 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
         Command::Data(args) => data::run(args),
+        Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
+        Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
     }
 }

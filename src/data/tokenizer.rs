@@ -64,12 +64,17 @@ impl TextTokenizer {
         Ok(Self { inner: tok.into() })
     }
 
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    /// Ids of `text`, with the tokenizer's special tokens ([CLS] ... [SEP]) when `special`.
+    pub fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let enc = self
             .inner
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, false)
     }
 
     /// Text of `ids`, special tokens skipped.

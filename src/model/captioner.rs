@@ -426,7 +426,8 @@ impl Captioner {
                 expected
             );
             used.insert("style_prefix".into());
-            model.style_prefix = Some(p.map(|_| t));
+            // Keep the parameter trainable: a fresh tensor does not track gradients.
+            model.style_prefix = Some(p.map(|old| t.set_require_grad(old.is_require_grad())));
         }
         let unused = unused_tensors(&file, &used, &|k| {
             k == "decoder.lm_head.weight" || is_gpt2_buffer(k)

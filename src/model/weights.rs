@@ -165,6 +165,8 @@ pub(crate) fn hf_name(prefix: &str, path: &[(String, String)]) -> (String, bool)
                 transpose = true;
                 "weight"
             }
+            // `self` is a Rust keyword (BERT's `attention.self`).
+            (_, "self_", _) => "self",
             _ => name.as_str(),
         };
         parts.push(name);
@@ -381,15 +383,51 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
             "replacement for `{name}` has the wrong shape"
         );
         let device = param.lazy_device();
+        // A fresh tensor does not track gradients; keep the parameter's setting, or a trained
+        // parameter would silently stop learning after its first update.
+        let require_grad = param.val().is_require_grad();
         let tensor = Tensor::<D>::from_data(TensorData::new(new.values, new.shape), &device);
         param.map(|_| {
-            if transpose {
+            let t = if transpose {
                 tensor.transpose()
             } else {
                 tensor
-            }
+            };
+            t.set_require_grad(require_grad)
         })
     }
+}
+
+struct NamedFreezer<'a, F> {
+    prefix: &'a str,
+    path: ParamPath,
+    frozen: F,
+}
+
+impl<F: FnMut(&str) -> bool> ModuleMapper for NamedFreezer<'_, F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, _) = hf_name(self.prefix, &self.path.0);
+        if (self.frozen)(&name) {
+            param.set_require_grad(false)
+        } else {
+            param
+        }
+    }
+}
+
+/// Stops gradients for the parameters whose checkpoint names `frozen` selects.
+pub fn freeze_named<M: Module>(module: M, prefix: &str, frozen: impl FnMut(&str) -> bool) -> M {
+    module.map(&mut NamedFreezer {
+        prefix,
+        path: ParamPath::default(),
+        frozen,
+    })
 }
 
 /// Replaces parameters: `f(name, shape)` gets each checkpoint name and checkpoint-layout shape

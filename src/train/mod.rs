@@ -1,5 +1,10 @@
-//! Training: the teacher-forced captioning loss and one optimisation step.
+//! Training: the supervised captioner (`sft`), its data, optimizer and schedule.
 
+pub mod config;
+pub mod data;
 pub mod grads;
 pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod sft;
 pub mod step;

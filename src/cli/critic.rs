@@ -1,0 +1,189 @@
+//! `stylecap critic`: train, score with and evaluate a style critic (or the judge).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::{Args, Subcommand};
+
+use crate::critic::metrics::{evaluate, render};
+use crate::critic::train::{train_critic, CriticTrainConfig};
+use crate::critic::Critic;
+use crate::data::records::LoadOptions;
+use crate::train::data::load_styles;
+
+#[derive(Args)]
+pub struct CriticArgs {
+    #[command(subcommand)]
+    pub command: CriticCommand,
+}
+
+#[derive(Subcommand)]
+pub enum CriticCommand {
+    /// Train a critic on labelled texts (default: the built-in styles) and report held-out
+    /// accuracy, per-style precision/recall, calibration and the confusion matrix.
+    Train(CriticTrainArgs),
+    /// Print the probability of each style for each text.
+    Score(ScoreArgs),
+    /// Accuracy, per-style precision/recall and the confusion matrix on a labelled file.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+pub struct CriticTrainArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Labelled texts: JSONL {"text","style"} or a folder of STYLE.txt.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Fine-tune a pretrained BERT / MiniLM folder (config.json, model.safetensors,
+    /// tokenizer.json) instead of training a small encoder.
+    #[arg(long)]
+    pub pretrained: Option<String>,
+    /// Train the judge: another seed, split and architecture than the default critic.
+    #[arg(long)]
+    pub judge: bool,
+    /// Settings file (JSON or TOML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub critic: PathBuf,
+    /// Texts to score.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub critic: PathBuf,
+    /// Labelled texts: JSONL {"text","style"} or a folder of STYLE.txt.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: CriticArgs, device: Device) -> Result<()> {
+    match args.command {
+        CriticCommand::Train(a) => {
+            let mut c = match (&a.config, a.judge) {
+                (Some(path), _) => crate::util::read_config_file(path)?,
+                (None, true) => CriticTrainConfig::judge(),
+                (None, false) => CriticTrainConfig::default(),
+            };
+            if a.data.is_some() {
+                c.data = a.data.clone();
+            }
+            if a.pretrained.is_some() {
+                c.pretrained = a.pretrained.clone();
+                // Fine-tuning wants a much smaller step than training from scratch.
+                if a.lr.is_none() && a.config.is_none() {
+                    c.lr = 5e-5;
+                }
+            }
+            if let Some(v) = a.steps {
+                c.steps = v;
+            }
+            if let Some(v) = a.lr {
+                c.lr = v;
+            }
+            if let Some(v) = a.seed {
+                c.seed = v;
+            }
+            c.skip_bad |= a.skip_bad;
+            let report = train_critic(&c, &a.out, !a.quiet, &device)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("held-out {}", render(&report));
+                println!("critic: {}", a.out.display());
+            }
+            Ok(())
+        }
+        CriticCommand::Score(a) => {
+            let (critic, tokenizer) = Critic::load(&a.critic, &device)?;
+            let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
+            let probs = critic.probabilities(&tokenizer, &texts, &device)?;
+            if a.json {
+                let rows: Vec<serde_json::Value> = texts
+                    .iter()
+                    .zip(&probs)
+                    .map(|(t, p)| {
+                        let scores: serde_json::Map<String, serde_json::Value> = critic
+                            .info
+                            .styles
+                            .iter()
+                            .zip(p)
+                            .map(|(s, &v)| (s.clone(), v.into()))
+                            .collect();
+                        serde_json::json!({"text": t, "probabilities": scores})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for (t, p) in texts.iter().zip(&probs) {
+                    println!("{t}");
+                    let mut ranked: Vec<(&String, &f32)> =
+                        critic.info.styles.iter().zip(p).collect();
+                    ranked.sort_by(|a, b| b.1.total_cmp(a.1));
+                    for (s, v) in ranked {
+                        println!("  {s:<16} {v:.4}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        CriticCommand::Eval(a) => {
+            let (critic, tokenizer) = Critic::load(&a.critic, &device)?;
+            let loaded = load_styles(
+                &a.data,
+                LoadOptions {
+                    skip_bad: a.skip_bad,
+                },
+            )?;
+            for p in &loaded.skipped {
+                eprintln!("skipped: {p}");
+            }
+            let mut texts = Vec::new();
+            let mut labels = Vec::new();
+            for t in &loaded.records {
+                labels.push(
+                    critic
+                        .style_index(&t.style)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", t.source))?,
+                );
+                texts.push(t.text.as_str());
+            }
+            let probs = critic.probabilities(&tokenizer, &texts, &device)?;
+            let report = evaluate(&critic.info.styles, &probs, &labels);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render(&report));
+            }
+            Ok(())
+        }
+    }
+}

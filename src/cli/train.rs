@@ -1,0 +1,129 @@
+//! `stylecap train`: the supervised captioner.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::Args;
+
+use crate::train::config::TrainConfig;
+use crate::train::sft::{RunOptions, Trainer};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run folder (config.json, metrics.jsonl, checkpoint/, model/, eval.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Settings file (JSON, or TOML by extension); flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (with its saved configuration).
+    #[arg(long)]
+    pub resume: bool,
+    /// Image–caption data: a `data synth` folder, COCO JSON, JSONL manifest or image folder
+    /// (default: the built-in world, made in memory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Style corpus: JSONL {"text","style"} or a folder of STYLE.txt (default: the built-in
+    /// styles, or the data folder's styles.jsonl).
+    #[arg(long)]
+    pub styles: Option<PathBuf>,
+    /// Pretrained vision encoder: HF folder (ViT or CLIP) or Hub id.
+    #[arg(long)]
+    pub vision: Option<String>,
+    /// Pretrained GPT-2: HF folder or Hub id.
+    #[arg(long)]
+    pub decoder: Option<String>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub style_batch_size: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Vision layers to train from the top (0 freezes the encoder; default all).
+    #[arg(long)]
+    pub train_vision_layers: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Skip bad data records (each is listed) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The configuration: defaults, then the file, then the flags.
+pub fn resolve_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(path) => TrainConfig::from_file(path)?,
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = a.$field.clone() { c.$field = v; })* };
+    }
+    set!(
+        steps,
+        batch_size,
+        style_batch_size,
+        grad_accum,
+        lr,
+        seed,
+        eval_every,
+        checkpoint_every
+    );
+    if a.data.is_some() {
+        c.data = a.data.clone();
+    }
+    if a.styles.is_some() {
+        c.styles = a.styles.clone();
+    }
+    if a.vision.is_some() {
+        c.vision = a.vision.clone();
+    }
+    if a.decoder.is_some() {
+        c.decoder = a.decoder.clone();
+    }
+    if a.train_vision_layers.is_some() {
+        c.train_vision_layers = a.train_vision_layers;
+    }
+    c.skip_bad |= a.skip_bad;
+    Ok(c)
+}
+
+pub fn run(args: TrainArgs, device: Device) -> Result<()> {
+    let config = resolve_config(&args)?;
+    let mut trainer = Trainer::new(config, &args.out, args.resume, &device)?;
+    if args.resume {
+        eprintln!("resuming {} at step {}", args.out.display(), trainer.step);
+    }
+    let summary = trainer.run(&RunOptions {
+        resume: args.resume,
+        show_progress: !args.quiet,
+        stop_after: None,
+    })?;
+    println!(
+        "trained {} steps in {:.0} s; final loss {:.3}",
+        summary.steps, summary.seconds, summary.final_loss
+    );
+    for e in summary.evals.iter().filter(|e| e.split != "val") {
+        println!(
+            "  {:<14} content fidelity {}  BLEU-4 {:.3}  CIDEr-D {:.3}  loss {:.3}",
+            e.split,
+            e.content_fidelity.map_or("-".into(), |f| format!("{f:.3}")),
+            e.bleu4,
+            e.cider_d,
+            e.loss
+        );
+    }
+    println!("captioner: {}", args.out.join("model").display());
+    Ok(())
+}

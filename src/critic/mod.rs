@@ -1,0 +1,9 @@
+//! The style critic (and the judge): a text classifier over styles, trained here or
+//! fine-tuned from a pretrained BERT-family encoder.
+
+pub mod bert;
+pub mod metrics;
+pub mod model;
+pub mod train;
+
+pub use model::Critic;

@@ -1,0 +1,206 @@
+//! The style critic: a BERT encoder, mean pooling over the tokens, and a linear classifier
+//! over the styles. Saved as a folder: `config.json` (the BERT config), `critic.json` (styles,
+//! and the tokenizer's special-token use), `model.safetensors` (`bert.*`, `classifier.*`,
+//! as transformers' `BertForSequenceClassification` names them) and `tokenizer.json`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use serde::{Deserialize, Serialize};
+
+use super::bert::{BertConfig, BertModel};
+use crate::data::tokenizer::TextTokenizer;
+use crate::model::layers::linear;
+use crate::model::weights::{collect_module, load_module, write_safetensors, SafetensorsFile};
+use crate::util::{read_json, write_json};
+
+/// stylecap's part of a critic folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriticInfo {
+    pub styles: Vec<String>,
+    /// Whether texts are encoded with the tokenizer's special tokens ([CLS] ... [SEP]).
+    pub special_tokens: bool,
+    /// Longest input in tokens (longer texts are cut).
+    pub max_tokens: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Critic {
+    pub bert: BertModel,
+    pub classifier: Linear,
+    #[module(skip)]
+    pub bert_config: BertConfig,
+    #[module(skip)]
+    pub info: CriticInfo,
+}
+
+impl Critic {
+    pub fn new(bert_config: BertConfig, info: CriticInfo, device: &Device) -> Self {
+        Critic {
+            bert: BertModel::new(&bert_config, device),
+            classifier: linear(
+                bert_config.hidden_size,
+                info.styles.len(),
+                true,
+                bert_config.initializer_range,
+                device,
+            ),
+            bert_config,
+            info,
+        }
+    }
+
+    /// Style logits `[B, S]`.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t] = ids.dims();
+        let h = self.bert.forward(ids, mask.clone());
+        let d = h.dims()[2];
+        let m = mask.float().reshape([b, t, 1]);
+        let pooled = (h * m.clone()).sum_dim(1).reshape([b, d])
+            / m.sum_dim(1).reshape([b, 1]).clamp_min(1.0);
+        self.classifier.forward(pooled)
+    }
+
+    pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
+        let mut tensors = Vec::new();
+        collect_module(&self.bert, "bert", &mut tensors);
+        collect_module(&self.classifier, "classifier", &mut tensors);
+        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        write_json(&dir.join("config.json"), &self.bert_config)?;
+        write_json(&dir.join("critic.json"), &self.info)?;
+        tokenizer.save(&dir.join("tokenizer.json"))
+    }
+
+    pub fn load(dir: &Path, device: &Device) -> Result<(Self, TextTokenizer)> {
+        let info: CriticInfo = read_json(&dir.join("critic.json"))?;
+        let bert_config = read_bert_config(dir)?;
+        let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
+        let model = Critic::new(bert_config, info, device);
+        let strict = |_: &str| false;
+        let (bert, _) = load_module(model.bert, &file, "bert", &strict)?;
+        let (classifier, _) = load_module(model.classifier, &file, "classifier", &strict)?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        Ok((
+            Critic {
+                bert,
+                classifier,
+                ..model
+            },
+            tokenizer,
+        ))
+    }
+
+    /// A new critic on a pretrained BERT / MiniLM folder (`config.json`, `model.safetensors`
+    /// with or without the `bert.` prefix, `tokenizer.json`), with a fresh classifier.
+    pub fn from_pretrained(
+        dir: &Path,
+        styles: Vec<String>,
+        device: &Device,
+    ) -> Result<(Self, TextTokenizer)> {
+        let bert_config = read_bert_config(dir)?;
+        let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
+        if !file
+            .tensors
+            .contains_key("bert.embeddings.word_embeddings.weight")
+        {
+            file.rename_prefix("", "bert.");
+        }
+        let info = CriticInfo {
+            styles,
+            special_tokens: true,
+            max_tokens: bert_config.max_position_embeddings.min(128),
+        };
+        let model = Critic::new(bert_config, info, device);
+        let (bert, _) = load_module(model.bert, &file, "bert", &|_| false)?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        Ok((Critic { bert, ..model }, tokenizer))
+    }
+
+    /// Token ids and mask for `texts`, right-padded.
+    pub fn encode(
+        &self,
+        tokenizer: &TextTokenizer,
+        texts: &[&str],
+        device: &Device,
+    ) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+        let mut rows = Vec::with_capacity(texts.len());
+        for t in texts {
+            let mut ids = tokenizer.encode_with(t, self.info.special_tokens)?;
+            ids.truncate(self.info.max_tokens);
+            if ids.is_empty() {
+                ids.push(self.bert_config.pad_token_id);
+            }
+            rows.push(ids);
+        }
+        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
+        let b = rows.len();
+        let pad = self.bert_config.pad_token_id as i64;
+        let mut ids = vec![pad; b * t];
+        let mut mask = vec![0i64; b * t];
+        for (i, r) in rows.iter().enumerate() {
+            for (j, &x) in r.iter().enumerate() {
+                ids[i * t + j] = x as i64;
+                mask[i * t + j] = 1;
+            }
+        }
+        Ok((
+            Tensor::from_data(TensorData::new(ids, [b, t]), device),
+            Tensor::from_data(TensorData::new(mask, [b, t]), device),
+        ))
+    }
+
+    /// Probability of each style for each text `[B, S]`, in batches of 64.
+    pub fn probabilities(
+        &self,
+        tokenizer: &TextTokenizer,
+        texts: &[&str],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(64) {
+            let (ids, mask) = self.encode(tokenizer, chunk, device)?;
+            let p = softmax(self.forward(ids, mask), 1);
+            let s = self.info.styles.len();
+            let values = p
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            out.extend(values.chunks(s).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    pub fn style_index(&self, style: &str) -> Result<usize> {
+        self.info
+            .styles
+            .iter()
+            .position(|s| s == style)
+            .with_context(|| {
+                format!(
+                    "unknown style {style:?} (the critic knows: {})",
+                    self.info.styles.join(", ")
+                )
+            })
+    }
+}
+
+fn read_bert_config(dir: &Path) -> Result<BertConfig> {
+    let path = dir.join("config.json");
+    let config: BertConfig = read_json(&path)?;
+    if !matches!(config.model_type.as_str(), "bert") {
+        bail!(
+            "{}: model_type {:?} is not a BERT-family encoder",
+            path.display(),
+            config.model_type
+        );
+    }
+    config
+        .validate()
+        .with_context(|| format!("{}: invalid BERT config", path.display()))?;
+    Ok(config)
+}

@@ -1,0 +1,240 @@
+//! Training a critic (or a judge): cross-entropy over the styles on a labelled corpus, with a
+//! seeded held-out split, the same AdamW and schedule as the captioner.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+use super::bert::BertConfig;
+use super::metrics::{evaluate, CriticReport};
+use super::model::{Critic, CriticInfo};
+use crate::data::records::{LoadOptions, StyleText};
+use crate::data::rng::Rng;
+use crate::data::tokenizer::TextTokenizer;
+use crate::data::world::{Split, World, WorldConfig};
+use crate::model::pretrained::resolve;
+use crate::train::data::{builtin_style_texts, load_styles, EpochOrder};
+use crate::train::optim::{Accumulated, AdamW, AdamWConfig};
+use crate::train::schedule::warmup_cosine;
+use crate::util::{progress_bar, write_json};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriticTrainConfig {
+    /// Labelled texts (JSONL {"text","style"} or a folder of STYLE.txt). None: the built-in
+    /// styles, with factual captions of the built-in world added to `factual`.
+    pub data: Option<PathBuf>,
+    /// A pretrained BERT / MiniLM folder (or Hub id) to fine-tune instead of a small encoder.
+    pub pretrained: Option<String>,
+    pub seed: u64,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub vocab_size: usize,
+    pub max_tokens: usize,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    /// Share of texts held out for evaluation.
+    pub held_out: f32,
+    /// Built-in corpus: sentences per style, and world captions added to `factual`.
+    pub texts_per_style: usize,
+    pub world_captions: usize,
+    pub optimizer: AdamWConfig,
+    pub skip_bad: bool,
+}
+
+impl Default for CriticTrainConfig {
+    fn default() -> Self {
+        CriticTrainConfig {
+            data: None,
+            pretrained: None,
+            seed: 0,
+            hidden: 128,
+            layers: 2,
+            heads: 4,
+            vocab_size: 4096,
+            max_tokens: 64,
+            steps: 500,
+            batch_size: 64,
+            lr: 1e-3,
+            warmup_steps: 50,
+            held_out: 0.1,
+            texts_per_style: 5000,
+            world_captions: 2500,
+            optimizer: AdamWConfig::default(),
+            skip_bad: false,
+        }
+    }
+}
+
+impl CriticTrainConfig {
+    /// The judge: trained independently of the critic, with another seed (so another
+    /// held-out split and initialisation) and another architecture.
+    pub fn judge() -> Self {
+        CriticTrainConfig {
+            seed: 1001,
+            hidden: 96,
+            layers: 3,
+            heads: 4,
+            vocab_size: 3000,
+            ..Self::default()
+        }
+    }
+}
+
+/// The built-in labelled corpus: style sentences, plus factual captions of the world.
+pub fn builtin_corpus(config: &CriticTrainConfig) -> Vec<StyleText> {
+    let mut texts = builtin_style_texts(config.texts_per_style, 0);
+    let world = World::new(WorldConfig::default());
+    let source = crate::data::records::Source::file(Path::new("<built-in world captions>"));
+    let mut rng = Rng::new(config.seed ^ 0xfac7);
+    for i in 0..config.world_captions {
+        let e = world.example(Split::Train, i as u64);
+        texts.push(StyleText {
+            text: rng.pick(&e.captions).clone(),
+            style: "factual".into(),
+            source: source.clone(),
+        });
+    }
+    texts
+}
+
+/// Splits indices into (train, held-out) by a seeded shuffle.
+pub fn split(n: usize, held_out: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed ^ 0xc817).shuffle(&mut order);
+    let k = ((n as f32 * held_out).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let held = order[..k].to_vec();
+    (order[k..].to_vec(), held)
+}
+
+fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let b = logits.dims()[0];
+    log_softmax(logits, 1)
+        .gather(1, labels.reshape([b, 1]))
+        .mean()
+        .neg()
+}
+
+/// Trains a critic into `out`; returns its held-out report (also in `out/eval.json`).
+pub fn train_critic(
+    config: &CriticTrainConfig,
+    out: &Path,
+    show_progress: bool,
+    device: &Device,
+) -> Result<CriticReport> {
+    let texts = match &config.data {
+        Some(path) => {
+            let loaded = load_styles(
+                path,
+                LoadOptions {
+                    skip_bad: config.skip_bad,
+                },
+            )?;
+            for p in &loaded.skipped {
+                eprintln!("skipped: {p}");
+            }
+            loaded.records
+        }
+        None => builtin_corpus(config),
+    };
+    let mut styles: Vec<String> = texts.iter().map(|t| t.style.clone()).collect();
+    styles.sort();
+    styles.dedup();
+    if styles.len() < 2 {
+        bail!(
+            "a critic needs texts of at least two styles (found: {})",
+            styles.join(", ")
+        );
+    }
+    let labels: Vec<usize> = texts
+        .iter()
+        .map(|t| {
+            styles
+                .iter()
+                .position(|s| *s == t.style)
+                .expect("collected")
+        })
+        .collect();
+    let (train_ids, held_ids) = split(texts.len(), config.held_out, config.seed);
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let (mut critic, tokenizer) = match &config.pretrained {
+        Some(id) => Critic::from_pretrained(&resolve(id)?, styles.clone(), &ad)?,
+        None => {
+            let tokenizer = TextTokenizer::train_bpe(
+                train_ids
+                    .iter()
+                    .map(|&i| texts[i].text.clone())
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+                config.vocab_size,
+            )?;
+            let mut bert = BertConfig::new(
+                tokenizer.vocab_size(),
+                config.hidden,
+                config.layers,
+                config.heads,
+                config.max_tokens,
+            );
+            bert.pad_token_id = tokenizer.end_of_text()?;
+            let info = CriticInfo {
+                styles: styles.clone(),
+                special_tokens: false,
+                max_tokens: config.max_tokens,
+            };
+            (Critic::new(bert, info, &ad), tokenizer)
+        }
+    };
+    std::fs::create_dir_all(out)?;
+    write_json(&out.join("train_config.json"), config)?;
+    let mut optim = AdamW::new(config.optimizer.clone());
+    let order = EpochOrder::new(config.seed, 21, train_ids.len());
+    let bar = progress_bar(config.steps as u64, "critic", show_progress);
+    let mut metrics = String::new();
+    for step in 0..config.steps {
+        let batch: Vec<usize> = (0..config.batch_size)
+            .map(|j| train_ids[order.at(step * config.batch_size + j)])
+            .collect();
+        let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i].text.as_str()).collect();
+        let (ids, mask) = critic.encode(&tokenizer, &batch_texts, &ad)?;
+        let y: Vec<i64> = batch.iter().map(|&i| labels[i] as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &ad);
+        let loss = cross_entropy(critic.forward(ids, mask), y);
+        let grads = loss.backward();
+        let value = loss.into_scalar::<f32>();
+        if !value.is_finite() {
+            bail!(
+                "critic step {}: the loss is {value}; stopped without saving",
+                step + 1
+            );
+        }
+        let mut acc = Accumulated::default();
+        acc.add(&critic, &grads, 1.0);
+        let lr = config.lr * warmup_cosine(step, config.steps, config.warmup_steps, 0.05);
+        critic = optim.update(critic, acc, |_| lr).0;
+        bar.inc(1);
+        if (step + 1) % 10 == 0 {
+            bar.set_message(format!("loss {value:.3}"));
+            metrics.push_str(
+                &serde_json::json!({"step": step + 1, "loss": value, "lr": lr}).to_string(),
+            );
+            metrics.push('\n');
+        }
+    }
+    bar.finish_and_clear();
+    let plain_critic = critic.to_device(device);
+    plain_critic.save(out, &tokenizer)?;
+    crate::util::write_atomic(&out.join("metrics.jsonl"), metrics.as_bytes())?;
+    let held_texts: Vec<&str> = held_ids.iter().map(|&i| texts[i].text.as_str()).collect();
+    let probs = plain_critic.probabilities(&tokenizer, &held_texts, device)?;
+    let held_labels: Vec<usize> = held_ids.iter().map(|&i| labels[i]).collect();
+    let report = evaluate(&styles, &probs, &held_labels);
+    write_json(&out.join("eval.json"), &report)?;
+    Ok(report)
+}

@@ -1,0 +1,3 @@
+//! Evaluation: caption metrics.
+
+pub mod text_metrics;

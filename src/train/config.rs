@@ -1,0 +1,140 @@
+//! The supervised training configuration: every setting of a run, with defaults, saved as the
+//! run's `config.json` and accepted back as `--config FILE` (JSON or TOML).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::optim::AdamWConfig;
+
+/// The shape of a captioner trained from scratch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelShape {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub vision_dim: usize,
+    pub vision_layers: usize,
+    pub vision_heads: usize,
+    pub decoder_dim: usize,
+    pub decoder_layers: usize,
+    pub decoder_heads: usize,
+    /// BPE vocabulary trained on the captions and style texts.
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    /// Learned prefix tokens per style.
+    pub prefix_tokens: usize,
+}
+
+impl Default for ModelShape {
+    fn default() -> Self {
+        ModelShape {
+            image_size: 64,
+            patch_size: 8,
+            vision_dim: 128,
+            vision_layers: 3,
+            vision_heads: 4,
+            decoder_dim: 192,
+            decoder_layers: 3,
+            decoder_heads: 4,
+            vocab_size: 2048,
+            max_positions: 96,
+            prefix_tokens: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Image–caption data: a `data synth` folder, COCO JSON, JSONL manifest or image folder.
+    /// None: the built-in world, generated in memory.
+    pub data: Option<PathBuf>,
+    /// Style corpus (JSONL or folder of STYLE.txt). None: the `data synth` folder's
+    /// `styles.jsonl`, or the built-in styles.
+    pub styles: Option<PathBuf>,
+    /// Built-in world size when `data` is None.
+    pub world_train: usize,
+    pub world_val: usize,
+    pub world_seed: u64,
+    /// Built-in style sentences per style when `styles` is None.
+    pub style_texts: usize,
+    /// Pretrained vision encoder (HF directory or id); None trains one from scratch.
+    pub vision: Option<String>,
+    /// Pretrained GPT-2 (HF directory or id); None trains one from scratch.
+    pub decoder: Option<String>,
+    pub model: ModelShape,
+    pub seed: u64,
+    pub steps: usize,
+    /// Image–caption examples per micro-batch.
+    pub batch_size: usize,
+    /// Style-text examples per micro-batch (the mixing ratio is style_batch : batch_size).
+    pub style_batch_size: usize,
+    /// Fraction of style texts shown with a random unrelated training image instead of the
+    /// blank one, so that seeing an image does not by itself mean "factual".
+    pub style_image_rate: f32,
+    /// Probability of training on an image's first (plain) caption rather than a random one:
+    /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
+    pub first_caption_rate: f32,
+    pub grad_accum: usize,
+    pub lr: f64,
+    /// Learning rate of the vision encoder.
+    pub lr_encoder: f64,
+    /// Learning rate of the projection and the cross-attention blocks.
+    pub lr_cross: f64,
+    pub warmup_steps: usize,
+    pub min_lr_ratio: f64,
+    pub optimizer: AdamWConfig,
+    /// Vision layers to train, counted from the top; None trains the whole encoder, 0 freezes it.
+    pub train_vision_layers: Option<usize>,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    /// Validation images captioned at each evaluation.
+    pub eval_images: usize,
+    pub max_caption_tokens: usize,
+    /// Skip bad data records (listed in the run's log) instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: None,
+            styles: None,
+            world_train: 20000,
+            world_val: 200,
+            world_seed: 0,
+            style_texts: 5000,
+            vision: None,
+            decoder: None,
+            model: ModelShape::default(),
+            seed: 0,
+            steps: 1500,
+            batch_size: 24,
+            style_batch_size: 12,
+            style_image_rate: 0.5,
+            first_caption_rate: 1.0,
+            grad_accum: 1,
+            lr: 2e-3,
+            lr_encoder: 1e-3,
+            lr_cross: 2e-3,
+            warmup_steps: 100,
+            min_lr_ratio: 0.05,
+            optimizer: AdamWConfig::default(),
+            train_vision_layers: None,
+            eval_every: 500,
+            checkpoint_every: 250,
+            eval_images: 100,
+            max_caption_tokens: 48,
+            skip_bad: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config file: `.toml`, or JSON otherwise. Missing settings take defaults.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        crate::util::read_config_file(path)
+    }
+}

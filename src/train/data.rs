@@ -1,0 +1,273 @@
+//! Training data for the supervised captioner: image–caption examples (the built-in world made
+//! on the fly, or records of a real dataset read from disk) and style texts, and the batches
+//! of each step.
+//!
+//! A batch is a pure function of the seed and the step (each epoch is a seeded permutation),
+//! so a resumed run sees exactly the batches an uninterrupted one would.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use rayon::prelude::*;
+
+use crate::data::loaders::{self, coco, folder, manifest, style_corpus, Format};
+use crate::data::records::{CaptionRecord, LoadOptions, Loaded, StyleText};
+use crate::data::rng::Rng;
+use crate::data::stream::decode;
+use crate::data::styles;
+use crate::data::synth::{DatasetInfo, STYLES_FILE};
+use crate::data::world::{Scene, Split, World, WorldConfig};
+
+/// One image with its captions (and its scene graph, for the built-in world).
+pub struct CaptionExample {
+    pub image: RgbImage,
+    pub captions: Vec<String>,
+    pub scene: Option<Scene>,
+}
+
+/// Where image–caption examples come from.
+pub enum CaptionSource {
+    /// The built-in world, rendered when asked for.
+    World {
+        world: World,
+        split: Split,
+        len: usize,
+    },
+    /// Records of a dataset on disk, decoded when asked for.
+    Records(Vec<CaptionRecord>),
+}
+
+impl CaptionSource {
+    pub fn len(&self) -> usize {
+        match self {
+            CaptionSource::World { len, .. } => *len,
+            CaptionSource::Records(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, i: usize) -> Result<CaptionExample> {
+        match self {
+            CaptionSource::World { world, split, .. } => {
+                let e = world.example(*split, i as u64);
+                Ok(CaptionExample {
+                    image: e.image,
+                    captions: e.captions,
+                    scene: Some(e.scene),
+                })
+            }
+            CaptionSource::Records(records) => {
+                let r = &records[i];
+                Ok(CaptionExample {
+                    image: decode(r)?,
+                    captions: r.captions.clone(),
+                    scene: r.scene.clone(),
+                })
+            }
+        }
+    }
+
+    /// Examples `indices`, decoded in parallel.
+    pub fn get_many(&self, indices: &[usize]) -> Result<Vec<CaptionExample>> {
+        indices.par_iter().map(|&i| self.get(i)).collect()
+    }
+}
+
+/// The data of a supervised run.
+pub struct TrainData {
+    pub train: CaptionSource,
+    pub val: CaptionSource,
+    /// Held-out test sets evaluated at the end (the world's test and compositional splits).
+    pub tests: Vec<(String, CaptionSource)>,
+    pub styles: Vec<StyleText>,
+    /// Problems skipped with `skip_bad`.
+    pub skipped: Vec<String>,
+}
+
+fn take<T>(loaded: Loaded<T>, skipped: &mut Vec<String>) -> Vec<T> {
+    skipped.extend(loaded.skipped.iter().map(|p| p.to_string()));
+    loaded.records
+}
+
+/// Loads a caption dataset in any supported format.
+pub fn load_captions(path: &Path, options: LoadOptions) -> Result<Loaded<CaptionRecord>> {
+    match loaders::detect(path)? {
+        Format::Coco => coco::load(path, None, options),
+        Format::Manifest => manifest::load(path, options),
+        Format::ImageFolder => folder::load(path, options),
+        other => bail!(
+            "{}: a {} holds no image captions",
+            path.display(),
+            other.describe()
+        ),
+    }
+}
+
+/// Loads a style corpus (JSONL or folder).
+pub fn load_styles(path: &Path, options: LoadOptions) -> Result<Loaded<StyleText>> {
+    match loaders::detect(path)? {
+        Format::StyleJsonl => style_corpus::load_jsonl(path, None, options),
+        Format::StyleFolder => style_corpus::load_dir(path, None, options),
+        other => bail!(
+            "{}: a {} is not a style corpus",
+            path.display(),
+            other.describe()
+        ),
+    }
+}
+
+/// The built-in style corpus, as style texts.
+pub fn builtin_style_texts(per_style: usize, seed: u64) -> Vec<StyleText> {
+    let names = styles::builtin_styles();
+    let corpora = styles::builtin_corpora(per_style, seed);
+    let source = crate::data::records::Source::file(Path::new("<built-in styles>"));
+    let mut out = Vec::new();
+    for j in 0..per_style {
+        for (name, corpus) in names.iter().zip(&corpora) {
+            if let Some(t) = corpus.get(j) {
+                out.push(StyleText {
+                    text: t.clone(),
+                    style: name.to_string(),
+                    source: source.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl TrainData {
+    pub fn load(config: &super::config::TrainConfig) -> Result<TrainData> {
+        let options = LoadOptions {
+            skip_bad: config.skip_bad,
+        };
+        let mut skipped = Vec::new();
+        let (train, val, tests, default_styles) = match &config.data {
+            None => {
+                let world = || {
+                    World::new(WorldConfig {
+                        seed: config.world_seed,
+                        image_size: config.model.image_size as u32,
+                        ..WorldConfig::default()
+                    })
+                };
+                let n = config.world_val;
+                let source = |split, len| CaptionSource::World {
+                    world: world(),
+                    split,
+                    len,
+                };
+                (
+                    source(Split::Train, config.world_train),
+                    source(Split::Val, n),
+                    vec![
+                        ("test".to_string(), source(Split::Test, n)),
+                        ("compositional".to_string(), source(Split::Compositional, n)),
+                    ],
+                    None,
+                )
+            }
+            Some(path) if loaders::detect(path)? == Format::World => {
+                DatasetInfo::read(path)?;
+                let split = |name: &str, skipped: &mut Vec<String>| -> Result<CaptionSource> {
+                    let file = path.join(format!("{name}.jsonl"));
+                    Ok(CaptionSource::Records(take(
+                        manifest::load(&file, options)?,
+                        skipped,
+                    )))
+                };
+                (
+                    split("train", &mut skipped)?,
+                    split("val", &mut skipped)?,
+                    vec![
+                        ("test".to_string(), split("test", &mut skipped)?),
+                        (
+                            "compositional".to_string(),
+                            split("compositional", &mut skipped)?,
+                        ),
+                    ],
+                    Some(path.join(STYLES_FILE)),
+                )
+            }
+            Some(path) => {
+                let mut records = take(load_captions(path, options)?, &mut skipped);
+                if records.len() < 2 {
+                    bail!(
+                        "{}: need at least 2 images to train and validate",
+                        path.display()
+                    );
+                }
+                // A fixed 5% (at least one image) for validation, chosen by a seeded shuffle.
+                let mut order: Vec<usize> = (0..records.len()).collect();
+                Rng::new(config.seed ^ 0xda7a).shuffle(&mut order);
+                let n_val = (records.len() / 20).clamp(1, config.eval_images.max(1));
+                let mut val_ids: Vec<usize> = order[..n_val].to_vec();
+                val_ids.sort_unstable();
+                let mut val = Vec::new();
+                for &i in val_ids.iter().rev() {
+                    val.push(records.remove(i));
+                }
+                val.reverse();
+                (
+                    CaptionSource::Records(records),
+                    CaptionSource::Records(val),
+                    Vec::new(),
+                    None,
+                )
+            }
+        };
+        let styles = match config.styles.as_ref().or(default_styles.as_ref()) {
+            Some(path) => take(
+                load_styles(path, options).with_context(|| "loading the style corpus")?,
+                &mut skipped,
+            ),
+            None => builtin_style_texts(config.style_texts, config.world_seed),
+        };
+        if train.is_empty() {
+            bail!("no training images");
+        }
+        Ok(TrainData {
+            train,
+            val,
+            tests,
+            styles,
+            skipped,
+        })
+    }
+}
+
+/// Seeded epoch permutations of `0..len`, with the latest one kept.
+pub struct EpochOrder {
+    seed: u64,
+    stream: u64,
+    len: usize,
+    cache: Mutex<Option<(usize, Vec<usize>)>>,
+}
+
+impl EpochOrder {
+    pub fn new(seed: u64, stream: u64, len: usize) -> Self {
+        EpochOrder {
+            seed,
+            stream,
+            len,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The item at global position `k` (epoch `k / len`).
+    pub fn at(&self, k: usize) -> usize {
+        let (epoch, pos) = (k / self.len, k % self.len);
+        let mut cache = self.cache.lock().expect("not poisoned");
+        if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<usize> = (0..self.len).collect();
+            Rng::for_item(self.seed, self.stream, epoch as u64).shuffle(&mut order);
+            *cache = Some((epoch, order));
+        }
+        cache.as_ref().expect("filled").1[pos]
+    }
+}

@@ -1,0 +1,682 @@
+//! The supervised trainer (`stylecap train`): one explicit loop, as in nanoGPT.
+//!
+//! Each step trains on a batch of image + factual caption rows (style `factual`) and style-text
+//! rows (their style, with a blank image or an unrelated one), teacher-forced. The run folder
+//! holds `config.json` (the resolved configuration), `metrics.jsonl`, `checkpoint/` (model,
+//! tokenizer, optimizer state, step: replaced atomically) and, at the end, `model/` (a
+//! captioner folder for `stylecap caption`) and `eval.json`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::*;
+use image::RgbImage;
+use serde::Serialize;
+
+use super::config::TrainConfig;
+use super::data::{CaptionSource, EpochOrder, TrainData};
+use super::optim::{Accumulated, AdamW};
+use super::schedule::warmup_cosine;
+use super::step::{batch_loss, teacher_forcing, CaptionBatch};
+use crate::data::image::PreprocessorConfig;
+use crate::data::rng::Rng;
+use crate::data::tokenizer::TextTokenizer;
+use crate::data::world::{content_fidelity, Lexicon};
+use crate::eval::text_metrics::{bleu4, cider_d};
+use crate::model::gpt2::Gpt2Config;
+use crate::model::pretrained::{load_gpt2, load_vision, resolve};
+use crate::model::vision::VisionConfig;
+use crate::model::vit::ViTConfig;
+use crate::model::weights::freeze_named;
+use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleConfig};
+use crate::util::{progress_bar, read_json, write_json};
+
+pub const FACTUAL: &str = "factual";
+const CHECKPOINT: &str = "checkpoint";
+const LOG_EVERY: usize = 10;
+
+/// How to run (not part of the configuration: it does not change the result).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue the run in the folder from its last checkpoint.
+    pub resume: bool,
+    pub show_progress: bool,
+    /// Stop after this step as if killed (after its checkpoint, if one is due): for tests.
+    pub stop_after: Option<usize>,
+}
+
+/// Validation figures at one step.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EvalResult {
+    pub split: String,
+    pub loss: f32,
+    pub images: usize,
+    /// Mean content fidelity of greedy factual captions (scene-world data only).
+    pub content_fidelity: Option<f32>,
+    pub bleu4: f64,
+    pub cider_d: f64,
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub seconds: f64,
+    pub final_loss: f32,
+    pub evals: Vec<EvalResult>,
+}
+
+/// Where the run is: checkpoint name → path helpers.
+fn checkpoint_dir(run: &Path) -> PathBuf {
+    run.join(CHECKPOINT)
+}
+
+/// The learning rate group of a parameter: the encoder, the bridge (projection and
+/// cross-attention), or the decoder (and style prefixes).
+pub fn lr_group(name: &str) -> &'static str {
+    if name.starts_with("encoder.") {
+        "encoder"
+    } else if name.starts_with("enc_to_dec_proj.")
+        || name.contains(".crossattention.")
+        || name.contains(".ln_cross_attn.")
+    {
+        "cross"
+    } else {
+        "decoder"
+    }
+}
+
+/// Whether a vision parameter stays trainable when only the top `k` of `layers` layers train.
+fn vision_trainable(name: &str, layers: usize, k: usize) -> bool {
+    let Some(rest) = name.strip_prefix("encoder.") else {
+        return true;
+    };
+    let layer = rest
+        .strip_prefix("encoder.layer.")
+        .or_else(|| rest.strip_prefix("encoder.layers."))
+        .and_then(|r| r.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok());
+    match layer {
+        Some(i) => i + k >= layers && k > 0,
+        // The final LayerNorm trains with the top layers; embeddings only with all of them.
+        None => {
+            let top = rest.starts_with("layernorm.") || rest.starts_with("post_layernorm.");
+            (top && k > 0) || k >= layers
+        }
+    }
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub run: PathBuf,
+    pub model: Captioner,
+    pub tokenizer: TextTokenizer,
+    pub preprocess: PreprocessorConfig,
+    pub optim: AdamW,
+    /// Steps completed.
+    pub step: usize,
+    data: TrainData,
+    image_order: EpochOrder,
+    style_order: EpochOrder,
+    style_ids: BTreeMap<String, usize>,
+    device: Device,
+    plain: Device,
+}
+
+fn style_names(data: &TrainData) -> Vec<String> {
+    let mut names: Vec<String> = data.styles.iter().map(|t| t.style.clone()).collect();
+    names.push(FACTUAL.to_string());
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl Trainer {
+    /// Prepares a new run in `run` (which must not hold one), or resumes the one there.
+    pub fn new(config: TrainConfig, run: &Path, resume: bool, device: &Device) -> Result<Self> {
+        let ckpt = checkpoint_dir(run);
+        let config = if resume {
+            if !ckpt.join("state.json").is_file() {
+                bail!("{}: no checkpoint to resume from", run.display());
+            }
+            let saved: TrainConfig = read_json(&run.join("config.json"))?;
+            saved
+        } else {
+            if run.join("config.json").exists() {
+                bail!(
+                    "{} already holds a run: pass --resume to continue it, or choose another --out",
+                    run.display()
+                );
+            }
+            config
+        };
+        device.seed(config.seed);
+        let plain = device.clone();
+        let device = device.clone().autodiff();
+        let data = TrainData::load(&config)?;
+        for s in &data.skipped {
+            eprintln!("skipped: {s}");
+        }
+        let styles = style_names(&data);
+        let style_ids = styles
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i))
+            .collect();
+
+        let (model, tokenizer, preprocess, optim, step) = if resume {
+            let model = Captioner::load(&ckpt, &device)?;
+            let tokenizer = TextTokenizer::load(&ckpt.join("tokenizer.json"))?;
+            let preprocess = PreprocessorConfig::load(&ckpt.join("preprocessor_config.json"))?;
+            let optim = AdamW::load(
+                config.optimizer.clone(),
+                &ckpt.join("optimizer.safetensors"),
+            )?;
+            let state: serde_json::Value = read_json(&ckpt.join("state.json"))?;
+            let step = state["step"].as_u64().context("state.json: no step")? as usize;
+            truncate_metrics(&run.join("metrics.jsonl"), step)?;
+            (model, tokenizer, preprocess, optim, step)
+        } else {
+            std::fs::create_dir_all(run)
+                .with_context(|| format!("cannot create {}", run.display()))?;
+            write_json(&run.join("config.json"), &config)?;
+            let (model, tokenizer, preprocess) = build_model(&config, &data, styles, &device)?;
+            (
+                model,
+                tokenizer,
+                preprocess,
+                AdamW::new(config.optimizer.clone()),
+                0,
+            )
+        };
+        let model = match config.train_vision_layers {
+            None => model,
+            Some(k) => {
+                let layers = match &model.config.encoder {
+                    VisionConfig::Vit(c) => c.num_hidden_layers,
+                    VisionConfig::Clip(c) => c.num_hidden_layers,
+                };
+                freeze_named(model, "", |name| !vision_trainable(name, layers, k))
+            }
+        };
+        Ok(Trainer {
+            image_order: EpochOrder::new(config.seed, 11, data.train.len()),
+            style_order: EpochOrder::new(config.seed, 13, data.styles.len().max(1)),
+            config,
+            run: run.to_path_buf(),
+            model,
+            tokenizer,
+            preprocess,
+            optim,
+            step,
+            data,
+            style_ids,
+            device,
+            plain,
+        })
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(text)?;
+        ids.truncate(self.config.max_caption_tokens);
+        Ok(ids)
+    }
+
+    fn eot(&self) -> u32 {
+        self.model.config.decoder_start_token_id
+    }
+
+    /// The micro-batch `micro` of step `step`: image rows then style rows.
+    pub fn batch(&self, step: usize, micro: usize) -> Result<CaptionBatch> {
+        let c = &self.config;
+        let k0 = (step * c.grad_accum + micro) * c.batch_size;
+        let indices: Vec<usize> = (k0..k0 + c.batch_size)
+            .map(|k| self.image_order.at(k))
+            .collect();
+        let examples = self.data.train.get_many(&indices)?;
+        let factual = self.style_ids[FACTUAL];
+        let mut images: Vec<RgbImage> = Vec::new();
+        let mut tokens = Vec::new();
+        let mut styles = Vec::new();
+        for (e, k) in examples.into_iter().zip(k0..) {
+            let mut rng = Rng::for_item(c.seed, 12, k as u64);
+            let pick = if rng.chance(c.first_caption_rate) {
+                0
+            } else {
+                rng.below(e.captions.len())
+            };
+            tokens.push(self.encode_text(&e.captions[pick])?);
+            images.push(e.image);
+            styles.push(factual);
+        }
+        if !self.data.styles.is_empty() {
+            let s0 = (step * c.grad_accum + micro) * c.style_batch_size;
+            let size = self.preprocess_size();
+            let mut with_image = Vec::new();
+            for k in s0..s0 + c.style_batch_size {
+                let t = &self.data.styles[self.style_order.at(k)];
+                tokens.push(self.encode_text(&t.text)?);
+                styles.push(self.style_ids[&t.style]);
+                let mut rng = Rng::for_item(c.seed, 15, k as u64);
+                with_image.push(
+                    rng.chance(c.style_image_rate)
+                        .then(|| rng.below(self.data.train.len())),
+                );
+            }
+            let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
+            let mut shown = self.data.train.get_many(&shown)?.into_iter();
+            for w in with_image {
+                images.push(match w {
+                    Some(_) => shown.next().expect("one per index").image,
+                    None => RgbImage::new(size, size),
+                });
+            }
+        }
+        let eot = self.eot();
+        let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.device);
+        let n = styles.len();
+        Ok(CaptionBatch {
+            pixel_values: self.preprocess.batch(&images, &self.device)?,
+            styles: Some(Tensor::from_data(
+                TensorData::new(
+                    styles.into_iter().map(|s| s as i64).collect::<Vec<_>>(),
+                    [n],
+                ),
+                &self.device,
+            )),
+            input_ids,
+            targets,
+            mask,
+        })
+    }
+
+    fn preprocess_size(&self) -> u32 {
+        self.model.config.encoder.image_size() as u32
+    }
+
+    fn lr(&self, name: &str, step: usize) -> f64 {
+        let c = &self.config;
+        let base = match lr_group(name) {
+            "encoder" => c.lr_encoder,
+            "cross" => c.lr_cross,
+            _ => c.lr,
+        };
+        base * warmup_cosine(step, c.steps, c.warmup_steps, c.min_lr_ratio)
+    }
+
+    /// One optimisation step (all micro-batches); returns the mean loss and target tokens.
+    pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
+        let step = self.step;
+        let mut acc = Accumulated::default();
+        let (mut loss_sum, mut tokens) = (0f32, 0usize);
+        let accum = self.config.grad_accum.max(1);
+        for micro in 0..accum {
+            let t0 = Instant::now();
+            let batch = self.batch(step, micro)?;
+            tokens += batch.mask.clone().sum().into_scalar::<f32>() as usize;
+            let t1 = Instant::now();
+            let loss = batch_loss(&self.model, &batch);
+            let value0 = loss.clone().into_scalar::<f32>();
+            let t2 = Instant::now();
+            let grads = loss.backward();
+            let t3 = Instant::now();
+            let value = value0;
+            if std::env::var("STYLECAP_TIMING").is_ok() {
+                eprintln!(
+                    "batch {:?} fwd {:?} bwd {:?} shape {:?}",
+                    t1 - t0,
+                    t2 - t1,
+                    t3 - t2,
+                    batch.input_ids.dims()
+                );
+            }
+            if !value.is_finite() {
+                bail!(
+                    "step {}: the loss is {value}; stopped without saving (the last checkpoint, \
+                     if any, is in {})",
+                    step + 1,
+                    checkpoint_dir(&self.run).display()
+                );
+            }
+            loss_sum += value;
+            acc.add(&self.model, &grads, 1.0 / accum as f32);
+        }
+        let norm = acc.global_norm();
+        if !norm.is_finite() {
+            bail!(
+                "step {}: the gradient norm is {norm}; stopped without saving (the last \
+                 checkpoint, if any, is in {})",
+                step + 1,
+                checkpoint_dir(&self.run).display()
+            );
+        }
+        let lrs: BTreeMap<&str, f64> = ["encoder", "cross", "decoder"]
+            .into_iter()
+            .map(|g| {
+                let probe = match g {
+                    "encoder" => "encoder.x",
+                    "cross" => "enc_to_dec_proj.x",
+                    _ => "decoder.x",
+                };
+                (g, self.lr(probe, step))
+            })
+            .collect();
+        let model = self.model.clone();
+        let t4 = Instant::now();
+        let (model, _) = self.optim.update(model, acc, |name| lrs[lr_group(name)]);
+        if std::env::var("STYLECAP_TIMING").is_ok() {
+            eprintln!("update {:?}", t4.elapsed());
+        }
+        self.model = model;
+        self.step += 1;
+        Ok((loss_sum / accum as f32, tokens, lrs["decoder"]))
+    }
+
+    /// Saves model, tokenizer, preprocessing, optimizer state and step into `checkpoint/`,
+    /// replacing the previous one only once the new one is complete.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let final_dir = checkpoint_dir(&self.run);
+        let tmp = self
+            .run
+            .join(format!(".{CHECKPOINT}.tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        self.save_model(&tmp)?;
+        self.optim.save(&tmp.join("optimizer.safetensors"))?;
+        write_json(
+            &tmp.join("state.json"),
+            &serde_json::json!({"step": self.step}),
+        )?;
+        let old = self.run.join(format!("{CHECKPOINT}.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        if final_dir.exists() {
+            std::fs::rename(&final_dir, &old)?;
+        }
+        std::fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("cannot move the checkpoint into {}", final_dir.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// A captioner folder: what `stylecap caption --model DIR` opens.
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir)?;
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        write_json(&dir.join("preprocessor_config.json"), &self.preprocess)
+    }
+
+    /// Validation on a caption source: teacher-forced loss on the first caption, greedy
+    /// factual captions, content fidelity (with scene graphs), BLEU-4 and CIDEr-D.
+    pub fn evaluate(&self, name: &str, source: &CaptionSource) -> Result<EvalResult> {
+        let n = source.len().min(self.config.eval_images);
+        if n == 0 {
+            return Ok(EvalResult {
+                split: name.to_string(),
+                ..Default::default()
+            });
+        }
+        let model = self.model.clone().to_device(&self.plain);
+        let factual = self.style_ids[FACTUAL];
+        let lexicon = Lexicon::new();
+        let eot = self.eot();
+        let (mut loss_sum, mut batches) = (0f32, 0);
+        let (mut captions, mut refs, mut fidelity) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..n).step_by(50) {
+            let ids: Vec<usize> = (start..(start + 50).min(n)).collect();
+            let examples = source.get_many(&ids)?;
+            let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
+            let pixels = self.preprocess.batch(&images, &self.plain)?;
+            let tokens = examples
+                .iter()
+                .map(|e| self.encode_text(&e.captions[0]))
+                .collect::<Result<Vec<_>>>()?;
+            let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.plain);
+            let styles = Tensor::from_data(
+                TensorData::new(vec![factual as i64; ids.len()], [ids.len()]),
+                &self.plain,
+            );
+            let batch = CaptionBatch {
+                pixel_values: pixels.clone(),
+                styles: Some(styles),
+                input_ids,
+                targets,
+                mask,
+            };
+            loss_sum += batch_loss(&model, &batch).into_scalar::<f32>();
+            batches += 1;
+            let opts = DecodeOptions {
+                max_new_tokens: self.config.max_caption_tokens,
+                ..Default::default()
+            };
+            let out = generate(&model, pixels, Some(&vec![factual; ids.len()]), &opts)?;
+            for (g, e) in out.iter().zip(&examples) {
+                let text = self.tokenizer.decode(&g.tokens)?.trim().to_string();
+                if let Some(scene) = &e.scene {
+                    fidelity.push(content_fidelity(&lexicon, &text, scene));
+                }
+                captions.push(text);
+                refs.push(e.captions.clone());
+            }
+        }
+        Ok(EvalResult {
+            split: name.to_string(),
+            loss: loss_sum / batches as f32,
+            images: n,
+            content_fidelity: (!fidelity.is_empty())
+                .then(|| fidelity.iter().sum::<f32>() / fidelity.len() as f32),
+            bleu4: bleu4(&captions, &refs),
+            cider_d: cider_d(&captions, &refs).0,
+            samples: captions.into_iter().take(4).collect(),
+        })
+    }
+
+    /// Trains to the configured number of steps (from wherever the run is).
+    pub fn run(&mut self, options: &RunOptions) -> Result<TrainSummary> {
+        let c = self.config.clone();
+        let bar = progress_bar(c.steps as u64, "train", options.show_progress);
+        bar.set_position(self.step as u64);
+        let metrics_path = self.run.join("metrics.jsonl");
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        let start = Instant::now();
+        let (mut window_loss, mut window_tokens, mut window_steps) = (0f32, 0usize, 0usize);
+        let mut window_start = Instant::now();
+        let mut last_loss = f32::NAN;
+        let mut evals = Vec::new();
+        while self.step < c.steps {
+            let (loss, tokens, lr) = self.train_step()?;
+            last_loss = loss;
+            window_loss += loss;
+            window_tokens += tokens;
+            window_steps += 1;
+            bar.inc(1);
+            let step = self.step;
+            if step % LOG_EVERY == 0 || step == c.steps {
+                let secs = window_start.elapsed().as_secs_f64();
+                // The step's own loss (not a window mean), so a resumed run logs the same.
+                let record = serde_json::json!({
+                    "step": step,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens_per_s": window_tokens as f64 / secs,
+                    "elapsed_s": start.elapsed().as_secs_f64(),
+                });
+                writeln!(metrics, "{record}")?;
+                bar.set_message(format!(
+                    "loss {:.3} lr {lr:.1e} {:.0} tok/s",
+                    window_loss / window_steps as f32,
+                    window_tokens as f64 / secs
+                ));
+                (window_loss, window_tokens, window_steps) = (0.0, 0, 0);
+                window_start = Instant::now();
+            }
+            if step % c.eval_every == 0 || step == c.steps {
+                let e = self.evaluate("val", &self.data.val)?;
+                let mut record = serde_json::to_value(&e)?;
+                record["step"] = step.into();
+                writeln!(metrics, "{record}")?;
+                bar.println(format!(
+                    "step {step}: val loss {:.3}, content fidelity {}, BLEU-4 {:.3}, CIDEr-D {:.3}; \"{}\"",
+                    e.loss,
+                    e.content_fidelity.map_or("-".into(), |f| format!("{f:.3}")),
+                    e.bleu4,
+                    e.cider_d,
+                    e.samples.first().cloned().unwrap_or_default()
+                ));
+                evals.push(e);
+            }
+            if step % c.checkpoint_every == 0 || step == c.steps {
+                metrics.flush()?;
+                self.save_checkpoint()?;
+            }
+            if options.stop_after == Some(step) {
+                bar.abandon();
+                return Ok(TrainSummary {
+                    steps: step,
+                    seconds: start.elapsed().as_secs_f64(),
+                    final_loss: last_loss,
+                    evals,
+                });
+            }
+        }
+        bar.finish_and_clear();
+        for (name, source) in &self.data.tests {
+            evals.push(self.evaluate(name, source)?);
+        }
+        self.save_model(&self.run.join("model"))?;
+        let summary = TrainSummary {
+            steps: self.step,
+            seconds: start.elapsed().as_secs_f64(),
+            final_loss: last_loss,
+            evals,
+        };
+        write_json(&self.run.join("eval.json"), &summary)?;
+        Ok(summary)
+    }
+}
+
+/// Drops metrics logged after `step` (by a run killed after its last checkpoint).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::util::write_atomic(path, out.as_bytes())
+}
+
+/// A new captioner: from scratch with a BPE trained on the data, or from pretrained parts.
+fn build_model(
+    config: &TrainConfig,
+    data: &TrainData,
+    styles: Vec<String>,
+    device: &Device,
+) -> Result<(Captioner, TextTokenizer, PreprocessorConfig)> {
+    let m = &config.model;
+    let style = StyleConfig {
+        styles,
+        prefix_tokens: m.prefix_tokens,
+    };
+    let (encoder_cfg, encoder, preprocess) = match &config.vision {
+        Some(id) => {
+            let dir = resolve(id)?;
+            let (cfg, enc) = load_vision(&dir, device)?;
+            let pre_path = dir.join("preprocessor_config.json");
+            let pre = if pre_path.is_file() {
+                PreprocessorConfig::load(&pre_path)?
+            } else {
+                PreprocessorConfig::square(cfg.image_size())
+            };
+            (cfg, Some(enc), pre)
+        }
+        None => {
+            let vit = ViTConfig::new(
+                m.image_size,
+                m.patch_size,
+                m.vision_dim,
+                m.vision_layers,
+                m.vision_heads,
+            );
+            (
+                VisionConfig::Vit(vit),
+                None,
+                PreprocessorConfig::square(m.image_size),
+            )
+        }
+    };
+    let (tokenizer, decoder_cfg, decoder) = match &config.decoder {
+        Some(id) => {
+            let dir = resolve(id)?;
+            let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+            let loaded = load_gpt2(&dir, true, device)?;
+            if !loaded.fresh.is_empty() {
+                eprintln!(
+                    "{}: {} cross-attention tensors are new (initialised fresh)",
+                    dir.display(),
+                    loaded.fresh.len()
+                );
+            }
+            (tokenizer, loaded.config, Some(loaded.model))
+        }
+        None => {
+            let mut texts: Vec<String> = Vec::new();
+            let n = data.train.len().min(5000);
+            for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+                for e in data.train.get_many(chunk)? {
+                    texts.extend(e.captions);
+                }
+            }
+            texts.extend(data.styles.iter().map(|t| t.text.clone()));
+            let tokenizer = TextTokenizer::train_bpe(texts.into_iter(), m.vocab_size)?;
+            let cfg = Gpt2Config::new(
+                tokenizer.vocab_size(),
+                m.max_positions,
+                m.decoder_dim,
+                m.decoder_layers,
+                m.decoder_heads,
+            );
+            (tokenizer, cfg, None)
+        }
+    };
+    let eot = tokenizer.end_of_text()?;
+    let cfg = CaptionerConfig::new(encoder_cfg, decoder_cfg, eot, eot, style);
+    let max_len = m.prefix_tokens + config.max_caption_tokens + 2;
+    if max_len > cfg.decoder.n_positions {
+        bail!(
+            "captions of {} tokens plus a {}-token style prefix need {max_len} positions; the \
+             decoder has {}",
+            config.max_caption_tokens,
+            m.prefix_tokens,
+            cfg.decoder.n_positions
+        );
+    }
+    let model = match (encoder, decoder) {
+        (None, None) => Captioner::new(cfg, device),
+        (enc, dec) => {
+            let fresh = Captioner::new(cfg.clone(), device);
+            Captioner::from_parts(
+                cfg,
+                enc.unwrap_or(fresh.encoder),
+                dec.unwrap_or(fresh.decoder),
+                device,
+            )
+        }
+    };
+    Ok((model, tokenizer, preprocess))
+}

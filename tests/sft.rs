@@ -1,0 +1,182 @@
+//! The supervised trainer: a resumed run equals an uninterrupted one, a NaN stops the run
+//! without saving, settings files are read and checked.
+
+mod common;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use common::scratch;
+use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
+use stylecap::train::config::{ModelShape, TrainConfig};
+use stylecap::train::sft::{RunOptions, Trainer};
+
+/// burn seeds its CPU random generator per process, so trainers made at once on several test
+/// threads would draw each other's initial weights: these tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tiny() -> TrainConfig {
+    TrainConfig {
+        world_train: 48,
+        world_val: 6,
+        style_texts: 40,
+        model: ModelShape {
+            image_size: 32,
+            patch_size: 16,
+            vision_dim: 16,
+            vision_layers: 1,
+            vision_heads: 2,
+            decoder_dim: 16,
+            decoder_layers: 1,
+            decoder_heads: 2,
+            vocab_size: 300,
+            max_positions: 64,
+            prefix_tokens: 1,
+        },
+        steps: 6,
+        batch_size: 3,
+        style_batch_size: 2,
+        grad_accum: 2,
+        warmup_steps: 2,
+        eval_every: 6,
+        checkpoint_every: 3,
+        eval_images: 3,
+        max_caption_tokens: 40,
+        ..TrainConfig::default()
+    }
+}
+
+fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
+    read_named(&t.model, "", &mut Values)
+        .into_iter()
+        .map(|(n, v)| (n, v.unwrap().values))
+        .collect()
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("tokens_per_s").is_some() || v.get("split").is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let _turn = serial();
+    let device = Device::flex();
+    let (a, b) = (scratch("sft", "whole"), scratch("sft", "killed"));
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+    let quiet = RunOptions::default();
+
+    let mut whole = Trainer::new(tiny(), &a, false, &device).unwrap();
+    let summary = whole.run(&quiet).unwrap();
+    assert_eq!(summary.steps, 6);
+    assert!(a.join("model/model.safetensors").is_file() && a.join("eval.json").is_file());
+
+    let mut first = Trainer::new(tiny(), &b, false, &device).unwrap();
+    let stop = RunOptions {
+        stop_after: Some(4),
+        ..RunOptions::default()
+    };
+    first.run(&stop).unwrap();
+    drop(first);
+    // Killed after step 4: the checkpoint holds step 3, and step 4's log line is dropped.
+    let mut resumed = Trainer::new(TrainConfig::default(), &b, true, &device).unwrap();
+    assert_eq!(resumed.step, 3);
+    assert_eq!(
+        resumed.config,
+        tiny(),
+        "resume uses the run's saved configuration"
+    );
+    resumed.run(&quiet).unwrap();
+    let (wa, wb) = (weights(&whole), weights(&resumed));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff == 0.0, "{na} differs by {diff} after resuming");
+    }
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "logged losses differ after resuming"
+    );
+
+    // A second run into the same folder is refused rather than mixed in.
+    let err = Trainer::new(tiny(), &a, false, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+}
+
+#[test]
+fn a_nan_stops_training_and_saves_nothing() {
+    let _turn = serial();
+    let device = Device::flex();
+    let run = scratch("sft", "nan");
+    let _ = std::fs::remove_dir_all(&run);
+    let mut t = Trainer::new(tiny(), &run, false, &device).unwrap();
+    t.model = replace_named(t.model.clone(), "", |name, shape| {
+        (name == "decoder.transformer.ln_f.weight").then(|| StoredTensor {
+            shape: shape.to_vec(),
+            values: vec![f32::NAN; shape.iter().product()],
+        })
+    });
+    let err = t.run(&RunOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("step 1") && err.contains("NaN"), "{err}");
+    assert!(!run.join("checkpoint").exists());
+    assert!(!run.join("model").exists());
+}
+
+#[test]
+fn settings_files_are_read_and_checked() {
+    let dir = scratch("sft", "config");
+    let toml = dir.join("run.toml");
+    std::fs::write(&toml, "steps = 7\nlr = 0.01\n[model]\ndecoder_layers = 5\n").unwrap();
+    let c = TrainConfig::from_file(&toml).unwrap();
+    assert_eq!((c.steps, c.lr, c.model.decoder_layers), (7, 0.01, 5));
+    assert_eq!(c.batch_size, TrainConfig::default().batch_size);
+    let json = dir.join("run.json");
+    std::fs::write(&json, "{\"stepz\": 7}").unwrap();
+    let err = format!("{:#}", TrainConfig::from_file(&json).unwrap_err());
+    assert!(err.contains("run.json") && err.contains("stepz"), "{err}");
+}
+
+#[test]
+fn same_seed_same_weights() {
+    let _turn = serial();
+    let device = Device::flex();
+    let (a, b) = (scratch("sft", "det-a"), scratch("sft", "det-b"));
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+    let mut c = tiny();
+    c.steps = 3;
+    let mut x = Trainer::new(c.clone(), &a, false, &device).unwrap();
+    x.run(&RunOptions::default()).unwrap();
+    let mut y = Trainer::new(c, &b, false, &device).unwrap();
+    y.run(&RunOptions::default()).unwrap();
+    for ((na, va), (_, vb)) in weights(&x).iter().zip(&weights(&y)) {
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff == 0.0,
+            "{na} differs by {diff} between two runs of one seed"
+        );
+    }
+}
