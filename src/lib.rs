@@ -2,6 +2,7 @@
 //!
 //! The modules follow the pipeline: `data` → `model` → `train`.
 
+pub mod align;
 pub mod cli;
 pub mod critic;
 pub mod data;

@@ -1,9 +1,11 @@
 //! The `stylecap` command line.
 
+mod align;
 pub mod bench;
 mod caption;
 mod critic;
 mod data;
+mod eval;
 mod train;
 
 use anyhow::Result;
@@ -35,6 +37,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Train, score with or evaluate a style critic (the reward) or the judge (evaluation).
     Critic(critic::CriticArgs),
+    /// Align a trained captioner to the styles by reinforcement learning (critic reward,
+    /// content reward, KL to the frozen base).
+    Align(align::AlignArgs),
+    /// Evaluate a captioner: captions in each style, judged by the judge, with content
+    /// fidelity, BLEU-4, CIDEr-D and diversity.
+    Eval(eval::EvalArgs),
     /// Make the built-in scene world, or inspect a dataset.
     Data(data::DataArgs),
     /// Time a training step and greedy generation on the reference benchmark model.
@@ -54,6 +62,8 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
         Command::Data(args) => data::run(args),
+        Command::Align(args) => align::run(args, crate::util::device(&cli.device)?),
+        Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
         Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
         Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),

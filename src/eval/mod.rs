@@ -1,3 +1,4 @@
-//! Evaluation: caption metrics.
+//! Evaluation: caption metrics, and whole-captioner evaluation by the judge.
 
+pub mod captioner;
 pub mod text_metrics;

@@ -31,12 +31,12 @@ impl Default for ModelShape {
     fn default() -> Self {
         ModelShape {
             image_size: 64,
-            patch_size: 8,
+            patch_size: 16,
             vision_dim: 128,
             vision_layers: 3,
             vision_heads: 4,
-            decoder_dim: 192,
-            decoder_layers: 3,
+            decoder_dim: 128,
+            decoder_layers: 2,
             decoder_heads: 4,
             vocab_size: 2048,
             max_positions: 96,
@@ -78,6 +78,9 @@ pub struct TrainConfig {
     /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
     pub first_caption_rate: f32,
     pub grad_accum: usize,
+    /// Shards of each micro-batch run on parallel threads (results depend on this number, not
+    /// on the machine).
+    pub data_parallel: usize,
     pub lr: f64,
     /// Learning rate of the vision encoder.
     pub lr_encoder: f64,
@@ -110,14 +113,15 @@ impl Default for TrainConfig {
             decoder: None,
             model: ModelShape::default(),
             seed: 0,
-            steps: 1500,
-            batch_size: 24,
-            style_batch_size: 12,
+            steps: 3000,
+            batch_size: 32,
+            style_batch_size: 8,
             style_image_rate: 0.5,
             first_caption_rate: 1.0,
             grad_accum: 1,
+            data_parallel: 2,
             lr: 2e-3,
-            lr_encoder: 1e-3,
+            lr_encoder: 2e-3,
             lr_cross: 2e-3,
             warmup_steps: 100,
             min_lr_ratio: 0.05,

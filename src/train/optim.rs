@@ -53,7 +53,12 @@ pub struct Accumulated {
 impl Accumulated {
     /// Adds `scale` × the gradients of one micro-batch.
     pub fn add<M: Module>(&mut self, model: &M, grads: &Gradients, scale: f32) {
-        for (name, g) in named_gradients(model, grads) {
+        self.add_named(named_gradients(model, grads), scale);
+    }
+
+    /// Adds `scale` × gradients already read by name.
+    pub fn add_named(&mut self, named: Vec<(String, Option<Vec<f32>>)>, scale: f32) {
+        for (name, g) in named {
             let Some(g) = g else { continue };
             match self.grads.get_mut(&name) {
                 Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += scale * b),

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::config::TrainConfig;
 use super::data::{CaptionSource, EpochOrder, TrainData};
+use super::grads::named_gradients;
 use super::optim::{Accumulated, AdamW};
 use super::schedule::warmup_cosine;
 use super::step::{batch_loss, teacher_forcing, CaptionBatch};
@@ -30,7 +31,7 @@ use crate::model::gpt2::Gpt2Config;
 use crate::model::pretrained::{load_gpt2, load_vision, resolve};
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
-use crate::model::weights::freeze_named;
+use crate::model::weights::{freeze_named, replace_named, StoredTensor};
 use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleConfig};
 use crate::util::{progress_bar, read_json, write_json};
 
@@ -231,6 +232,17 @@ impl Trainer {
 
     /// The micro-batch `micro` of step `step`: image rows then style rows.
     pub fn batch(&self, step: usize, micro: usize) -> Result<CaptionBatch> {
+        let (images, tokens, styles) = self.rows(step, micro)?;
+        self.to_batch(&images, &tokens, &styles)
+    }
+
+    /// The rows of a micro-batch: images, caption tokens and style indices.
+    #[allow(clippy::type_complexity)]
+    fn rows(
+        &self,
+        step: usize,
+        micro: usize,
+    ) -> Result<(Vec<RgbImage>, Vec<Vec<u32>>, Vec<usize>)> {
         let c = &self.config;
         let k0 = (step * c.grad_accum + micro) * c.batch_size;
         let indices: Vec<usize> = (k0..k0 + c.batch_size)
@@ -275,16 +287,22 @@ impl Trainer {
                 });
             }
         }
+        Ok((images, tokens, styles))
+    }
+
+    fn to_batch(
+        &self,
+        images: &[RgbImage],
+        tokens: &[Vec<u32>],
+        styles: &[usize],
+    ) -> Result<CaptionBatch> {
         let eot = self.eot();
-        let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.device);
+        let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, &self.device);
         let n = styles.len();
         Ok(CaptionBatch {
-            pixel_values: self.preprocess.batch(&images, &self.device)?,
+            pixel_values: self.preprocess.batch(images, &self.device)?,
             styles: Some(Tensor::from_data(
-                TensorData::new(
-                    styles.into_iter().map(|s| s as i64).collect::<Vec<_>>(),
-                    [n],
-                ),
+                TensorData::new(styles.iter().map(|&s| s as i64).collect::<Vec<_>>(), [n]),
                 &self.device,
             )),
             input_ids,
@@ -308,30 +326,60 @@ impl Trainer {
     }
 
     /// One optimisation step (all micro-batches); returns the mean loss and target tokens.
+    ///
+    /// Each micro-batch is split row-wise into `data_parallel` shards whose forward and backward
+    /// passes run on their own threads: the CPU backend keeps about one core busy on matrices
+    /// this small, so shards use the others. Shard gradients are weighted by their share of
+    /// target tokens, which gives the gradient of the whole micro-batch's mean loss.
     pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
         let step = self.step;
         let mut acc = Accumulated::default();
         let (mut loss_sum, mut tokens) = (0f32, 0usize);
         let accum = self.config.grad_accum.max(1);
+        let shards = self.config.data_parallel.max(1);
         for micro in 0..accum {
-            let t0 = Instant::now();
-            let batch = self.batch(step, micro)?;
-            tokens += batch.mask.clone().sum().into_scalar::<f32>() as usize;
-            let t1 = Instant::now();
-            let loss = batch_loss(&self.model, &batch);
-            let value0 = loss.clone().into_scalar::<f32>();
-            let t2 = Instant::now();
-            let grads = loss.backward();
-            let t3 = Instant::now();
-            let value = value0;
-            if std::env::var("STYLECAP_TIMING").is_ok() {
-                eprintln!(
-                    "batch {:?} fwd {:?} bwd {:?} shape {:?}",
-                    t1 - t0,
-                    t2 - t1,
-                    t3 - t2,
-                    batch.input_ids.dims()
-                );
+            let (images, rows, styles) = self.rows(step, micro)?;
+            let per = rows.len().div_ceil(shards);
+            let total: usize = rows.iter().map(|r| r.len() + 1).sum();
+            let batches = (0..rows.len())
+                .step_by(per)
+                .map(|lo| {
+                    let hi = (lo + per).min(rows.len());
+                    let share = rows[lo..hi].iter().map(|r| r.len() + 1).sum::<usize>() as f32
+                        / total as f32;
+                    Ok((
+                        self.to_batch(&images[lo..hi], &rows[lo..hi], &styles[lo..hi])?,
+                        share,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (model, device) = (&self.model, &self.device);
+            // Each shard works on its own fork of the model: burn's autodiff graph cannot run
+            // two backward passes through shared parameter nodes at once.
+            let results: Vec<(f32, f32, Vec<(String, Option<Vec<f32>>)>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = batches
+                        .iter()
+                        .map(|(batch, share)| {
+                            scope.spawn(move || {
+                                let local = model.clone().fork(device);
+                                let loss = batch_loss(&local, batch);
+                                let grads = loss.backward();
+                                let named = named_gradients(&local, &grads);
+                                (loss.into_scalar::<f32>(), *share, named)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("shard thread"))
+                        .collect()
+                });
+            tokens += total;
+            let mut value = 0f32;
+            for (loss, share, named) in results {
+                value += loss * share;
+                acc.add_named(named, share / accum as f32);
             }
             if !value.is_finite() {
                 bail!(
@@ -342,7 +390,6 @@ impl Trainer {
                 );
             }
             loss_sum += value;
-            acc.add(&self.model, &grads, 1.0 / accum as f32);
         }
         let norm = acc.global_norm();
         if !norm.is_finite() {
@@ -365,11 +412,7 @@ impl Trainer {
             })
             .collect();
         let model = self.model.clone();
-        let t4 = Instant::now();
         let (model, _) = self.optim.update(model, acc, |name| lrs[lr_group(name)]);
-        if std::env::var("STYLECAP_TIMING").is_ok() {
-            eprintln!("update {:?}", t4.elapsed());
-        }
         self.model = model;
         self.step += 1;
         Ok((loss_sum / accum as f32, tokens, lrs["decoder"]))
@@ -560,6 +603,41 @@ impl Trainer {
     }
 }
 
+/// A ViT trained from scratch starts with 2-D sine-cosine position embeddings (as MAE
+/// initialises them) instead of small random ones: the decoder can tell left from right, high
+/// from low, from the first step, and grounding sets in sooner. Still learned; the class token's
+/// position is zero.
+fn with_sincos_positions(model: Captioner) -> Captioner {
+    let VisionConfig::Vit(vit) = &model.config.encoder else {
+        return model;
+    };
+    let (d, grid) = (vit.hidden_size, vit.image_size / vit.patch_size);
+    if d % 4 != 0 {
+        return model;
+    }
+    let mut values = vec![0f32; (grid * grid + 1) * d];
+    let quarter = d / 4;
+    for row in 0..grid {
+        for col in 0..grid {
+            let at = (1 + row * grid + col) * d;
+            for (half, pos) in [(0, col), (1, row)] {
+                for i in 0..quarter {
+                    let omega = 1.0 / 10000f64.powf(i as f64 / quarter as f64);
+                    let angle = pos as f64 * omega;
+                    values[at + half * 2 * quarter + i] = angle.sin() as f32;
+                    values[at + half * 2 * quarter + quarter + i] = angle.cos() as f32;
+                }
+            }
+        }
+    }
+    replace_named(model, "", |name, shape| {
+        (name == "encoder.embeddings.position_embeddings").then(|| StoredTensor {
+            shape: shape.to_vec(),
+            values: values.clone(),
+        })
+    })
+}
+
 /// Drops metrics logged after `step` (by a run killed after its last checkpoint).
 fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -667,7 +745,7 @@ fn build_model(
         );
     }
     let model = match (encoder, decoder) {
-        (None, None) => Captioner::new(cfg, device),
+        (None, None) => with_sincos_positions(Captioner::new(cfg, device)),
         (enc, dec) => {
             let fresh = Captioner::new(cfg.clone(), device);
             Captioner::from_parts(

@@ -1,0 +1,140 @@
+//! Settings of an alignment run; saved as the run's `config.json`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::advantage::Algo;
+use super::kl::KlEstimator;
+use crate::train::optim::AdamWConfig;
+
+/// How the critic's opinion becomes the style reward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StyleReward {
+    /// p(target style): bounded in [0, 1], on the scale of the content F1.
+    Prob,
+    /// log p(target style): unbounded below.
+    Logprob,
+    /// log p / (1 − p).
+    Logit,
+}
+
+impl StyleReward {
+    pub fn of(self, p: f32) -> f32 {
+        let p = p.clamp(1e-6, 1.0 - 1e-6);
+        match self {
+            StyleReward::Prob => p,
+            StyleReward::Logprob => p.ln(),
+            StyleReward::Logit => (p / (1.0 - p)).ln(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlignConfig {
+    /// The base captioner folder (a `stylecap train` run or its `model/`).
+    pub base: PathBuf,
+    /// The reward critic folder.
+    pub critic: PathBuf,
+    /// Target styles; empty: every style of the captioner except `factual`.
+    pub styles: Vec<String>,
+    pub algo: Algo,
+    pub seed: u64,
+    pub steps: usize,
+    /// Images per step; each gets one target style (cycling) and `samples` captions.
+    pub images_per_step: usize,
+    pub samples: usize,
+    pub lr: f64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    pub w_style: f32,
+    pub w_content: f32,
+    pub style_reward: StyleReward,
+    /// KL estimator in the reward (GRPO's loss term always uses k3).
+    pub kl_estimator: KlEstimator,
+    /// KL coefficient β (initial value when adaptive).
+    pub beta: f64,
+    /// Adapt β toward this mean KL per caption (nats); None keeps β fixed.
+    pub target_kl: Option<f64>,
+    pub kl_horizon: f64,
+    /// Stop early when the mean KL per caption passes this.
+    pub kl_limit: f64,
+    /// Penalty per repeated word bigram in a caption.
+    pub repetition_penalty: f32,
+    /// Penalty per word beyond `max_words`.
+    pub length_penalty: f32,
+    pub max_words: usize,
+    /// Standardise rewards with running statistics before computing advantages.
+    pub normalize_rewards: bool,
+    pub reward_clip: f32,
+    pub baseline_decay: f32,
+    pub ppo_epochs: usize,
+    pub ppo_clip: f32,
+    pub ppo_minibatches: usize,
+    /// Skip a batch whose importance ratio exceeds this (PPO).
+    pub max_ratio: f32,
+    /// Stop after this many skipped (non-finite) batches in a row.
+    pub max_bad_batches: usize,
+    /// Train the vision encoder too (default: only the decoder side).
+    pub train_encoder: bool,
+    /// Start each target style's prefix as this blend of its own prefix and the factual one
+    /// (1 = its own). The base writes style text or factual captions; a blend starts from
+    /// captions that already name the picture, which the style reward can then restyle.
+    pub prefix_blend: f32,
+    pub optimizer: AdamWConfig,
+    pub eval_every: usize,
+    pub eval_images: usize,
+    pub world_seed: u64,
+    pub world_train: usize,
+}
+
+impl Default for AlignConfig {
+    fn default() -> Self {
+        AlignConfig {
+            base: PathBuf::new(),
+            critic: PathBuf::new(),
+            styles: Vec::new(),
+            algo: Algo::Rloo,
+            seed: 0,
+            steps: 300,
+            images_per_step: 8,
+            samples: 4,
+            lr: 1e-4,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens: 40,
+            w_style: 1.0,
+            w_content: 1.0,
+            style_reward: StyleReward::Prob,
+            kl_estimator: KlEstimator::K1,
+            beta: 0.02,
+            target_kl: Some(6.0),
+            kl_horizon: 2000.0,
+            kl_limit: 30.0,
+            repetition_penalty: 0.1,
+            length_penalty: 0.05,
+            max_words: 30,
+            normalize_rewards: false,
+            reward_clip: 5.0,
+            baseline_decay: 0.9,
+            ppo_epochs: 2,
+            ppo_clip: 0.2,
+            ppo_minibatches: 2,
+            max_ratio: 20.0,
+            max_bad_batches: 5,
+            train_encoder: false,
+            prefix_blend: 1.0,
+            optimizer: AdamWConfig {
+                weight_decay: 0.0,
+                ..AdamWConfig::default()
+            },
+            eval_every: 50,
+            eval_images: 48,
+            world_seed: 0,
+            world_train: 20000,
+        }
+    }
+}

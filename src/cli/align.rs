@@ -1,0 +1,111 @@
+//! `stylecap align`: style alignment of a trained captioner by reinforcement learning.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::Args;
+
+use crate::align::advantage::Algo;
+use crate::align::config::{AlignConfig, StyleReward};
+use crate::align::kl::KlEstimator;
+use crate::align::trainer::Aligner;
+
+#[derive(Args)]
+pub struct AlignArgs {
+    /// The base captioner: a `stylecap train` run folder or a captioner folder.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The reward critic folder (`stylecap critic train`).
+    #[arg(long)]
+    pub critic: PathBuf,
+    /// Output run folder (config.json, metrics.jsonl, validation.json, model/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Settings file (JSON or TOML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Comma-separated target styles, or `all` (every style but factual).
+    #[arg(long, default_value = "all")]
+    pub styles: String,
+    #[arg(long, value_enum)]
+    pub algo: Option<Algo>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Captions sampled per image (K).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    #[arg(long)]
+    pub images_per_step: Option<usize>,
+    /// KL coefficient (initial value when adaptive).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Target mean KL per caption for the adaptive β; `0` keeps β fixed.
+    #[arg(long)]
+    pub target_kl: Option<f64>,
+    #[arg(long, value_enum)]
+    pub kl_estimator: Option<KlEstimator>,
+    #[arg(long, value_enum)]
+    pub style_reward: Option<StyleReward>,
+    #[arg(long)]
+    pub w_style: Option<f32>,
+    #[arg(long)]
+    pub w_content: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(a: AlignArgs, device: Device) -> Result<()> {
+    let mut c: AlignConfig = match &a.config {
+        Some(p) => crate::util::read_config_file(p)?,
+        None => AlignConfig::default(),
+    };
+    c.base = a.base.clone();
+    c.critic = a.critic.clone();
+    c.styles = if a.styles == "all" {
+        Vec::new()
+    } else {
+        a.styles.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
+    }
+    set!(
+        algo,
+        steps,
+        lr,
+        samples,
+        images_per_step,
+        beta,
+        kl_estimator,
+        style_reward,
+        w_style,
+        w_content,
+        seed
+    );
+    if let Some(t) = a.target_kl {
+        c.target_kl = (t > 0.0).then_some(t);
+    }
+    let mut aligner = Aligner::new(c, &a.out, &device)?;
+    let vals = aligner.run(!a.quiet)?;
+    if let (Some(first), Some(last)) = (vals.first(), vals.last()) {
+        println!(
+            "validation reward {:.3} → {:.3} (style {:.3} → {:.3}, content {:.3} → {:.3})",
+            first.reward,
+            last.reward,
+            first.style_prob,
+            last.style_prob,
+            first.content,
+            last.content
+        );
+    }
+    println!(
+        "aligned captioner (best validation reward): {}",
+        a.out.join("model").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `stylecap eval`: captions in each style for held-out images, scored by the judge.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::Args;
+
+use crate::critic::Critic;
+use crate::data::loaders::{self, Format};
+use crate::data::records::LoadOptions;
+use crate::data::world::{Split, World, WorldConfig};
+use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
+use crate::train::data::{load_captions, CaptionSource};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Captioner folder (a run's `model/`, or the run folder itself).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Judge folder (`stylecap critic train --judge`).
+    #[arg(long)]
+    pub judge: PathBuf,
+    /// Images: a `data synth` folder (its test split), or any caption dataset. Default: the
+    /// built-in world's test split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Evaluate the compositional split of the built-in world instead of the test split.
+    #[arg(long)]
+    pub compositional: bool,
+    #[arg(long, default_value_t = 100)]
+    pub images: usize,
+    /// Comma-separated styles (default: all the captioner knows).
+    #[arg(long, value_delimiter = ',')]
+    pub styles: Option<Vec<String>>,
+    #[arg(long)]
+    pub greedy: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs, device: Device) -> Result<()> {
+    let dir = if a.model.join("model").join("config.json").is_file() {
+        a.model.join("model")
+    } else {
+        a.model.clone()
+    };
+    let captioner = LoadedCaptioner::load(&dir, &device)?;
+    let judge = Critic::load(&a.judge, &device)?;
+    let split = if a.compositional {
+        Split::Compositional
+    } else {
+        Split::Test
+    };
+    let source = match &a.data {
+        None => CaptionSource::World {
+            world: World::new(WorldConfig {
+                image_size: captioner.model.config.encoder.image_size() as u32,
+                ..WorldConfig::default()
+            }),
+            split,
+            len: a.images,
+        },
+        Some(path) if loaders::detect(path)? == Format::World => {
+            let file = path.join(format!("{}.jsonl", split.name()));
+            CaptionSource::Records(
+                crate::data::loaders::manifest::load(&file, LoadOptions::default())?.records,
+            )
+        }
+        Some(path) => CaptionSource::Records(load_captions(path, LoadOptions::default())?.records),
+    };
+    let config = EvalConfig {
+        images: a.images,
+        styles: a.styles,
+        greedy: a.greedy,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        ..EvalConfig::default()
+    };
+    let result = evaluate_captioner(&captioner, &judge, &source, &config, &device)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", render(&result));
+    }
+    Ok(())
+}

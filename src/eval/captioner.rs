@@ -1,0 +1,237 @@
+//! Evaluating a captioner: captions in each style for held-out images, judged by the judge
+//! (never the reward critic), checked for content, and measured for diversity.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Result;
+use burn::prelude::*;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::text_metrics::{bleu4, cider_d, tokens};
+use crate::critic::Critic;
+use crate::data::image::PreprocessorConfig;
+use crate::data::tokenizer::TextTokenizer;
+use crate::data::world::{content_fidelity, Lexicon};
+use crate::model::generate::Strategy;
+use crate::model::{generate, Captioner, DecodeOptions};
+use crate::train::data::CaptionSource;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalConfig {
+    /// Images captioned (the first ones of the split).
+    pub images: usize,
+    /// Styles to evaluate (default: all the captioner knows).
+    pub styles: Option<Vec<String>>,
+    /// Greedy decoding instead of sampling.
+    pub greedy: bool,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            images: 100,
+            styles: None,
+            greedy: false,
+            temperature: 1.0,
+            top_p: 0.9,
+            max_new_tokens: 48,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StyleEval {
+    pub style: String,
+    pub captions: usize,
+    /// Share of captions whose judge argmax is the requested style.
+    pub style_accuracy: f32,
+    /// Mean judge probability of the requested style.
+    pub style_score: f32,
+    /// Mean content fidelity against the scene graphs (scene-world data).
+    pub content_fidelity: Option<f32>,
+    pub bleu4: f64,
+    pub cider_d: f64,
+    pub distinct1: f32,
+    pub distinct2: f32,
+    pub examples: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptionerEval {
+    pub images: usize,
+    pub config: EvalConfig,
+    pub styles: Vec<StyleEval>,
+}
+
+/// A captioner folder: model, tokenizer and preprocessing.
+pub struct LoadedCaptioner {
+    pub model: Captioner,
+    pub tokenizer: TextTokenizer,
+    pub preprocess: PreprocessorConfig,
+}
+
+impl LoadedCaptioner {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let model = Captioner::load(dir, device)?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        let pre = dir.join("preprocessor_config.json");
+        let preprocess = if pre.is_file() {
+            PreprocessorConfig::load(&pre)?
+        } else {
+            PreprocessorConfig::square(model.config.encoder.image_size())
+        };
+        Ok(LoadedCaptioner {
+            model,
+            tokenizer,
+            preprocess,
+        })
+    }
+
+    /// One caption per image in `style`.
+    pub fn caption(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        opts: &DecodeOptions,
+        device: &Device,
+    ) -> Result<Vec<String>> {
+        let s = self.model.config.style_index(style)?;
+        let mut out = Vec::with_capacity(images.len());
+        for (k, chunk) in images.chunks(50).enumerate() {
+            let pixels = self.preprocess.batch(chunk, device)?;
+            let opts = DecodeOptions {
+                seed: opts.seed.wrapping_add(k as u64),
+                ..opts.clone()
+            };
+            for g in generate(&self.model, pixels, Some(&vec![s; chunk.len()]), &opts)? {
+                out.push(self.tokenizer.decode(&g.tokens)?.trim().to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// distinct-n: distinct n-grams over all n-grams of a set of texts.
+pub fn distinct_n(texts: &[String], n: usize) -> f32 {
+    let mut all = 0usize;
+    let mut seen = HashSet::new();
+    for t in texts {
+        let w = tokens(t);
+        for g in w.windows(n) {
+            all += 1;
+            seen.insert(g.to_vec());
+        }
+    }
+    seen.len() as f32 / all.max(1) as f32
+}
+
+pub fn evaluate_captioner(
+    captioner: &LoadedCaptioner,
+    judge: &(Critic, TextTokenizer),
+    source: &CaptionSource,
+    config: &EvalConfig,
+    device: &Device,
+) -> Result<CaptionerEval> {
+    let n = source.len().min(config.images);
+    let ids: Vec<usize> = (0..n).collect();
+    let examples = source.get_many(&ids)?;
+    let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
+    let refs: Vec<Vec<String>> = examples.iter().map(|e| e.captions.clone()).collect();
+    let styles = config
+        .styles
+        .clone()
+        .unwrap_or_else(|| captioner.model.config.style.styles.clone());
+    let opts = DecodeOptions {
+        strategy: if config.greedy {
+            Strategy::Greedy
+        } else {
+            Strategy::Sample {
+                temperature: config.temperature,
+                top_k: 0,
+                top_p: config.top_p,
+            }
+        },
+        max_new_tokens: config.max_new_tokens,
+        seed: config.seed,
+    };
+    let lexicon = Lexicon::new();
+    let (critic, tok) = judge;
+    let mut out = Vec::new();
+    for style in styles {
+        let captions = captioner.caption(&images, &style, &opts, device)?;
+        let target = critic.style_index(&style)?;
+        let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let probs = critic.probabilities(tok, &texts, device)?;
+        let argmax = |p: &Vec<f32>| (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        let hits = probs.iter().filter(|p| argmax(p) == target).count();
+        let score = probs.iter().map(|p| p[target]).sum::<f32>() / n.max(1) as f32;
+        let fidelity: Vec<f32> = captions
+            .iter()
+            .zip(&examples)
+            .filter_map(|(c, e)| e.scene.as_ref().map(|s| content_fidelity(&lexicon, c, s)))
+            .collect();
+        out.push(StyleEval {
+            style,
+            captions: n,
+            style_accuracy: hits as f32 / n.max(1) as f32,
+            style_score: score,
+            content_fidelity: (!fidelity.is_empty())
+                .then(|| fidelity.iter().sum::<f32>() / fidelity.len() as f32),
+            bleu4: bleu4(&captions, &refs),
+            cider_d: cider_d(&captions, &refs).0,
+            distinct1: distinct_n(&captions, 1),
+            distinct2: distinct_n(&captions, 2),
+            examples: captions.into_iter().take(3).collect(),
+        });
+    }
+    Ok(CaptionerEval {
+        images: n,
+        config: config.clone(),
+        styles: out,
+    })
+}
+
+/// The evaluation as a table.
+pub fn render(e: &CaptionerEval) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} images, {} decoding; style by the judge",
+        e.images,
+        if e.config.greedy { "greedy" } else { "sampled" }
+    );
+    let _ = writeln!(
+        s,
+        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6}",
+        "style", "style acc", "score", "content", "BLEU-4", "CIDEr-D", "dist-1", "dist-2"
+    );
+    for r in &e.styles {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3}",
+            r.style,
+            r.style_accuracy,
+            r.style_score,
+            r.content_fidelity.map_or("-".into(), |f| format!("{f:.3}")),
+            r.bleu4,
+            r.cider_d,
+            r.distinct1,
+            r.distinct2
+        );
+    }
+    for r in &e.styles {
+        if let Some(x) = r.examples.first() {
+            let _ = writeln!(s, "  [{}] {x}", r.style);
+        }
+    }
+    s
+}

@@ -1,0 +1,207 @@
+//! Alignment: the policy-gradient estimators against analytic gradients on a toy policy, PPO's
+//! clipping, and a short run on tiny models that leaves the reference untouched.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+use common::scratch;
+use stylecap::align::config::AlignConfig;
+use stylecap::align::loss::{pg_loss, ppo_loss};
+use stylecap::align::trainer::Aligner;
+use stylecap::critic::train::{train_critic, CriticTrainConfig};
+use stylecap::data::rng::Rng;
+use stylecap::model::weights::{read_named, Values};
+use stylecap::train::config::{ModelShape, TrainConfig};
+use stylecap::train::sft::{RunOptions, Trainer};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// A categorical policy over 4 tokens: the REINFORCE estimate from sampled tokens converges
+/// to the analytic gradient of the expected reward, ∂E[r]/∂θ_j = π_j (r_j − E[r]).
+#[test]
+fn reinforce_gradient_matches_the_analytic_one() {
+    let device = Device::flex().autodiff();
+    let theta = [0.5f32, -1.0, 0.2, 1.0];
+    let reward = [1.0f32, 0.0, 0.5, 0.2];
+    let pi: Vec<f32> = host(softmax(
+        Tensor::<1>::from_data(TensorData::new(theta.to_vec(), [4]), &Device::flex()),
+        0,
+    ));
+    let expected_r: f32 = pi.iter().zip(&reward).map(|(p, r)| p * r).sum();
+    let analytic: Vec<f32> = (0..4).map(|j| pi[j] * (reward[j] - expected_r)).collect();
+
+    let n = 20000;
+    let mut rng = Rng::new(5);
+    let samples: Vec<usize> = (0..n)
+        .map(|_| {
+            let u = rng.unit();
+            let mut acc = 0.0;
+            (0..4)
+                .find(|&j| {
+                    acc += pi[j];
+                    u < acc
+                })
+                .unwrap_or(3)
+        })
+        .collect();
+    let logits =
+        Tensor::<2>::from_data(TensorData::new(theta.to_vec(), [1, 4]), &device).require_grad();
+    let logp_all = log_softmax(logits.clone(), 1).expand([n, 4]);
+    let idx = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            samples.iter().map(|&s| s as i64).collect::<Vec<_>>(),
+            [n, 1],
+        ),
+        &device,
+    );
+    let logp = logp_all.gather(1, idx); // [n, 1]: one token per "caption"
+    let adv = Tensor::<2>::from_data(
+        TensorData::new(
+            samples.iter().map(|&s| reward[s]).collect::<Vec<_>>(),
+            [n, 1],
+        ),
+        &device,
+    );
+    let mask = Tensor::<2>::ones([n, 1], &device);
+    let loss = pg_loss(logp, mask, adv);
+    let grad = host(logits.grad(&loss.backward()).unwrap());
+    for j in 0..4 {
+        // The loss is −estimate, so its gradient is −∇E[r].
+        assert!(
+            (-grad[j] - analytic[j]).abs() < 0.01,
+            "θ_{j}: estimate {} vs analytic {}",
+            -grad[j],
+            analytic[j]
+        );
+    }
+}
+
+/// Gradient of the PPO loss with respect to the log-probability of one token.
+fn ppo_grad(ratio: f32, advantage: f32) -> f32 {
+    let device = Device::flex().autodiff();
+    let logp = Tensor::<2>::from_data(TensorData::new(vec![ratio.ln() - 1.0], [1, 1]), &device)
+        .require_grad();
+    let old = Tensor::<2>::from_data(TensorData::new(vec![-1.0f32], [1, 1]), &device);
+    let mask = Tensor::<2>::ones([1, 1], &device);
+    let adv = Tensor::<2>::from_data(TensorData::new(vec![advantage], [1, 1]), &device);
+    let loss = ppo_loss(logp.clone(), old, mask, adv, 0.2);
+    host(logp.grad(&loss.backward()).unwrap())[0]
+}
+
+#[test]
+fn ppo_gives_no_gradient_outside_the_clip_on_the_clipped_side() {
+    // Positive advantage, ratio above 1 + ε: clipped, no gradient.
+    assert_eq!(ppo_grad(1.5, 1.0), 0.0);
+    // Negative advantage, ratio below 1 − ε: clipped, no gradient.
+    assert_eq!(ppo_grad(0.5, -1.0), 0.0);
+    // Inside the region, or outside on the unclipped side: the plain ratio gradient −ρA.
+    assert!((ppo_grad(1.1, 1.0) + 1.1).abs() < 1e-5);
+    assert!((ppo_grad(1.5, -1.0) - 1.5).abs() < 1e-5);
+    assert!((ppo_grad(0.5, 1.0) + 0.5).abs() < 1e-5);
+}
+
+#[test]
+fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
+    let device = Device::flex();
+    let base = scratch("align", "base");
+    let _ = std::fs::remove_dir_all(&base);
+    let sft = TrainConfig {
+        world_train: 48,
+        world_val: 4,
+        style_texts: 60,
+        model: ModelShape {
+            image_size: 32,
+            patch_size: 16,
+            vision_dim: 16,
+            vision_layers: 1,
+            vision_heads: 2,
+            decoder_dim: 16,
+            decoder_layers: 1,
+            decoder_heads: 2,
+            vocab_size: 300,
+            max_positions: 64,
+            prefix_tokens: 1,
+        },
+        steps: 4,
+        batch_size: 4,
+        style_batch_size: 4,
+        eval_every: 4,
+        checkpoint_every: 4,
+        eval_images: 2,
+        max_caption_tokens: 30,
+        ..TrainConfig::default()
+    };
+    Trainer::new(sft, &base, false, &device)
+        .unwrap()
+        .run(&RunOptions::default())
+        .unwrap();
+    let critic = scratch("align", "critic");
+    let cc = CriticTrainConfig {
+        texts_per_style: 40,
+        world_captions: 20,
+        steps: 3,
+        batch_size: 8,
+        vocab_size: 300,
+        hidden: 16,
+        layers: 1,
+        heads: 2,
+        ..CriticTrainConfig::default()
+    };
+    train_critic(&cc, &critic, false, &device).unwrap();
+    let out = scratch("align", "run");
+    let _ = std::fs::remove_dir_all(&out);
+    let config = AlignConfig {
+        base: base.clone(),
+        critic,
+        steps: 2,
+        images_per_step: 2,
+        samples: 2,
+        max_new_tokens: 8,
+        eval_every: 2,
+        eval_images: 2,
+        lr: 1e-2,
+        ..AlignConfig::default()
+    };
+    let mut aligner = Aligner::new(config, &out, &device).unwrap();
+    let weights = |m: &stylecap::model::Captioner| -> Vec<(String, Vec<f32>)> {
+        read_named(m, "", &mut Values)
+            .into_iter()
+            .map(|(n, v)| (n, v.unwrap().values))
+            .collect()
+    };
+    let reference_before = weights(&aligner.reference);
+    let policy_before = weights(&aligner.policy);
+    assert_eq!(
+        reference_before, policy_before,
+        "the policy starts as the base"
+    );
+    aligner.run(false).unwrap();
+    assert_eq!(
+        weights(&aligner.reference),
+        reference_before,
+        "the reference changed"
+    );
+    let changed: Vec<String> = weights(&aligner.policy)
+        .into_iter()
+        .zip(&policy_before)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((n, _), _)| n)
+        .collect();
+    assert!(
+        changed.iter().any(|n| n.starts_with("decoder.")),
+        "the policy did not train"
+    );
+    assert!(
+        !changed.iter().any(|n| n.starts_with("encoder.")),
+        "the frozen encoder trained: {changed:?}"
+    );
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        log.lines().filter(|l| l.contains("\"kl\"")).count() == 2,
+        "{log}"
+    );
+    assert!(out.join("model/model.safetensors").is_file());
+}
