@@ -41,7 +41,7 @@ impl Algo {
 /// RLOO: each sample's reward minus the mean of the other samples of its group.
 pub fn leave_one_out(rewards: &[f32], k: usize) -> Vec<f32> {
     assert!(
-        k >= 2 && rewards.len() % k == 0,
+        k >= 2 && rewards.len().is_multiple_of(k),
         "RLOO needs groups of at least 2 samples"
     );
     rewards

@@ -431,7 +431,8 @@ impl Aligner {
                     let log_ratio = (logp.clone() - old.clone()) * mask.clone();
                     let ratio = log_ratio.clone().detach().exp();
                     let max_ratio = ratio.clone().max().into_scalar::<f32>();
-                    if !(max_ratio <= c.max_ratio) {
+                    // A NaN ratio is skipped too.
+                    if max_ratio.is_nan() || max_ratio > c.max_ratio {
                         skipped += 1;
                         continue;
                     }
@@ -593,7 +594,7 @@ impl Aligner {
                 "reward {:.3} style {:.3} content {:.3} KL {:.2}",
                 log.reward, log.style_prob, log.content, log.kl
             ));
-            if self.step % c.eval_every == 0 || self.step == c.steps {
+            if self.step.is_multiple_of(c.eval_every) || self.step == c.steps {
                 let v = self.validate()?;
                 writeln!(metrics, "{}", serde_json::json!({"validation": v}))?;
                 if v.reward > best {

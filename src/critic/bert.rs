@@ -87,7 +87,7 @@ impl BertConfig {
 
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(
-            self.hidden_size % self.num_attention_heads == 0,
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not divisible by num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads

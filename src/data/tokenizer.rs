@@ -22,8 +22,11 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+        // Some checkpoints ship fixed padding (MiniLM pads every text to 128 [PAD] tokens);
+        // batches are padded here, with a mask, so the tokenizer must return only real tokens.
+        inner.with_padding(None);
         Ok(Self { inner })
     }
 

@@ -43,8 +43,8 @@ pub fn bleu4(candidates: &[String], references: &[Vec<String>]) -> f64 {
         for (g, n) in ngram_counts(&c, 4) {
             correct[g.len() - 1] += n.min(max_ref.get(&g).copied().unwrap_or(0)) as f64;
         }
-        for k in 0..4 {
-            guess[k] += c.len().saturating_sub(k) as f64;
+        for (k, g) in guess.iter_mut().enumerate() {
+            *g += c.len().saturating_sub(k) as f64;
         }
         cand_len += c.len() as f64;
         // The closest reference length, the shorter on ties.
@@ -125,7 +125,7 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
             for r in rs {
                 let r = to_vec(r);
                 let delta = h.length - r.length;
-                for n in 0..4 {
+                for (n, sum) in total.iter_mut().enumerate() {
                     let mut val: f64 = h.vec[n]
                         .iter()
                         .map(|(g, &x)| {
@@ -136,7 +136,7 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
                     if h.norm[n] != 0.0 && r.norm[n] != 0.0 {
                         val /= h.norm[n] * r.norm[n];
                     }
-                    total[n] += val * (-(delta * delta) / (2.0 * sigma * sigma)).exp();
+                    *sum += val * (-(delta * delta) / (2.0 * sigma * sigma)).exp();
                 }
             }
             total.iter().sum::<f64>() / 4.0 / rs.len().max(1) as f64 * 10.0

@@ -74,6 +74,11 @@ pub struct TrainConfig {
     /// Fraction of style texts shown with a random unrelated training image instead of the
     /// blank one, so that seeing an image does not by itself mean "factual".
     pub style_image_rate: f32,
+    /// Show a style sentence that names world things ("the crimson automobile") with a picture
+    /// of those things (built-in world only): the sentences stay unpaired text, the picture is
+    /// made to fit them, and the decoder learns to take named things from the image under any
+    /// style, which alignment then builds on.
+    pub pair_world_mentions: bool,
     /// Probability of training on an image's first (plain) caption rather than a random one:
     /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
     pub first_caption_rate: f32,
@@ -117,6 +122,7 @@ impl Default for TrainConfig {
             batch_size: 32,
             style_batch_size: 8,
             style_image_rate: 0.5,
+            pair_world_mentions: true,
             first_caption_rate: 1.0,
             grad_accum: 1,
             data_parallel: 2,

@@ -36,6 +36,9 @@ use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleCon
 use crate::util::{progress_bar, read_json, write_json};
 
 pub const FACTUAL: &str = "factual";
+
+/// Gradients by parameter name (None where a parameter got none).
+type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
 const CHECKPOINT: &str = "checkpoint";
 const LOG_EVERY: usize = 10;
 
@@ -123,6 +126,7 @@ pub struct Trainer {
     image_order: EpochOrder,
     style_order: EpochOrder,
     style_ids: BTreeMap<String, usize>,
+    lexicon: Lexicon,
     device: Device,
     plain: Device,
 }
@@ -215,6 +219,7 @@ impl Trainer {
             step,
             data,
             style_ids,
+            lexicon: Lexicon::new(),
             device,
             plain,
         })
@@ -268,26 +273,101 @@ impl Trainer {
             let s0 = (step * c.grad_accum + micro) * c.style_batch_size;
             let size = self.preprocess_size();
             let mut with_image = Vec::new();
+            let mut matched: Vec<Option<RgbImage>> = Vec::new();
             for k in s0..s0 + c.style_batch_size {
                 let t = &self.data.styles[self.style_order.at(k)];
                 tokens.push(self.encode_text(&t.text)?);
                 styles.push(self.style_ids[&t.style]);
                 let mut rng = Rng::for_item(c.seed, 15, k as u64);
+                let picture = if c.pair_world_mentions {
+                    self.picture_of_mentions(&t.text, &mut rng)
+                } else {
+                    None
+                };
                 with_image.push(
-                    rng.chance(c.style_image_rate)
+                    (picture.is_none() && rng.chance(c.style_image_rate))
                         .then(|| rng.below(self.data.train.len())),
                 );
+                matched.push(picture);
             }
             let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
             let mut shown = self.data.train.get_many(&shown)?.into_iter();
-            for w in with_image {
-                images.push(match w {
-                    Some(_) => shown.next().expect("one per index").image,
-                    None => RgbImage::new(size, size),
+            for (w, m) in with_image.into_iter().zip(matched) {
+                images.push(match (m, w) {
+                    (Some(picture), _) => picture,
+                    (None, Some(_)) => shown.next().expect("one per index").image,
+                    (None, None) => RgbImage::new(size, size),
                 });
             }
         }
         Ok((images, tokens, styles))
+    }
+
+    /// A picture of the world things a style sentence names ("the crimson automobile ... in
+    /// the fog": a red car in fog, other details random), so the decoder learns to take
+    /// those words from the image under any style. None when the sentence names no object, or
+    /// names a pair held out of training, or the data is not the built-in world.
+    fn picture_of_mentions(&self, text: &str, rng: &mut Rng) -> Option<RgbImage> {
+        use crate::data::world::checker::{claimed_facts, Fact};
+        use crate::data::world::scene::{Column, Row, SceneObject, Size};
+        use crate::data::world::{Background, Colour, Kind};
+        let CaptionSource::World { world, .. } = &self.data.train else {
+            return None;
+        };
+        let facts = claimed_facts(&self.lexicon, text);
+        let mut background = None;
+        let mut objects: Vec<(Kind, Option<Colour>)> = Vec::new();
+        for f in &facts {
+            match *f {
+                Fact::Background(b) => background = Some(b),
+                Fact::Kind(k) if !objects.iter().any(|o| o.0 == k) => objects.push((k, None)),
+                Fact::Coloured(c, k) => match objects.iter_mut().find(|o| o.0 == k) {
+                    Some(o) => o.1 = Some(c),
+                    None => objects.push((k, Some(c))),
+                },
+                _ => {}
+            }
+        }
+        if objects.is_empty() || objects.len() > 3 {
+            return None;
+        }
+        let held = world.held_out_pairs();
+        let mut slots: Vec<(Column, Row)> = Column::ALL
+            .iter()
+            .flat_map(|&c| Row::ALL.iter().map(move |&r| (c, r)))
+            .collect();
+        rng.shuffle(&mut slots);
+        let mut scene_objects = Vec::new();
+        for ((kind, colour), (column, row)) in objects.into_iter().zip(slots) {
+            let colour = match colour {
+                Some(c) if held.contains(&(kind, c)) => return None,
+                Some(c) => c,
+                None => {
+                    let allowed: Vec<Colour> = Colour::ALL
+                        .iter()
+                        .copied()
+                        .filter(|&c| !held.contains(&(kind, c)))
+                        .collect();
+                    *rng.pick(&allowed)
+                }
+            };
+            scene_objects.push(SceneObject {
+                kind,
+                colour,
+                size: *rng.pick(Size::ALL),
+                column,
+                row,
+            });
+        }
+        let scene = crate::data::world::Scene {
+            background: background.unwrap_or(*rng.pick(Background::ALL)),
+            objects: scene_objects,
+        };
+        Some(crate::data::world::render::render(
+            &scene,
+            world.config.image_size,
+            rng.next_u64(),
+        ))
     }
 
     fn to_batch(
@@ -356,25 +436,24 @@ impl Trainer {
             let (model, device) = (&self.model, &self.device);
             // Each shard works on its own fork of the model: burn's autodiff graph cannot run
             // two backward passes through shared parameter nodes at once.
-            let results: Vec<(f32, f32, Vec<(String, Option<Vec<f32>>)>)> =
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = batches
-                        .iter()
-                        .map(|(batch, share)| {
-                            scope.spawn(move || {
-                                let local = model.clone().fork(device);
-                                let loss = batch_loss(&local, batch);
-                                let grads = loss.backward();
-                                let named = named_gradients(&local, &grads);
-                                (loss.into_scalar::<f32>(), *share, named)
-                            })
+            let results: Vec<(f32, f32, NamedGrads)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batches
+                    .iter()
+                    .map(|(batch, share)| {
+                        scope.spawn(move || {
+                            let local = model.clone().fork(device);
+                            let loss = batch_loss(&local, batch);
+                            let grads = loss.backward();
+                            let named = named_gradients(&local, &grads);
+                            (loss.into_scalar::<f32>(), *share, named)
                         })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("shard thread"))
-                        .collect()
-                });
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("shard thread"))
+                    .collect()
+            });
             tokens += total;
             let mut value = 0f32;
             for (loss, share, named) in results {
@@ -539,7 +618,7 @@ impl Trainer {
             window_steps += 1;
             bar.inc(1);
             let step = self.step;
-            if step % LOG_EVERY == 0 || step == c.steps {
+            if step.is_multiple_of(LOG_EVERY) || step == c.steps {
                 let secs = window_start.elapsed().as_secs_f64();
                 // The step's own loss (not a window mean), so a resumed run logs the same.
                 let record = serde_json::json!({
@@ -558,7 +637,7 @@ impl Trainer {
                 (window_loss, window_tokens, window_steps) = (0.0, 0, 0);
                 window_start = Instant::now();
             }
-            if step % c.eval_every == 0 || step == c.steps {
+            if step.is_multiple_of(c.eval_every) || step == c.steps {
                 let e = self.evaluate("val", &self.data.val)?;
                 let mut record = serde_json::to_value(&e)?;
                 record["step"] = step.into();
@@ -573,7 +652,7 @@ impl Trainer {
                 ));
                 evals.push(e);
             }
-            if step % c.checkpoint_every == 0 || step == c.steps {
+            if step.is_multiple_of(c.checkpoint_every) || step == c.steps {
                 metrics.flush()?;
                 self.save_checkpoint()?;
             }
