@@ -5,6 +5,7 @@ pub mod bench;
 mod caption;
 mod critic;
 mod data;
+mod demo;
 mod eval;
 mod train;
 
@@ -30,6 +31,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// The whole chain on the built-in world: base captioner, critic, judge, alignment,
+    /// evaluation; stages already complete are skipped.
+    Demo(demo::DemoArgs),
     /// Caption an image with a captioner directory (transformers VisionEncoderDecoder layout).
     Caption(caption::CaptionArgs),
     /// Train a captioner (supervised): factual captions of images, and the styles from
@@ -62,6 +66,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
         Command::Data(args) => data::run(args),
+        Command::Demo(args) => demo::run(args, crate::util::device(&cli.device)?),
         Command::Align(args) => align::run(args, crate::util::device(&cli.device)?),
         Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
         Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),

@@ -1,0 +1,128 @@
+//! `stylecap demo`: the whole chain on the built-in world: train the base captioner, the
+//! critic and the judge, align all built-in styles, and evaluate base and aligned captioners
+//! with the judge. Each stage is skipped when its output is complete, so an interrupted demo
+//! continues where it stopped (the base captioner resumes from its checkpoint).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::Args;
+
+use crate::align::config::AlignConfig;
+use crate::align::trainer::Aligner;
+use crate::critic::train::{train_critic, CriticTrainConfig};
+use crate::critic::Critic;
+use crate::data::world::{Split, World, WorldConfig};
+use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
+use crate::train::config::TrainConfig;
+use crate::train::data::CaptionSource;
+use crate::train::sft::{RunOptions, Trainer};
+use crate::util::write_json;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output folder (one subfolder per stage).
+    #[arg(long, default_value = "demo")]
+    pub out: PathBuf,
+    /// Tiny sizes: the whole chain in about a minute, for a smoke test (results are poor).
+    #[arg(long)]
+    pub quick: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn stage(name: &str, done: bool) -> bool {
+    if done {
+        eprintln!("== {name}: done already, skipped");
+    } else {
+        eprintln!("== {name}");
+    }
+    !done
+}
+
+pub fn run(a: DemoArgs, device: Device) -> Result<()> {
+    let start = Instant::now();
+    let out = &a.out;
+    std::fs::create_dir_all(out)?;
+    let show = !a.quiet;
+    let (base_dir, critic_dir, judge_dir, align_dir) =
+        (out.join("base"), out.join("critic"), out.join("judge"), out.join("align"));
+
+    let mut train = TrainConfig::default();
+    let mut critic = CriticTrainConfig::default();
+    let mut judge = CriticTrainConfig::judge();
+    let mut align = AlignConfig::default();
+    if a.quick {
+        train.steps = 40;
+        train.world_train = 400;
+        train.style_texts = 300;
+        train.eval_every = 40;
+        train.eval_images = 10;
+        train.world_val = 10;
+        for c in [&mut critic, &mut judge] {
+            c.steps = 40;
+            c.texts_per_style = 300;
+            c.world_captions = 150;
+        }
+        align.steps = 10;
+        align.eval_every = 10;
+        align.eval_images = 10;
+    }
+
+    if stage("base captioner (stylecap train)", base_dir.join("eval.json").is_file()) {
+        let resume = base_dir.join("checkpoint/state.json").is_file();
+        let mut t = Trainer::new(train, &base_dir, resume, &device)?;
+        t.run(&RunOptions {
+            resume,
+            show_progress: show,
+            stop_after: None,
+        })?;
+    }
+    for (name, dir, config) in [("critic", &critic_dir, &critic), ("judge", &judge_dir, &judge)] {
+        if stage(&format!("{name} (stylecap critic train)"), dir.join("eval.json").is_file()) {
+            let r = train_critic(config, dir, show, &device)?;
+            eprintln!("   held-out accuracy {:.4}", r.accuracy);
+        }
+    }
+    if stage("alignment (stylecap align)", align_dir.join("validation.json").is_file()) {
+        let _ = std::fs::remove_dir_all(&align_dir);
+        align.base = base_dir.clone();
+        align.critic = critic_dir.clone();
+        Aligner::new(align, &align_dir, &device)?.run(show)?;
+    }
+    eprintln!("== evaluation (stylecap eval)");
+    let judge = Critic::load(&judge_dir, &device)?;
+    let images = if a.quick { 10 } else { 100 };
+    let mut results = serde_json::Map::new();
+    for (name, dir) in [("base", base_dir.join("model")), ("aligned", align_dir.join("model"))] {
+        let captioner = LoadedCaptioner::load(&dir, &device)?;
+        let source = CaptionSource::World {
+            world: World::new(WorldConfig {
+                image_size: captioner.model.config.encoder.image_size() as u32,
+                ..WorldConfig::default()
+            }),
+            split: Split::Test,
+            len: images,
+        };
+        let config = EvalConfig {
+            images,
+            ..EvalConfig::default()
+        };
+        let e = evaluate_captioner(&captioner, &judge, &source, &config, &device)?;
+        println!("{name} captioner: {}", render(&e));
+        results.insert(name.into(), serde_json::to_value(&e)?);
+    }
+    write_json(&out.join("eval.json"), &results)?;
+    println!(
+        "demo finished in {:.0} s; stages in {} (eval.json holds the tables)",
+        start.elapsed().as_secs_f64(),
+        display(out)
+    );
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
