@@ -79,6 +79,10 @@ pub struct TrainConfig {
     /// made to fit them, and the decoder learns to take named things from the image under any
     /// style, which alignment then builds on.
     pub pair_world_mentions: bool,
+    /// Share of style rows drawn from the style sentences that name world things (the built-in
+    /// corpus has 20% of them): the base then often writes styled text about the picture,
+    /// which gives alignment's content reward something to reinforce. None: corpus order.
+    pub world_mention_share: Option<f32>,
     /// Probability of training on an image's first (plain) caption rather than a random one:
     /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
     pub first_caption_rate: f32,
@@ -123,6 +127,7 @@ impl Default for TrainConfig {
             style_batch_size: 8,
             style_image_rate: 0.5,
             pair_world_mentions: true,
+            world_mention_share: Some(0.5),
             first_caption_rate: 1.0,
             grad_accum: 1,
             data_parallel: 2,

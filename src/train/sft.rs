@@ -126,6 +126,10 @@ pub struct Trainer {
     image_order: EpochOrder,
     style_order: EpochOrder,
     style_ids: BTreeMap<String, usize>,
+    /// Style texts that name world things, and the others.
+    style_pools: (Vec<usize>, Vec<usize>),
+    world_order: EpochOrder,
+    other_order: EpochOrder,
     lexicon: Lexicon,
     device: Device,
     plain: Device,
@@ -207,7 +211,13 @@ impl Trainer {
                 freeze_named(model, "", |name| !vision_trainable(name, layers, k))
             }
         };
+        let lexicon = Lexicon::new();
+        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) = (0..data.styles.len())
+            .partition(|&i| !lexicon.mentions(&data.styles[i].text).is_empty());
         Ok(Trainer {
+            world_order: EpochOrder::new(config.seed, 18, world_texts.len().max(1)),
+            other_order: EpochOrder::new(config.seed, 19, other_texts.len().max(1)),
+            style_pools: (world_texts, other_texts),
             image_order: EpochOrder::new(config.seed, 11, data.train.len()),
             style_order: EpochOrder::new(config.seed, 13, data.styles.len().max(1)),
             config,
@@ -219,7 +229,7 @@ impl Trainer {
             step,
             data,
             style_ids,
-            lexicon: Lexicon::new(),
+            lexicon,
             device,
             plain,
         })
@@ -275,7 +285,7 @@ impl Trainer {
             let mut with_image = Vec::new();
             let mut matched: Vec<Option<RgbImage>> = Vec::new();
             for k in s0..s0 + c.style_batch_size {
-                let t = &self.data.styles[self.style_order.at(k)];
+                let t = &self.data.styles[self.style_text(k)];
                 tokens.push(self.encode_text(&t.text)?);
                 styles.push(self.style_ids[&t.style]);
                 let mut rng = Rng::for_item(c.seed, 15, k as u64);
@@ -301,6 +311,23 @@ impl Trainer {
             }
         }
         Ok((images, tokens, styles))
+    }
+
+    /// The style text of style row `k`: from the sentences that name world things with
+    /// probability `world_mention_share`, else from the others (each pool in its own seeded
+    /// epoch order).
+    fn style_text(&self, k: usize) -> usize {
+        let Some(share) = self.config.world_mention_share else {
+            return self.style_order.at(k);
+        };
+        let (world, other) = &self.style_pools;
+        let mut rng = Rng::for_item(self.config.seed, 17, k as u64);
+        let use_world = rng.chance(share);
+        match (use_world, world.is_empty(), other.is_empty()) {
+            (true, false, _) | (false, false, true) => world[self.world_order.at(k)],
+            (_, _, false) => other[self.other_order.at(k)],
+            _ => self.style_order.at(k),
+        }
     }
 
     /// A picture of the world things a style sentence names ("the crimson automobile ... in

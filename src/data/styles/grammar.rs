@@ -89,8 +89,9 @@ impl StyleWords {
         .collect()
     }
 
-    /// One sentence on a random skeleton. With probability `world_rate` one noun or place
-    /// becomes a thing of the scene world ("the crimson automobile", "in the fog").
+    /// One sentence on a random skeleton. With probability `world_rate` its nouns and places
+    /// name things of the scene world ("the crimson automobile", "in the fog"): one for sure,
+    /// each other one half the time.
     pub fn sentence(&self, rng: &mut Rng, world_rate: f32) -> String {
         let skeleton = rng.below(SKELETONS.len());
         let world = rng.chance(world_rate);
@@ -115,7 +116,11 @@ impl StyleWords {
             out.push_str(&rest[..start]);
             let end = start + rest[start..].find('}').expect("closed slot");
             let name = &rest[start + 1..end];
-            let world = mention_world && slot == world_slot && matches!(name, "n" | "p");
+            // A sentence about the world names one thing for sure and, half the time, more:
+            // styled descriptions of whole pictures exist in the corpus, not only asides.
+            let world = mention_world
+                && matches!(name, "n" | "p")
+                && (slot == world_slot || rng.chance(0.5));
             out.push_str(&match (name, world) {
                 ("n", true) => world_thing(rng),
                 ("p", true) => format!("in the {}", rng.pick(background_nouns())),
