@@ -99,7 +99,7 @@ impl Default for AlignConfig {
             styles: Vec::new(),
             algo: Algo::Rloo,
             seed: 0,
-            steps: 300,
+            steps: 600,
             images_per_step: 8,
             samples: 4,
             lr: 1e-4,

@@ -47,8 +47,12 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     let out = &a.out;
     std::fs::create_dir_all(out)?;
     let show = !a.quiet;
-    let (base_dir, critic_dir, judge_dir, align_dir) =
-        (out.join("base"), out.join("critic"), out.join("judge"), out.join("align"));
+    let (base_dir, critic_dir, judge_dir, align_dir) = (
+        out.join("base"),
+        out.join("critic"),
+        out.join("judge"),
+        out.join("align"),
+    );
 
     let mut train = TrainConfig::default();
     let mut critic = CriticTrainConfig::default();
@@ -71,7 +75,10 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         align.eval_images = 10;
     }
 
-    if stage("base captioner (stylecap train)", base_dir.join("eval.json").is_file()) {
+    if stage(
+        "base captioner (stylecap train)",
+        base_dir.join("eval.json").is_file(),
+    ) {
         let resume = base_dir.join("checkpoint/state.json").is_file();
         let mut t = Trainer::new(train, &base_dir, resume, &device)?;
         t.run(&RunOptions {
@@ -80,13 +87,22 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
             stop_after: None,
         })?;
     }
-    for (name, dir, config) in [("critic", &critic_dir, &critic), ("judge", &judge_dir, &judge)] {
-        if stage(&format!("{name} (stylecap critic train)"), dir.join("eval.json").is_file()) {
+    for (name, dir, config) in [
+        ("critic", &critic_dir, &critic),
+        ("judge", &judge_dir, &judge),
+    ] {
+        if stage(
+            &format!("{name} (stylecap critic train)"),
+            dir.join("eval.json").is_file(),
+        ) {
             let r = train_critic(config, dir, show, &device)?;
             eprintln!("   held-out accuracy {:.4}", r.accuracy);
         }
     }
-    if stage("alignment (stylecap align)", align_dir.join("validation.json").is_file()) {
+    if stage(
+        "alignment (stylecap align)",
+        align_dir.join("validation.json").is_file(),
+    ) {
         let _ = std::fs::remove_dir_all(&align_dir);
         align.base = base_dir.clone();
         align.critic = critic_dir.clone();
@@ -96,7 +112,10 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     let judge = Critic::load(&judge_dir, &device)?;
     let images = if a.quick { 10 } else { 100 };
     let mut results = serde_json::Map::new();
-    for (name, dir) in [("base", base_dir.join("model")), ("aligned", align_dir.join("model"))] {
+    for (name, dir) in [
+        ("base", base_dir.join("model")),
+        ("aligned", align_dir.join("model")),
+    ] {
         let captioner = LoadedCaptioner::load(&dir, &device)?;
         let source = CaptionSource::World {
             world: World::new(WorldConfig {
