@@ -217,7 +217,7 @@ impl Aligner {
         strategy: Strategy,
         seed: u64,
     ) -> Result<Rollout> {
-        let policy = self.policy.clone().to_device(&self.plain);
+        let policy = self.policy.clone().valid();
         let pixels = self.preprocess.batch(images, &self.plain)?;
         let encoded = policy.encode(pixels);
         let image_of_row: Vec<usize> = (0..images.len())
@@ -562,7 +562,7 @@ impl Aligner {
     }
 
     fn save_policy(&self, dir: &Path) -> Result<()> {
-        self.policy.clone().to_device(&self.plain).save(dir)?;
+        self.policy.clone().valid().save(dir)?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         write_json(&dir.join("preprocessor_config.json"), &self.preprocess)
     }

@@ -228,7 +228,9 @@ pub fn train_critic(
         }
     }
     bar.finish_and_clear();
-    let plain_critic = critic.to_device(device);
+    // `valid` drops autodiff; `to_device` would keep taping every op of the evaluation
+    // (15 GB for MiniLM's held-out pass).
+    let plain_critic = critic.valid();
     plain_critic.save(out, &tokenizer)?;
     crate::util::write_atomic(&out.join("metrics.jsonl"), metrics.as_bytes())?;
     let held_texts: Vec<&str> = held_ids.iter().map(|&i| texts[i].text.as_str()).collect();

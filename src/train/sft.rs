@@ -566,7 +566,8 @@ impl Trainer {
                 ..Default::default()
             });
         }
-        let model = self.model.clone().to_device(&self.plain);
+        // `valid` drops autodiff; `to_device` would keep taping every op of the evaluation.
+        let model = self.model.clone().valid();
         let factual = self.style_ids[FACTUAL];
         let lexicon = Lexicon::new();
         let eot = self.eot();
