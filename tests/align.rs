@@ -5,14 +5,14 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use common::scratch;
+use common::{scratch, tiny_model_shape};
 use stylecap::align::config::AlignConfig;
 use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::trainer::Aligner;
 use stylecap::critic::train::{train_critic, CriticTrainConfig};
 use stylecap::data::rng::Rng;
 use stylecap::model::weights::{read_named, Values};
-use stylecap::train::config::{ModelShape, TrainConfig};
+use stylecap::train::config::TrainConfig;
 use stylecap::train::sft::{RunOptions, Trainer};
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -23,6 +23,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// to the analytic gradient of the expected reward, ∂E[r]/∂θ_j = π_j (r_j − E[r]).
 #[test]
 fn reinforce_gradient_matches_the_analytic_one() {
+    let _turn = common::serial();
     let device = Device::flex().autodiff();
     let theta = [0.5f32, -1.0, 0.2, 1.0];
     let reward = [1.0f32, 0.0, 0.5, 0.2];
@@ -93,6 +94,7 @@ fn ppo_grad(ratio: f32, advantage: f32) -> f32 {
 
 #[test]
 fn ppo_gives_no_gradient_outside_the_clip_on_the_clipped_side() {
+    let _turn = common::serial();
     // Positive advantage, ratio above 1 + ε: clipped, no gradient.
     assert_eq!(ppo_grad(1.5, 1.0), 0.0);
     // Negative advantage, ratio below 1 − ε: clipped, no gradient.
@@ -105,6 +107,7 @@ fn ppo_gives_no_gradient_outside_the_clip_on_the_clipped_side() {
 
 #[test]
 fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
+    let _turn = common::serial();
     let device = Device::flex();
     let base = scratch("align", "base");
     let _ = std::fs::remove_dir_all(&base);
@@ -112,19 +115,7 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         world_train: 48,
         world_val: 4,
         style_texts: 60,
-        model: ModelShape {
-            image_size: 32,
-            patch_size: 16,
-            vision_dim: 16,
-            vision_layers: 1,
-            vision_heads: 2,
-            decoder_dim: 16,
-            decoder_layers: 1,
-            decoder_heads: 2,
-            vocab_size: 300,
-            max_positions: 64,
-            prefix_tokens: 1,
-        },
+        model: tiny_model_shape(),
         steps: 4,
         batch_size: 4,
         style_batch_size: 4,

@@ -12,6 +12,7 @@ use stylecap::train::grads::named_gradients;
 
 #[test]
 fn bert_matches_transformers() {
+    let _turn = common::serial();
     let device = Device::flex();
     let dir = fixture("bert");
     let (critic, tokenizer) =
@@ -50,6 +51,7 @@ fn tiny_critic(device: &Device) -> (Critic, TextTokenizer) {
 
 #[test]
 fn every_critic_parameter_gets_a_gradient_that_matches_finite_differences() {
+    let _turn = common::serial();
     let ad = Device::flex().autodiff();
     ad.seed(3);
     let (critic, tokenizer) = tiny_critic(&ad);
@@ -135,6 +137,7 @@ fn quick(seed: u64, judge: bool) -> CriticTrainConfig {
 
 #[test]
 fn trained_critic_scores_sum_to_one_and_the_judge_is_another_model() {
+    let _turn = common::serial();
     let device = Device::flex();
     let (a, b) = (scratch("critic", "critic"), scratch("critic", "judge"));
     let report = train_critic(&quick(0, false), &a, false, &device).unwrap();

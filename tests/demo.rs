@@ -3,15 +3,10 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::scratch;
+use common::{scratch, stylecap};
 
 fn demo(out: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylecap"))
-        .args(["demo", "--quick", "--quiet", "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap()
+    stylecap(&["demo", "--quick", "--quiet", "--out", out.to_str().unwrap()])
 }
 
 #[test]

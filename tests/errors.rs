@@ -3,7 +3,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use burn::prelude::*;
 use common::*;
@@ -143,13 +142,6 @@ fn plain_gpt2_gets_fresh_cross_attention_and_says_so() {
         2 * 8,
         "2 layers x (c_attn, q_attn, c_proj, ln_cross_attn) x (weight, bias)"
     );
-}
-
-fn stylecap(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylecap"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

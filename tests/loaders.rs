@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::scratch;
+use common::{scratch, stylecap};
 use stylecap::data::loaders::{coco, detect, folder, manifest, style_corpus, Format};
 use stylecap::data::records::{LoadOptions, Problem};
 use stylecap::data::stream::image_chunks;
@@ -275,13 +274,6 @@ fn style_corpora_load_and_name_bad_lines() {
         msg.contains("gothic.txt") && msg.contains("unknown style"),
         "{msg}"
     );
-}
-
-fn stylecap(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylecap"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

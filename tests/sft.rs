@@ -6,37 +6,17 @@ mod common;
 use std::path::Path;
 
 use burn::prelude::*;
-use common::scratch;
+use common::{scratch, serial, tiny_model_shape};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
-use stylecap::train::config::{ModelShape, TrainConfig};
+use stylecap::train::config::TrainConfig;
 use stylecap::train::sft::{RunOptions, Trainer};
-
-/// burn seeds its CPU random generator per process, so trainers made at once on several test
-/// threads would draw each other's initial weights: these tests take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tiny() -> TrainConfig {
     TrainConfig {
         world_train: 48,
         world_val: 6,
         style_texts: 40,
-        model: ModelShape {
-            image_size: 32,
-            patch_size: 16,
-            vision_dim: 16,
-            vision_layers: 1,
-            vision_heads: 2,
-            decoder_dim: 16,
-            decoder_layers: 1,
-            decoder_heads: 2,
-            vocab_size: 300,
-            max_positions: 64,
-            prefix_tokens: 1,
-        },
+        model: tiny_model_shape(),
         steps: 6,
         batch_size: 3,
         style_batch_size: 2,

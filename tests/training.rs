@@ -55,6 +55,7 @@ fn assert_all_params_learn(encoder: &str, exempt: &[&str]) {
 
 #[test]
 fn every_parameter_of_a_vit_captioner_gets_a_gradient() {
+    let _turn = serial();
     assert_all_params_learn("vit", &[]);
 }
 
@@ -62,6 +63,7 @@ fn every_parameter_of_a_vit_captioner_gets_a_gradient() {
 /// (as in transformers), so it is the one parameter without a gradient here.
 #[test]
 fn every_parameter_of_a_clip_captioner_gets_a_gradient() {
+    let _turn = serial();
     assert_all_params_learn(
         "clip_vision_model",
         &[
@@ -76,6 +78,7 @@ fn every_parameter_of_a_clip_captioner_gets_a_gradient() {
 /// cross-attention, the encoder-decoder projection, the style prefix and the tied embedding.
 #[test]
 fn gradients_match_finite_differences() {
+    let _turn = serial();
     let ad = Device::flex().autodiff();
     let plain = Device::flex();
     let model = tiny_captioner("vit", &["factual", "noir"], &ad);
@@ -150,6 +153,7 @@ fn gradients_match_finite_differences() {
 /// Eight images and eight captions: a from-scratch captioner must learn them by heart.
 #[test]
 fn tiny_captioner_overfits_eight_pairs() {
+    let _turn = serial();
     let device = Device::flex().autodiff();
     let sentences = [
         "a red car beside a house",
@@ -207,6 +211,7 @@ fn tiny_captioner_overfits_eight_pairs() {
 /// whole sequence at every step.
 #[test]
 fn kv_cache_matches_full_recomputation() {
+    let _turn = serial();
     let device = Device::flex();
     let model = tiny_captioner("vit", &["factual", "noir"], &device);
     let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
@@ -266,6 +271,7 @@ fn kv_cache_matches_full_recomputation() {
 
 #[test]
 fn checkpoint_round_trips() {
+    let _turn = serial();
     let device = Device::flex();
     let model = tiny_captioner("vit", &["factual", "noir"], &device);
     let dir = tempdir("roundtrip");
@@ -286,6 +292,7 @@ fn checkpoint_round_trips() {
 
 #[test]
 fn same_seed_same_training_run() {
+    let _turn = serial();
     let run = || {
         let device = Device::flex().autodiff();
         let mut model = tiny_captioner("vit", &["factual", "noir"], &device);

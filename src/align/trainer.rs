@@ -66,6 +66,8 @@ pub struct ValResult {
 struct Rollout {
     /// Encoder input for the policy pass (one row per image).
     pixels: Tensor<4>,
+    /// The same on the plain device, for the reference.
+    plain_pixels: Tensor<4>,
     /// Row → image index (each image repeated K times).
     image_of_row: Vec<usize>,
     styles: Vec<usize>,
@@ -219,7 +221,7 @@ impl Aligner {
     ) -> Result<Rollout> {
         let policy = self.policy.clone().valid();
         let pixels = self.preprocess.batch(images, &self.plain)?;
-        let encoded = policy.encode(pixels);
+        let encoded = policy.encode(pixels.clone());
         let image_of_row: Vec<usize> = (0..images.len())
             .flat_map(|i| std::iter::repeat_n(i, k))
             .collect();
@@ -239,7 +241,8 @@ impl Aligner {
         );
         let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
         Ok(Rollout {
-            pixels: self.preprocess.batch(images, &self.device)?,
+            pixels: pixels.clone().to_device(&self.device),
+            plain_pixels: pixels,
             image_of_row,
             styles: row_styles,
             texts: self.decode_texts(&tokens)?,
@@ -335,9 +338,7 @@ impl Aligner {
                 .terms(&rollout.texts, &critic_targets, &row_scenes)?;
 
         // KL to the reference from the sampled tokens.
-        let reference_encoded = self
-            .reference
-            .encode(self.preprocess.batch(&images, &self.plain)?);
+        let reference_encoded = self.reference.encode(rollout.plain_pixels.clone());
         let all: Vec<usize> = (0..n).collect();
         let (ref_lp, _, _) = Self::token_logprobs(
             &self.reference,
@@ -392,7 +393,6 @@ impl Aligner {
         };
 
         // The update: one pass (REINFORCE family, GRPO) or PPO epochs over minibatches.
-        let encoded = self.policy.encode(rollout.pixels.clone());
         let (epochs, minibatches) = if c.algo == Algo::Ppo {
             (c.ppo_epochs.max(1), c.ppo_minibatches.max(1))
         } else {
@@ -408,11 +408,8 @@ impl Aligner {
             }
             for mb in order.chunks(n.div_ceil(minibatches)) {
                 let rows = mb.to_vec();
-                let encoded = if epoch == 0 && minibatches == 1 {
-                    encoded.clone()
-                } else {
-                    self.policy.encode(rollout.pixels.clone())
-                };
+                // Encoded afresh each time: every update changes the cross-attention keys.
+                let encoded = self.policy.encode(rollout.pixels.clone());
                 let (logp, mask, ent) =
                     Self::token_logprobs(&self.policy, &encoded, &rows, &rollout, &self.device);
                 entropy = ent;

@@ -14,7 +14,7 @@ use crate::align::config::AlignConfig;
 use crate::align::trainer::Aligner;
 use crate::critic::train::{train_critic, CriticTrainConfig};
 use crate::critic::Critic;
-use crate::data::world::{Split, World, WorldConfig};
+use crate::data::world::Split;
 use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
 use crate::train::config::TrainConfig;
 use crate::train::data::CaptionSource;
@@ -117,14 +117,8 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         ("aligned", align_dir.join("model")),
     ] {
         let captioner = LoadedCaptioner::load(&dir, &device)?;
-        let source = CaptionSource::World {
-            world: World::new(WorldConfig {
-                image_size: captioner.model.config.encoder.image_size() as u32,
-                ..WorldConfig::default()
-            }),
-            split: Split::Test,
-            len: images,
-        };
+        let size = captioner.model.config.encoder.image_size();
+        let source = CaptionSource::world(0, size, Split::Test, images);
         let config = EvalConfig {
             images,
             ..EvalConfig::default()

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::critic::Critic;
 use crate::data::loaders::{self, Format};
 use crate::data::records::LoadOptions;
-use crate::data::world::{Split, World, WorldConfig};
+use crate::data::world::Split;
 use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
 use crate::train::data::{load_captions, CaptionSource};
 
@@ -59,14 +59,12 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         Split::Test
     };
     let source = match &a.data {
-        None => CaptionSource::World {
-            world: World::new(WorldConfig {
-                image_size: captioner.model.config.encoder.image_size() as u32,
-                ..WorldConfig::default()
-            }),
+        None => CaptionSource::world(
+            0,
+            captioner.model.config.encoder.image_size(),
             split,
-            len: a.images,
-        },
+            a.images,
+        ),
         Some(path) if loaders::detect(path)? == Format::World => {
             let file = path.join(format!("{}.jsonl", split.name()));
             CaptionSource::Records(

@@ -3,7 +3,6 @@
 //! corpus, a contact sheet to look at, and `dataset.json` with the full configuration, written
 //! last so that its presence means the dataset is complete.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -182,12 +181,4 @@ pub fn synth(out: &Path, config: &SynthConfig, show_progress: bool) -> Result<Da
     };
     write_json(&out.join(DATASET_FILE), &info)?;
     Ok(info)
-}
-
-/// Counts of each split, for reports.
-pub fn split_counts(config: &SynthConfig) -> BTreeMap<&'static str, usize> {
-    Split::ALL
-        .iter()
-        .map(|&s| (s.name(), config.count(s)))
-        .collect()
 }

@@ -40,6 +40,16 @@ pub enum CaptionSource {
 }
 
 impl CaptionSource {
+    /// `len` pictures of `split` of the built-in world with `seed`, rendered at `image_size`.
+    pub fn world(seed: u64, image_size: usize, split: Split, len: usize) -> Self {
+        let world = World::new(WorldConfig {
+            seed,
+            image_size: image_size as u32,
+            ..WorldConfig::default()
+        });
+        CaptionSource::World { world, split, len }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             CaptionSource::World { len, .. } => *len,
@@ -149,18 +159,9 @@ impl TrainData {
         let mut skipped = Vec::new();
         let (train, val, tests, default_styles) = match &config.data {
             None => {
-                let world = || {
-                    World::new(WorldConfig {
-                        seed: config.world_seed,
-                        image_size: config.model.image_size as u32,
-                        ..WorldConfig::default()
-                    })
-                };
                 let n = config.world_val;
-                let source = |split, len| CaptionSource::World {
-                    world: world(),
-                    split,
-                    len,
+                let source = |split, len| {
+                    CaptionSource::world(config.world_seed, config.model.image_size, split, len)
                 };
                 (
                     source(Split::Train, config.world_train),

@@ -245,12 +245,6 @@ impl Trainer {
         self.model.config.decoder_start_token_id
     }
 
-    /// The micro-batch `micro` of step `step`: image rows then style rows.
-    pub fn batch(&self, step: usize, micro: usize) -> Result<CaptionBatch> {
-        let (images, tokens, styles) = self.rows(step, micro)?;
-        self.to_batch(&images, &tokens, &styles)
-    }
-
     /// The rows of a micro-batch: images, caption tokens and style indices.
     #[allow(clippy::type_complexity)]
     fn rows(
@@ -422,9 +416,10 @@ impl Trainer {
         self.model.config.encoder.image_size() as u32
     }
 
-    fn lr(&self, name: &str, step: usize) -> f64 {
+    /// The learning rate of a group (see `lr_group`) at `step`.
+    fn group_lr(&self, group: &str, step: usize) -> f64 {
         let c = &self.config;
-        let base = match lr_group(name) {
+        let base = match group {
             "encoder" => c.lr_encoder,
             "cross" => c.lr_cross,
             _ => c.lr,
@@ -508,14 +503,7 @@ impl Trainer {
         }
         let lrs: BTreeMap<&str, f64> = ["encoder", "cross", "decoder"]
             .into_iter()
-            .map(|g| {
-                let probe = match g {
-                    "encoder" => "encoder.x",
-                    "cross" => "enc_to_dec_proj.x",
-                    _ => "decoder.x",
-                };
-                (g, self.lr(probe, step))
-            })
+            .map(|g| (g, self.group_lr(g, step)))
             .collect();
         let model = self.model.clone();
         let (model, _) = self.optim.update(model, acc, |name| lrs[lr_group(name)]);

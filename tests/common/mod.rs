@@ -64,3 +64,37 @@ pub fn tiny_captioner(encoder: &str, styles: &[&str], device: &Device) -> Captio
     device.seed(42);
     Captioner::new(tiny_config(encoder, styles, 50), device)
 }
+
+/// Runs the `stylecap` binary built for the tests.
+pub fn stylecap(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stylecap"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A captioner small enough to train a few steps in a test.
+pub fn tiny_model_shape() -> stylecap::train::config::ModelShape {
+    stylecap::train::config::ModelShape {
+        image_size: 32,
+        patch_size: 16,
+        vision_dim: 16,
+        vision_layers: 1,
+        vision_heads: 2,
+        decoder_dim: 16,
+        decoder_layers: 1,
+        decoder_heads: 2,
+        vocab_size: 300,
+        max_positions: 64,
+        prefix_tokens: 1,
+    }
+}
+
+/// burn seeds its CPU random generator per process, so tests that seed it and draw from it
+/// (initial weights, random inputs) on several test threads at once would draw each other's
+/// numbers: such tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -220,7 +220,7 @@ fn world_thing(rng: &mut Rng) -> String {
     }
 }
 
-pub fn background_nouns() -> &'static [&'static str] {
+fn background_nouns() -> &'static [&'static str] {
     &[
         "fog", "mist", "rain", "snow", "drizzle", "twilight", "dusk", "night", "snowfall", "haze",
     ]
