@@ -8,5 +8,6 @@ pub mod critic;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod serve;
 pub mod train;
 pub mod util;

@@ -5,15 +5,12 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use common::{scratch, tiny_model_shape};
+use common::scratch;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::trainer::Aligner;
-use stylecap::critic::train::{train_critic, CriticTrainConfig};
 use stylecap::data::rng::Rng;
 use stylecap::model::weights::{read_named, Values};
-use stylecap::train::config::TrainConfig;
-use stylecap::train::sft::{RunOptions, Trainer};
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -107,41 +104,9 @@ fn ppo_gives_no_gradient_outside_the_clip_on_the_clipped_side() {
 
 #[test]
 fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
     let _turn = common::serial();
     let device = Device::flex();
-    let base = scratch("align", "base");
-    let _ = std::fs::remove_dir_all(&base);
-    let sft = TrainConfig {
-        world_train: 48,
-        world_val: 4,
-        style_texts: 60,
-        model: tiny_model_shape(),
-        steps: 4,
-        batch_size: 4,
-        style_batch_size: 4,
-        eval_every: 4,
-        checkpoint_every: 4,
-        eval_images: 2,
-        max_caption_tokens: 30,
-        ..TrainConfig::default()
-    };
-    Trainer::new(sft, &base, false, &device)
-        .unwrap()
-        .run(&RunOptions::default())
-        .unwrap();
-    let critic = scratch("align", "critic");
-    let cc = CriticTrainConfig {
-        texts_per_style: 40,
-        world_captions: 20,
-        steps: 3,
-        batch_size: 8,
-        vocab_size: 300,
-        hidden: 16,
-        layers: 1,
-        heads: 2,
-        ..CriticTrainConfig::default()
-    };
-    train_critic(&cc, &critic, false, &device).unwrap();
     let out = scratch("align", "run");
     let _ = std::fs::remove_dir_all(&out);
     let config = AlignConfig {

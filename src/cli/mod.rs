@@ -7,6 +7,7 @@ mod critic;
 mod data;
 mod demo;
 mod eval;
+mod serve;
 mod train;
 
 use anyhow::Result;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Evaluate a captioner: captions in each style, judged by the judge, with content
     /// fidelity, BLEU-4, CIDEr-D and diversity.
     Eval(eval::EvalArgs),
+    /// Serve captions over HTTP: a JSON/multipart API with dynamic batching, metrics, and a
+    /// web page.
+    Serve(serve::ServeArgs),
     /// Make the built-in scene world, or inspect a dataset.
     Data(data::DataArgs),
     /// Time a training step and greedy generation on the reference benchmark model.
@@ -57,7 +61,9 @@ pub use bench::bench_config;
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    crate::util::keep_freed_memory();
+    if std::env::var_os("STYLECAP_TRIM").is_none() {
+        crate::util::keep_freed_memory();
+    }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -71,6 +77,7 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
         Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
         Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
+        Command::Serve(args) => serve::run(args, crate::util::device(&cli.device)?),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
     }
 }

@@ -131,16 +131,42 @@ pub fn sample_or_greedy(
     batch: usize,
     opts: &DecodeOptions,
 ) -> Vec<Generation> {
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let limits = vec![opts.max_new_tokens; batch];
+    decode_rows(model, encoded, styles, &limits, |_, row| match opts.strategy {
+        Strategy::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => sample_token(row, temperature, top_k, top_p, &mut rng),
+        _ => argmax(row),
+    })
+}
+
+/// Incremental decoding with the KV cache where each row has its own length limit and
+/// `pick(row, log_probs)` chooses its next token, so rows of different requests (greedy or
+/// sampled, each with its own random stream) can share one batch.
+pub fn decode_rows(
+    model: &Captioner,
+    encoded: &EncodedImages,
+    styles: Option<&[usize]>,
+    max_new_tokens: &[usize],
+    mut pick: impl FnMut(usize, &[f32]) -> usize,
+) -> Vec<Generation> {
+    let batch = max_new_tokens.len();
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
     let vocab = model.decoder.vocab_size();
-    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let longest = max_new_tokens.iter().copied().max().unwrap_or(0);
+    let mut out = vec![Generation::default(); batch];
+    let mut done: Vec<bool> = max_new_tokens.iter().map(|&m| m == 0).collect();
+    if longest == 0 {
+        return out;
+    }
     let (mut cache, mut logits) =
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
-    let mut out = vec![Generation::default(); batch];
-    let mut done = vec![false; batch];
-    for step in 0..opts.max_new_tokens {
+    for step in 0..longest {
         let lp = to_host(log_softmax(logits, 1));
         let mut next = Vec::with_capacity(batch);
         for (i, row) in lp.chunks_exact(vocab).enumerate() {
@@ -148,20 +174,13 @@ pub fn sample_or_greedy(
                 next.push(pad as i64);
                 continue;
             }
-            let tok = match opts.strategy {
-                Strategy::Sample {
-                    temperature,
-                    top_k,
-                    top_p,
-                } => sample_token(row, temperature, top_k, top_p, &mut rng),
-                _ => argmax(row),
-            };
+            let tok = pick(i, row);
             out[i].tokens.push(tok as u32);
             out[i].logprobs.push(row[tok]);
-            done[i] = Some(tok as u32) == eos;
+            done[i] = Some(tok as u32) == eos || out[i].tokens.len() >= max_new_tokens[i];
             next.push(tok as i64);
         }
-        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+        if done.iter().all(|&d| d) || step + 1 == longest {
             break;
         }
         logits = model.step(

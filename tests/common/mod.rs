@@ -1,4 +1,6 @@
 #![allow(dead_code)]
+pub mod browser;
+
 use std::path::PathBuf;
 
 use burn::prelude::*;
@@ -97,4 +99,48 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A base captioner run (tiny shape, `steps` supervised steps) and a tiny critic, trained
+/// in scratch folders of `suite`: `(run dir, critic dir)`.
+pub fn tiny_base_and_critic(suite: &str, steps: usize) -> (PathBuf, PathBuf) {
+    use stylecap::critic::train::{train_critic, CriticTrainConfig};
+    use stylecap::train::config::TrainConfig;
+    use stylecap::train::sft::{RunOptions, Trainer};
+    let _turn = serial();
+    let device = Device::flex();
+    let base = scratch(suite, "base");
+    let _ = std::fs::remove_dir_all(&base);
+    let sft = TrainConfig {
+        world_train: 48,
+        world_val: 4,
+        style_texts: 60,
+        model: tiny_model_shape(),
+        steps,
+        batch_size: 4,
+        style_batch_size: 4,
+        eval_every: steps,
+        checkpoint_every: steps,
+        eval_images: 2,
+        max_caption_tokens: 30,
+        ..TrainConfig::default()
+    };
+    Trainer::new(sft, &base, false, &device)
+        .unwrap()
+        .run(&RunOptions::default())
+        .unwrap();
+    let critic = scratch(suite, "critic");
+    let cc = CriticTrainConfig {
+        texts_per_style: 40,
+        world_captions: 20,
+        steps: 3,
+        batch_size: 8,
+        vocab_size: 300,
+        hidden: 16,
+        layers: 1,
+        heads: 2,
+        ..CriticTrainConfig::default()
+    };
+    train_critic(&cc, &critic, false, &device).unwrap();
+    (base, critic)
 }

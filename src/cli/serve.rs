@@ -1,0 +1,84 @@
+//! `stylecap serve`: the HTTP API and web page.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::prelude::Device;
+use clap::Args;
+
+use crate::serve::config::ServeConfig;
+use crate::serve::{run as serve, ServeOptions};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Captioner folder (a run's `model/`, or the run folder itself).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Critic folder: each caption comes with the critic's style probabilities.
+    #[arg(long)]
+    pub critic: Option<PathBuf>,
+    /// Address to listen on. Anything but loopback requires --api-key.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Bearer token required on /v1/* and /metrics (at least 8 characters).
+    #[arg(long, env = "STYLECAP_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Decode each request on its own instead of batching concurrent requests.
+    #[arg(long)]
+    pub no_batching: bool,
+    /// Most caption rows (styles × n, summed over requests) in one batch.
+    #[arg(long, default_value_t = ServeConfig::default().max_batch_rows)]
+    pub max_batch: usize,
+    /// Milliseconds the first request of a batch waits for others.
+    #[arg(long, default_value_t = ServeConfig::default().batch_wait_ms)]
+    pub batch_wait_ms: u64,
+    /// Requests admitted at once; beyond it the server answers 503 with Retry-After.
+    #[arg(long, default_value_t = ServeConfig::default().queue_capacity)]
+    pub queue: usize,
+    /// Per-request deadline in milliseconds (504 after it).
+    #[arg(long, default_value_t = ServeConfig::default().timeout_ms)]
+    pub timeout_ms: u64,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = ServeConfig::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Largest image in pixels (width × height), checked before decoding.
+    #[arg(long, default_value_t = ServeConfig::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Most captions per style in one request.
+    #[arg(long, default_value_t = ServeConfig::default().max_n)]
+    pub max_n: usize,
+    /// Most styles in one request.
+    #[arg(long, default_value_t = ServeConfig::default().max_styles)]
+    pub max_styles: usize,
+}
+
+pub fn run(a: ServeArgs, device: Device) -> Result<()> {
+    let model = if a.model.join("model").join("config.json").is_file() {
+        a.model.join("model")
+    } else {
+        a.model.clone()
+    };
+    let config = ServeConfig {
+        max_body_bytes: a.max_body_bytes,
+        max_pixels: a.max_pixels,
+        max_styles: a.max_styles,
+        max_n: a.max_n,
+        batching: !a.no_batching,
+        max_batch_rows: a.max_batch,
+        batch_wait_ms: a.batch_wait_ms,
+        queue_capacity: a.queue,
+        timeout_ms: a.timeout_ms,
+        ..ServeConfig::default()
+    };
+    serve(
+        ServeOptions {
+            model: &model,
+            critic: a.critic.as_deref(),
+            addr: a.addr,
+            api_key: a.api_key,
+            config,
+        },
+        device,
+    )
+}

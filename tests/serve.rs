@@ -1,0 +1,449 @@
+//! `stylecap serve` as a client sees it: every endpoint, every kind of bad input answered
+//! with the right 4xx while the server keeps serving, API keys, dynamic batching that does
+//! not change a request's captions, overload (503), deadlines (504), graceful shutdown, and
+//! the web page in a real browser.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Cursor};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::browser::{chromium, Browser};
+use reqwest::blocking::{multipart, Client};
+use serde_json::{json, Value};
+
+/// A captioner trained a few steps and a critic, shared by every test here.
+fn model() -> &'static (PathBuf, PathBuf) {
+    static MODEL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    MODEL.get_or_init(|| common::tiny_base_and_critic("serve", 30))
+}
+
+const STYLES: [&str; 6] = ["factual", "gothic", "humorous", "noir", "romantic", "surreal"];
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let (run, critic) = model();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+            .arg(run)
+            .arg("--critic")
+            .arg(critic)
+            .args(extra)
+            .env_remove("STYLECAP_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(String::new()));
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("server exited: {}", log.lock().unwrap());
+            };
+            log.lock().unwrap().push_str(&line);
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        let l = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                l.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Server {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        // The log is complete once the server's stderr closes.
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 200]));
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, 90, (y * 4) as u8]));
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)
+        .unwrap();
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// A valid PNG header declaring `w`×`h` pixels, followed by almost no data: a
+/// decompression bomb's shape.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn post_json(s: &Server, body: &Value) -> (u16, Value) {
+    let r = client().post(s.url("/v1/captions")).json(body).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+fn expect_error(status: u16, body: &Value, want_status: u16, want_code: &str, what: &str) {
+    assert_eq!(status, want_status, "{what}: {body}");
+    assert_eq!(body["error"]["code"], want_code, "{what}: {body}");
+    assert!(
+        !body["error"]["message"].as_str().unwrap().is_empty(),
+        "{what}: a message"
+    );
+}
+
+#[test]
+fn endpoints_answer_and_captions_come_in_every_style_asked() {
+    let s = Server::start(&[]);
+    let c = client();
+    let health: Value = c.get(s.url("/healthz")).send().unwrap().json().unwrap();
+    assert_eq!(health["status"], "ok");
+    let styles: Value = c.get(s.url("/v1/styles")).send().unwrap().json().unwrap();
+    assert_eq!(styles["styles"], json!(STYLES));
+    let page = c.get(s.url("/")).send().unwrap().text().unwrap();
+    assert!(page.contains("<form") && page.contains("/v1/captions"));
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "the page loads nothing from elsewhere"
+    );
+
+    // Multipart upload, two styles, two samples each.
+    let form = multipart::Form::new()
+        .part("image", multipart::Part::bytes(png(40, 30)).file_name("a.png"))
+        .text("styles", "noir,gothic")
+        .text("n", "2")
+        .text("seed", "5");
+    let r = c.post(s.url("/v1/captions")).multipart(form).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    let caps = body["captions"].as_array().unwrap();
+    let got: Vec<&str> = caps.iter().map(|c| c["style"].as_str().unwrap()).collect();
+    assert_eq!(got, ["noir", "noir", "gothic", "gothic"]);
+    for cap in caps {
+        let p: f64 = cap["style_probs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-3, "critic probabilities sum to 1: {cap}");
+        assert!(cap["logprob"].as_f64().unwrap() < 0.0);
+        assert!(cap["tokens"].as_u64().unwrap() >= 1);
+    }
+    assert!(body["timing"]["total_ms"].as_f64().unwrap() > 0.0);
+
+    // JSON with a base64 JPEG; the same seed gives the same captions, greedy ignores it.
+    let req = json!({"image": b64(&jpeg(33, 20)), "styles": ["humorous"], "seed": 11, "n": 3});
+    let (st, a) = post_json(&s, &req);
+    assert_eq!(st, 200, "{a}");
+    let (_, b) = post_json(&s, &req);
+    assert_eq!(a["captions"], b["captions"]);
+    let greedy = |seed: u64| {
+        let (st, v) = post_json(&s, &json!({"image": b64(&png(16, 16)), "greedy": true, "seed": seed}));
+        assert_eq!(st, 200, "{v}");
+        v["captions"].clone()
+    };
+    let g = greedy(1);
+    assert_eq!(g.as_array().unwrap().len(), 6, "no styles given: every style");
+    assert_eq!(g, greedy(2));
+
+    let metrics = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains("stylecap_requests_total{route=\"/v1/captions\",status=\"200\"} 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stylecap_batch_rows_count 5"), "{metrics}");
+    assert!(metrics.contains("stylecap_queue_depth 0"));
+}
+
+#[test]
+fn bad_input_gets_the_right_4xx_and_the_server_keeps_serving() {
+    let s = Server::start(&["--max-body-bytes", "200000", "--max-n", "4"]);
+    let c = client();
+    let jpg = jpeg(64, 48);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("not an image", b"just some text, not pixels".to_vec(), 415, "unsupported_image"),
+        ("truncated JPEG", jpg[..jpg.len() / 2].to_vec(), 400, "bad_image"),
+        ("20000x20000 PNG header", png_header_only(20000, 20000), 413, "image_too_large"),
+    ];
+    for (what, bytes, status, code) in cases {
+        let form = multipart::Form::new()
+            .part("image", multipart::Part::bytes(bytes).file_name("x"))
+            .text("styles", "noir");
+        let r = c.post(s.url("/v1/captions")).multipart(form).send().unwrap();
+        let st = r.status().as_u16();
+        expect_error(st, &r.json().unwrap(), status, code, what);
+    }
+    let image = b64(&png(20, 20));
+    let json_cases = [
+        ("unknown style", json!({"image": image, "styles": ["baroque"]}), 400, "unknown_style"),
+        ("n too large", json!({"image": image, "n": 5}), 400, "invalid_n"),
+        ("unknown field", json!({"image": image, "stlyes": ["noir"]}), 400, "malformed_json"),
+        ("no image", json!({"styles": ["noir"]}), 400, "missing_image"),
+        ("bad base64", json!({"image": "@@@"}), 400, "bad_base64"),
+        ("bad top_p", json!({"image": image, "top_p": 1.5}), 400, "invalid_top_p"),
+    ];
+    for (what, body, status, code) in json_cases {
+        let (st, v) = post_json(&s, &body);
+        expect_error(st, &v, status, code, what);
+    }
+    let raw = |body: Vec<u8>, ct: &str| {
+        let r = c
+            .post(s.url("/v1/captions"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let (st, v) = raw(b"{\"image\": \"abc\", ".to_vec(), "application/json");
+    expect_error(st, &v, 400, "malformed_json", "malformed JSON");
+    let (st, v) = raw(vec![b'x'; 300_000], "application/json");
+    expect_error(st, &v, 413, "body_too_large", "oversize body");
+    let (st, v) = raw(b"hello".to_vec(), "text/plain");
+    expect_error(st, &v, 415, "unsupported_media_type", "text body");
+    let r = c.get(s.url("/v2/nothing")).send().unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Still serving, and the errors were counted by kind.
+    let (st, v) = post_json(&s, &json!({"image": image, "styles": ["noir"]}));
+    assert_eq!(st, 200, "{v}");
+    let metrics = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    for kind in ["image_too_large", "bad_image", "unknown_style", "body_too_large"] {
+        assert!(
+            metrics.contains(&format!("stylecap_errors_total{{kind=\"{kind}\"}} 1")),
+            "{kind}: {metrics}"
+        );
+    }
+}
+
+#[test]
+fn api_key_is_required_where_set_and_off_loopback() {
+    let (run, _) = model();
+    let o = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+        .args(["serve", "--addr", "0.0.0.0:0", "--model"])
+        .arg(run)
+        .env_remove("STYLECAP_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("requires --api-key"));
+
+    let s = Server::start(&["--api-key", "correct-horse-battery"]);
+    let c = client();
+    let body = json!({"image": b64(&png(20, 20)), "styles": ["noir"]});
+    for key in [None, Some("wrong-horse-battery"), Some("correct-horse-batter")] {
+        let mut r = c.post(s.url("/v1/captions")).json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().unwrap();
+        assert_eq!(r.status(), 401, "{key:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "unauthorized");
+    }
+    assert_eq!(c.get(s.url("/metrics")).send().unwrap().status(), 401);
+    assert_eq!(c.get(s.url("/healthz")).send().unwrap().status(), 200);
+    let r = c
+        .post(s.url("/v1/captions"))
+        .bearer_auth("correct-horse-battery")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn concurrent_requests_share_batches_without_changing_their_captions() {
+    let s = Server::start(&["--batch-wait-ms", "150"]);
+    let request = |i: u64| {
+        json!({"image": b64(&png(20 + i as u32, 24)), "styles": ["noir", "surreal"],
+               "n": 2, "seed": i, "temperature": 1.0})
+    };
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || post_json(s, &request(i)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (st, v) = h.join().unwrap();
+                assert_eq!(st, 200, "{v}");
+                v
+            })
+            .collect()
+    });
+    let most = together
+        .iter()
+        .map(|v| v["batch"]["requests"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(most >= 2, "concurrent requests were batched together");
+    for (i, v) in together.iter().enumerate() {
+        let (_, alone) = post_json(&s, &request(i as u64));
+        assert_eq!(alone["batch"]["requests"], 1);
+        assert_eq!(alone["captions"], v["captions"], "request {i}");
+    }
+}
+
+#[test]
+fn overload_is_503_with_retry_after_and_slow_requests_are_504() {
+    let s = Server::start(&["--queue", "1", "--batch-wait-ms", "400"]);
+    let body = json!({"image": b64(&png(20, 20)), "styles": ["noir"]});
+    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let r = client()
+                        .post(s.url("/v1/captions"))
+                        .json(&body)
+                        .send()
+                        .unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (r.status().as_u16(), retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .any(|(s, r)| *s == 503 && r.as_deref() == Some("1")),
+        "{statuses:?}"
+    );
+    assert_eq!(post_json(&s, &body).0, 200, "serving again once the queue drains");
+
+    let slow = Server::start(&["--timeout-ms", "100", "--batch-wait-ms", "600"]);
+    let (st, v) = post_json(&slow, &body);
+    expect_error(st, &v, 504, "timeout", "past the deadline");
+}
+
+#[test]
+fn shutdown_answers_requests_already_admitted() {
+    let mut s = Server::start(&["--batch-wait-ms", "800"]);
+    let body = json!({"image": b64(&png(20, 20)), "styles": ["gothic"]});
+    let answer = std::thread::scope(|scope| {
+        let h = scope.spawn(|| post_json(&s, &body));
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+        h.join().unwrap()
+    });
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let status = s.terminate();
+    assert!(status.success(), "{}", s.log.lock().unwrap());
+    assert!(s.log.lock().unwrap().contains("stopped"));
+}
+
+#[test]
+fn the_web_page_uploads_an_image_and_shows_captions_in_each_chosen_style() {
+    let Some(chrome) = chromium() else { return };
+    let s = Server::start(&[]);
+    let dir = common::scratch("serve", "browser");
+    let image = dir.join("upload.png");
+    std::fs::write(&image, png(48, 48)).unwrap();
+    let mut b = Browser::open(&chrome, &s.url("/"));
+    b.wait_for(
+        "document.querySelectorAll('input[name=style]').length",
+        Duration::from_secs(20),
+    );
+    b.set_file("#image", &image);
+    // Choose two styles, as a user ticking boxes would.
+    b.eval(
+        "for (const c of document.querySelectorAll('input[name=style]')) \
+           c.checked = (c.value === 'noir' || c.value === 'romantic'); true",
+    );
+    b.eval("document.getElementById('n').value = '2'; document.getElementById('go').click(); true");
+    let shown = b.wait_for(
+        "[...document.querySelectorAll('#results .caption')].map(d => \
+           [d.dataset.style, d.querySelector('.text').textContent])",
+        Duration::from_secs(30),
+    );
+    let shown = shown.as_array().unwrap();
+    let styles: Vec<&str> = shown.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(styles, ["noir", "noir", "romantic", "romantic"]);
+    assert!(shown.iter().all(|r| !r[1].as_str().unwrap().is_empty()), "{shown:?}");
+    assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+    b.screenshot(&dir.join("page.png"));
+    assert!(std::fs::metadata(dir.join("page.png")).unwrap().len() > 1000);
+}
