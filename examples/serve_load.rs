@@ -62,13 +62,14 @@ fn main() {
                     .unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let (code, v) = match client.post(format!("{url}/v1/captions")).json(&body).send() {
-                        Ok(r) => {
-                            let code = r.status().as_u16();
-                            (code, r.json::<Value>().ok())
-                        }
-                        Err(_) => (0, None),
-                    };
+                    let (code, v) =
+                        match client.post(format!("{url}/v1/captions")).json(&body).send() {
+                            Ok(r) => {
+                                let code = r.status().as_u16();
+                                (code, r.json::<Value>().ok())
+                            }
+                            Err(_) => (0, None),
+                        };
                     let ms = t.elapsed().as_secs_f64() * 1e3;
                     *st.lock().unwrap().entry(code).or_default() += 1;
                     if code == 200 {

@@ -22,7 +22,9 @@ fn model() -> &'static (PathBuf, PathBuf) {
     MODEL.get_or_init(|| common::tiny_base_and_critic("serve", 30))
 }
 
-const STYLES: [&str; 6] = ["factual", "gothic", "humorous", "noir", "romantic", "surreal"];
+const STYLES: [&str; 6] = [
+    "factual", "gothic", "humorous", "noir", "romantic", "surreal",
+];
 
 struct Server {
     child: Child,
@@ -100,7 +102,8 @@ fn client() -> Client {
 }
 
 fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 200]));
+    let img =
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 200]));
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
         .unwrap();
@@ -120,7 +123,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -152,7 +159,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn post_json(s: &Server, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url("/v1/captions")).json(body).send().unwrap();
+    let r = client()
+        .post(s.url("/v1/captions"))
+        .json(body)
+        .send()
+        .unwrap();
     (r.status().as_u16(), r.json().unwrap())
 }
 
@@ -182,11 +193,18 @@ fn endpoints_answer_and_captions_come_in_every_style_asked() {
 
     // Multipart upload, two styles, two samples each.
     let form = multipart::Form::new()
-        .part("image", multipart::Part::bytes(png(40, 30)).file_name("a.png"))
+        .part(
+            "image",
+            multipart::Part::bytes(png(40, 30)).file_name("a.png"),
+        )
         .text("styles", "noir,gothic")
         .text("n", "2")
         .text("seed", "5");
-    let r = c.post(s.url("/v1/captions")).multipart(form).send().unwrap();
+    let r = c
+        .post(s.url("/v1/captions"))
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().unwrap();
     let caps = body["captions"].as_array().unwrap();
@@ -199,7 +217,10 @@ fn endpoints_answer_and_captions_come_in_every_style_asked() {
             .values()
             .map(|v| v.as_f64().unwrap())
             .sum();
-        assert!((p - 1.0).abs() < 1e-3, "critic probabilities sum to 1: {cap}");
+        assert!(
+            (p - 1.0).abs() < 1e-3,
+            "critic probabilities sum to 1: {cap}"
+        );
         assert!(cap["logprob"].as_f64().unwrap() < 0.0);
         assert!(cap["tokens"].as_u64().unwrap() >= 1);
     }
@@ -212,12 +233,19 @@ fn endpoints_answer_and_captions_come_in_every_style_asked() {
     let (_, b) = post_json(&s, &req);
     assert_eq!(a["captions"], b["captions"]);
     let greedy = |seed: u64| {
-        let (st, v) = post_json(&s, &json!({"image": b64(&png(16, 16)), "greedy": true, "seed": seed}));
+        let (st, v) = post_json(
+            &s,
+            &json!({"image": b64(&png(16, 16)), "greedy": true, "seed": seed}),
+        );
         assert_eq!(st, 200, "{v}");
         v["captions"].clone()
     };
     let g = greedy(1);
-    assert_eq!(g.as_array().unwrap().len(), 6, "no styles given: every style");
+    assert_eq!(
+        g.as_array().unwrap().len(),
+        6,
+        "no styles given: every style"
+    );
     assert_eq!(g, greedy(2));
 
     let metrics = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
@@ -235,26 +263,70 @@ fn bad_input_gets_the_right_4xx_and_the_server_keeps_serving() {
     let c = client();
     let jpg = jpeg(64, 48);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("not an image", b"just some text, not pixels".to_vec(), 415, "unsupported_image"),
-        ("truncated JPEG", jpg[..jpg.len() / 2].to_vec(), 400, "bad_image"),
-        ("20000x20000 PNG header", png_header_only(20000, 20000), 413, "image_too_large"),
+        (
+            "not an image",
+            b"just some text, not pixels".to_vec(),
+            415,
+            "unsupported_image",
+        ),
+        (
+            "truncated JPEG",
+            jpg[..jpg.len() / 2].to_vec(),
+            400,
+            "bad_image",
+        ),
+        (
+            "20000x20000 PNG header",
+            png_header_only(20000, 20000),
+            413,
+            "image_too_large",
+        ),
     ];
     for (what, bytes, status, code) in cases {
         let form = multipart::Form::new()
             .part("image", multipart::Part::bytes(bytes).file_name("x"))
             .text("styles", "noir");
-        let r = c.post(s.url("/v1/captions")).multipart(form).send().unwrap();
+        let r = c
+            .post(s.url("/v1/captions"))
+            .multipart(form)
+            .send()
+            .unwrap();
         let st = r.status().as_u16();
         expect_error(st, &r.json().unwrap(), status, code, what);
     }
     let image = b64(&png(20, 20));
     let json_cases = [
-        ("unknown style", json!({"image": image, "styles": ["baroque"]}), 400, "unknown_style"),
-        ("n too large", json!({"image": image, "n": 5}), 400, "invalid_n"),
-        ("unknown field", json!({"image": image, "stlyes": ["noir"]}), 400, "malformed_json"),
-        ("no image", json!({"styles": ["noir"]}), 400, "missing_image"),
+        (
+            "unknown style",
+            json!({"image": image, "styles": ["baroque"]}),
+            400,
+            "unknown_style",
+        ),
+        (
+            "n too large",
+            json!({"image": image, "n": 5}),
+            400,
+            "invalid_n",
+        ),
+        (
+            "unknown field",
+            json!({"image": image, "stlyes": ["noir"]}),
+            400,
+            "malformed_json",
+        ),
+        (
+            "no image",
+            json!({"styles": ["noir"]}),
+            400,
+            "missing_image",
+        ),
         ("bad base64", json!({"image": "@@@"}), 400, "bad_base64"),
-        ("bad top_p", json!({"image": image, "top_p": 1.5}), 400, "invalid_top_p"),
+        (
+            "bad top_p",
+            json!({"image": image, "top_p": 1.5}),
+            400,
+            "invalid_top_p",
+        ),
     ];
     for (what, body, status, code) in json_cases {
         let (st, v) = post_json(&s, &body);
@@ -282,7 +354,12 @@ fn bad_input_gets_the_right_4xx_and_the_server_keeps_serving() {
     let (st, v) = post_json(&s, &json!({"image": image, "styles": ["noir"]}));
     assert_eq!(st, 200, "{v}");
     let metrics = c.get(s.url("/metrics")).send().unwrap().text().unwrap();
-    for kind in ["image_too_large", "bad_image", "unknown_style", "body_too_large"] {
+    for kind in [
+        "image_too_large",
+        "bad_image",
+        "unknown_style",
+        "body_too_large",
+    ] {
         assert!(
             metrics.contains(&format!("stylecap_errors_total{{kind=\"{kind}\"}} 1")),
             "{kind}: {metrics}"
@@ -305,7 +382,11 @@ fn api_key_is_required_where_set_and_off_loopback() {
     let s = Server::start(&["--api-key", "correct-horse-battery"]);
     let c = client();
     let body = json!({"image": b64(&png(20, 20)), "styles": ["noir"]});
-    for key in [None, Some("wrong-horse-battery"), Some("correct-horse-batter")] {
+    for key in [
+        None,
+        Some("wrong-horse-battery"),
+        Some("correct-horse-batter"),
+    ] {
         let mut r = c.post(s.url("/v1/captions")).json(&body);
         if let Some(k) = key {
             r = r.bearer_auth(k);
@@ -392,7 +473,11 @@ fn overload_is_503_with_retry_after_and_slow_requests_are_504() {
             .any(|(s, r)| *s == 503 && r.as_deref() == Some("1")),
         "{statuses:?}"
     );
-    assert_eq!(post_json(&s, &body).0, 200, "serving again once the queue drains");
+    assert_eq!(
+        post_json(&s, &body).0,
+        200,
+        "serving again once the queue drains"
+    );
 
     let slow = Server::start(&["--timeout-ms", "100", "--batch-wait-ms", "600"]);
     let (st, v) = post_json(&slow, &body);
@@ -442,7 +527,10 @@ fn the_web_page_uploads_an_image_and_shows_captions_in_each_chosen_style() {
     let shown = shown.as_array().unwrap();
     let styles: Vec<&str> = shown.iter().map(|r| r[0].as_str().unwrap()).collect();
     assert_eq!(styles, ["noir", "noir", "romantic", "romantic"]);
-    assert!(shown.iter().all(|r| !r[1].as_str().unwrap().is_empty()), "{shown:?}");
+    assert!(
+        shown.iter().all(|r| !r[1].as_str().unwrap().is_empty()),
+        "{shown:?}"
+    );
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
     b.screenshot(&dir.join("page.png"));
     assert!(std::fs::metadata(dir.join("page.png")).unwrap().len() > 1000);

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::data::fetch::{
+    self,
+    config::{FetchConfig, OutputFormat, ResizeMode},
+};
 use crate::data::inspect;
 use crate::data::synth::{self, SynthConfig, CONTACT_SHEET};
 use crate::data::world::WorldConfig;
@@ -24,6 +28,76 @@ pub enum DataCommand {
     /// captions JSON, a JSONL manifest or style corpus, an image folder with .txt captions, a
     /// folder of STYLE.txt files, or a `data synth` folder.
     Inspect(InspectArgs),
+    /// Build an image–caption dataset from a list of image URLs with captions (TSV, CSV or
+    /// JSONL): concurrent downloads, checks, cleaning, resizing, duplicate removal; rerun
+    /// the same command to continue an interrupted fetch.
+    Fetch(FetchArgs),
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// URL list: .tsv or .csv with a header row, or .jsonl.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output folder: images/, manifest.jsonl, shards/, report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Column or key with the image URL.
+    #[arg(long, default_value = "url")]
+    pub url_col: String,
+    /// Column or key with the caption.
+    #[arg(long, default_value = "caption")]
+    pub caption_col: String,
+    /// Downloads in flight at once.
+    #[arg(long, default_value_t = FetchConfig::default().parallel)]
+    pub parallel: usize,
+    /// Requests per second to one host (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    pub per_host_rps: f64,
+    /// Seconds allowed for each request (connect, headers, body).
+    #[arg(long, default_value_t = FetchConfig::default().timeout_s)]
+    pub timeout: f64,
+    /// Retries after timeouts, connection errors, 429 and 5xx (exponential backoff).
+    #[arg(long, default_value_t = FetchConfig::default().retries)]
+    pub retries: u32,
+    /// First retry delay in seconds (doubled each retry).
+    #[arg(long, default_value_t = FetchConfig::default().backoff_s)]
+    pub backoff: f64,
+    /// Largest download in bytes.
+    #[arg(long, default_value_t = FetchConfig::default().max_bytes)]
+    pub max_bytes: u64,
+    #[arg(long, default_value_t = FetchConfig::default().max_redirects)]
+    pub max_redirects: usize,
+    /// Largest image in pixels, checked before decoding.
+    #[arg(long, default_value_t = FetchConfig::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Output size in pixels.
+    #[arg(long, default_value_t = FetchConfig::default().size)]
+    pub size: u32,
+    #[arg(long, value_enum, default_value = "center-crop")]
+    pub resize: ResizeMode,
+    #[arg(long, value_enum, default_value = "jpeg")]
+    pub format: OutputFormat,
+    #[arg(long, default_value_t = FetchConfig::default().jpeg_quality)]
+    pub jpeg_quality: u8,
+    /// Drop images whose shorter side is under this many pixels.
+    #[arg(long, default_value_t = FetchConfig::default().min_image_side)]
+    pub min_image_side: u32,
+    #[arg(long, default_value_t = FetchConfig::default().min_caption_words)]
+    pub min_caption_words: usize,
+    #[arg(long, default_value_t = FetchConfig::default().max_caption_chars)]
+    pub max_caption_chars: usize,
+    /// Perceptual-hash distance (bits, at most 7) for near duplicates; -1 turns it off.
+    #[arg(long, default_value_t = FetchConfig::default().near_duplicate_bits, allow_hyphen_values = true)]
+    pub near_duplicate_bits: i32,
+    /// Images per shard folder.
+    #[arg(long, default_value_t = FetchConfig::default().shard_size)]
+    pub shard_size: usize,
+    /// Allow loopback, private and link-local addresses (refused by default).
+    #[arg(long)]
+    pub allow_private: bool,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args)]
@@ -98,6 +172,43 @@ pub fn run(args: DataArgs) -> Result<()> {
                 start.elapsed().as_secs_f32()
             );
             println!("look at {}", a.out.join(CONTACT_SHEET).display());
+            Ok(())
+        }
+        DataCommand::Fetch(a) => {
+            let config = FetchConfig {
+                url_col: a.url_col,
+                caption_col: a.caption_col,
+                parallel: a.parallel,
+                per_host_rps: a.per_host_rps,
+                timeout_s: a.timeout,
+                retries: a.retries,
+                backoff_s: a.backoff,
+                max_bytes: a.max_bytes,
+                max_redirects: a.max_redirects,
+                max_pixels: a.max_pixels,
+                size: a.size,
+                resize: a.resize,
+                format: a.format,
+                jpeg_quality: a.jpeg_quality,
+                min_image_side: a.min_image_side,
+                min_caption_words: a.min_caption_words,
+                max_caption_chars: a.max_caption_chars,
+                near_duplicate_bits: a.near_duplicate_bits,
+                shard_size: a.shard_size,
+                allow_private: a.allow_private,
+                ..FetchConfig::default()
+            };
+            let r = fetch::run(&a.input, &a.out, config, !a.quiet)?;
+            println!(
+                "kept {} of {} records in {}",
+                r.kept,
+                r.records,
+                a.out.display()
+            );
+            for (reason, n) in &r.dropped {
+                println!("  dropped {n:>7}  {reason}");
+            }
+            println!("manifest: {}", a.out.join("manifest.jsonl").display());
             Ok(())
         }
         DataCommand::Inspect(a) => {

@@ -61,9 +61,7 @@ pub use bench::bench_config;
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    if std::env::var_os("STYLECAP_TRIM").is_none() {
-        crate::util::keep_freed_memory();
-    }
+    crate::util::keep_freed_memory();
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

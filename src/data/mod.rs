@@ -2,7 +2,9 @@
 //! and tokenization.
 
 pub mod contact_sheet;
+pub mod fetch;
 pub mod image;
+pub mod image_check;
 pub mod inspect;
 pub mod loaders;
 pub mod probe;

@@ -133,13 +133,15 @@ pub fn sample_or_greedy(
 ) -> Vec<Generation> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let limits = vec![opts.max_new_tokens; batch];
-    decode_rows(model, encoded, styles, &limits, |_, row| match opts.strategy {
-        Strategy::Sample {
-            temperature,
-            top_k,
-            top_p,
-        } => sample_token(row, temperature, top_k, top_p, &mut rng),
-        _ => argmax(row),
+    decode_rows(model, encoded, styles, &limits, |_, row| {
+        match opts.strategy {
+            Strategy::Sample {
+                temperature,
+                top_k,
+                top_p,
+            } => sample_token(row, temperature, top_k, top_p, &mut rng),
+            _ => argmax(row),
+        }
     })
 }
 

@@ -248,14 +248,20 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
                 style_of_row.push(style);
                 limits.push(j.decoding.max_new_tokens);
                 let stream = (si * j.n + k) as u64;
-                pickers.push((j.decoding, StdRng::seed_from_u64(mix(j.decoding.seed, stream))));
+                pickers.push((
+                    j.decoding,
+                    StdRng::seed_from_u64(mix(j.decoding.seed, stream)),
+                ));
             }
         }
     }
     let rows = image_of_row.len();
     let index = Tensor::<1, Int>::from_data(TensorData::new(image_of_row, [rows]), &engine.device);
     let encoded = encoded.select(index);
-    let styles = model.style_prefix.is_some().then_some(style_of_row.as_slice());
+    let styles = model
+        .style_prefix
+        .is_some()
+        .then_some(style_of_row.as_slice());
     let gens = decode_rows(model, &encoded, styles, &limits, |i, row| {
         let (d, rng) = &mut pickers[i];
         if d.greedy {
@@ -284,7 +290,7 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
     let mut it = gens.into_iter().zip(texts).zip(probs).zip(style_of_row);
     for j in jobs {
         let mut captions = Vec::with_capacity(j.rows());
-        for ((( g, text), style_probs), style) in it.by_ref().take(j.rows()) {
+        for (((g, text), style_probs), style) in it.by_ref().take(j.rows()) {
             captions.push(Caption {
                 style: names.get(style).cloned().unwrap_or_default(),
                 text,

@@ -5,6 +5,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::data::image_check::ImageProblem;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -56,5 +58,18 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         r
+    }
+}
+
+impl From<ImageProblem> for ApiError {
+    fn from(p: ImageProblem) -> Self {
+        let (status, code) = match p {
+            ImageProblem::NotImage => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image"),
+            ImageProblem::Corrupt(_) => (StatusCode::BAD_REQUEST, "bad_image"),
+            ImageProblem::TooManyPixels { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+            }
+        };
+        ApiError::new(status, code, p.to_string())
     }
 }

@@ -18,10 +18,10 @@ use tokio::sync::{oneshot, Semaphore};
 use super::batcher::{Batcher, Decoding, Job};
 use super::config::ServeConfig;
 use super::error::ApiError;
-use super::image_input::decode_image;
 use super::metrics::Metrics;
 use super::request::{check, parse_json, parse_multipart};
 use crate::data::image::PreprocessorConfig;
+use crate::data::image_check::decode_checked;
 
 pub struct AppState {
     pub config: ServeConfig,
@@ -69,8 +69,11 @@ async fn account(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
         .to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
-    st.metrics
-        .request(&route, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    st.metrics.request(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     if let Some(code) = resp.extensions().get::<&'static str>() {
         st.metrics.error(code);
     }
@@ -175,16 +178,11 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
             "send application/json (base64 image) or multipart/form-data (image file)",
         ));
     };
-    let checked = check(
-        &params,
-        &st.styles,
-        st.model_max_tokens,
-        &st.config,
-    )?;
+    let checked = check(&params, &st.styles, st.model_max_tokens, &st.config)?;
     // Decoding and resizing a large image takes milliseconds: off the async threads.
     let st2 = st.clone();
     let pixels = tokio::task::spawn_blocking(move || {
-        let img = decode_image(&params.image_bytes, st2.config.max_pixels)?;
+        let img = decode_checked(&params.image_bytes, st2.config.max_pixels)?;
         Ok::<_, ApiError>(st2.preprocess.pixels(&img))
     })
     .await

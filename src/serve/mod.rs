@@ -10,7 +10,6 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod image_input;
 pub mod metrics;
 pub mod request;
 
@@ -127,8 +126,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }

@@ -70,7 +70,12 @@ pub async fn parse_multipart(req: Request) -> Result<Params, ApiError> {
             .await
             .map_err(|e| bad("bad_multipart", format!("field `{name}`: {e}")))?;
         let text = text.trim();
-        let number = |what: &str| bad("invalid_field", format!("field `{name}`: {text:?} is not {what}"));
+        let number = |what: &str| {
+            bad(
+                "invalid_field",
+                format!("field `{name}`: {text:?} is not {what}"),
+            )
+        };
         match name.as_str() {
             "styles" | "style" => p.styles.get_or_insert_with(Vec::new).extend(
                 text.split(',')
@@ -159,12 +164,19 @@ pub fn check(
     if styles.len() > c.max_styles {
         return bad(
             "too_many_styles",
-            format!("{} styles requested; at most {} per request", styles.len(), c.max_styles),
+            format!(
+                "{} styles requested; at most {} per request",
+                styles.len(),
+                c.max_styles
+            ),
         );
     }
     let n = p.n.unwrap_or(1);
     if n == 0 || n > c.max_n {
-        return bad("invalid_n", format!("`n` is {n}; it must be 1 to {}", c.max_n));
+        return bad(
+            "invalid_n",
+            format!("`n` is {n}; it must be 1 to {}", c.max_n),
+        );
     }
     let temperature = p.temperature.unwrap_or(1.0);
     if !(temperature.is_finite() && temperature > 0.0 && temperature <= 10.0) {
@@ -175,7 +187,10 @@ pub fn check(
     }
     let top_p = p.top_p.unwrap_or(0.9);
     if !(top_p > 0.0 && top_p <= 1.0) {
-        return bad("invalid_top_p", format!("`top_p` is {top_p}; it must be in (0, 1]"));
+        return bad(
+            "invalid_top_p",
+            format!("`top_p` is {top_p}; it must be in (0, 1]"),
+        );
     }
     let cap = c.max_new_tokens.min(model_max_tokens);
     let max_new_tokens = p.max_new_tokens.unwrap_or(cap.min(32));

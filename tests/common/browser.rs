@@ -88,11 +88,9 @@ impl Browser {
                 .unwrap()
                 .json()
                 .unwrap();
-            let page = list
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with("http"));
+            let page = list.as_array().unwrap().iter().find(|t| {
+                t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with("http")
+            });
             if let Some(p) = page {
                 break p["webSocketDebuggerUrl"].as_str().unwrap().to_string();
             }
