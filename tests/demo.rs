@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::browser::{chromium, Browser};
 use common::{scratch, stylecap};
 
 fn demo(out: &std::path::Path) -> std::process::Output {
@@ -22,6 +25,7 @@ fn quick_demo_runs_every_stage_and_resumes() {
         "align/model/model.safetensors",
         "align/validation.json",
         "eval.json",
+        "report.html",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
@@ -35,9 +39,64 @@ fn quick_demo_runs_every_stage_and_resumes() {
             assert!((0.0..=1.0).contains(&score));
         }
     }
+    for s in eval["aligned"]["styles"].as_array().unwrap() {
+        let kl = s["kl_to_base"].as_f64().unwrap();
+        let ppl = s["base_perplexity"].as_f64().unwrap();
+        assert!(kl.is_finite() && ppl >= 1.0, "{s}");
+    }
+    for s in eval["base"]["styles"].as_array().unwrap() {
+        let kl = s["kl_to_base"].as_f64().unwrap();
+        assert!(kl.abs() < 1e-2, "the base against itself has no KL: {s}");
+    }
+    report_opens_in_a_browser(&out);
+
     // A second run finds every stage complete and only evaluates again.
     let o = demo(&out);
     assert!(o.status.success());
     let log = String::from_utf8_lossy(&o.stderr);
     assert_eq!(log.matches("done already, skipped").count(), 4, "{log}");
+}
+
+/// The report in headless Chromium: every gallery picture decodes, every plot has its lines,
+/// the metrics table has a row per style and model.
+fn report_opens_in_a_browser(out: &std::path::Path) {
+    let Some(chrome) = chromium() else { return };
+    let report = out.join("report.html").canonicalize().unwrap();
+    let mut b = Browser::open(&chrome, &format!("file://{}", report.display()));
+    b.wait_for(
+        "document.getElementById('gallery') && document.readyState === 'complete'",
+        Duration::from_secs(20),
+    );
+    let pictures = b.eval(
+        "[...document.querySelectorAll('#gallery img')].map(i => i.complete && i.naturalWidth > 0)",
+    );
+    let pictures = pictures.as_array().unwrap();
+    assert_eq!(
+        pictures.len(),
+        4,
+        "the quick demo's gallery has 4 test pictures"
+    );
+    assert!(
+        pictures.iter().all(|p| p == true),
+        "every picture decodes: {pictures:?}"
+    );
+    let plots = b.eval(
+        "[...document.querySelectorAll('#plots svg')].map(s => s.querySelectorAll('polyline').length)",
+    );
+    let plots = plots.as_array().unwrap();
+    assert_eq!(
+        plots.len(),
+        6,
+        "loss, validation, reward, KL, style and content plots"
+    );
+    assert!(plots.iter().all(|n| n.as_u64().unwrap() > 0), "{plots:?}");
+    let rows = b.eval("document.querySelectorAll('table.metrics tr').length");
+    assert_eq!(rows, 1 + 6 * 2, "a header and a row per style and model");
+    let captions = b.eval("document.querySelectorAll('#gallery td.caption').length");
+    assert_eq!(
+        captions,
+        4 * 6 * 2,
+        "a caption per picture, style and model"
+    );
+    b.screenshot(&out.join("report.png"));
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use image::RgbImage;
 use serde::Serialize;
 
@@ -25,6 +24,7 @@ use crate::data::world::{Lexicon, Scene, Split, World, WorldConfig};
 use crate::eval::captioner::LoadedCaptioner;
 use crate::model::captioner::EncodedImages;
 use crate::model::generate::{sample_or_greedy, Strategy};
+use crate::model::score;
 use crate::model::weights::freeze_named;
 use crate::model::{Captioner, DecodeOptions};
 use crate::train::data::EpochOrder;
@@ -260,29 +260,6 @@ impl Aligner {
         rollout: &Rollout,
         device: &Device,
     ) -> (Tensor<2>, Tensor<2>, f32) {
-        let start = model.config.decoder_start_token_id as i64;
-        let t = rows
-            .iter()
-            .map(|&r| rollout.tokens[r].len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let n = rows.len();
-        let mut inputs = vec![start; n * t];
-        let mut targets = vec![start; n * t];
-        let mut mask = vec![0f32; n * t];
-        for (i, &r) in rows.iter().enumerate() {
-            for (j, &tok) in rollout.tokens[r].iter().enumerate() {
-                targets[i * t + j] = tok as i64;
-                mask[i * t + j] = 1.0;
-                if j + 1 < t {
-                    inputs[i * t + j + 1] = tok as i64;
-                }
-            }
-        }
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(inputs, [n, t]), device);
-        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, t]), device);
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, t]), device);
         let styles: Vec<usize> = rows.iter().map(|&r| rollout.styles[r]).collect();
         let enc = encoded.select(index(
             &rows
@@ -291,16 +268,17 @@ impl Aligner {
                 .collect::<Vec<_>>(),
             device,
         ));
-        let logits = model.forward_encoded(&enc, Some(index(&styles, device)), ids, None);
-        let logp = log_softmax(logits, 2);
-        let entropy = (logp.clone().detach().exp() * logp.clone().detach())
+        let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
+        let (picked, mask, logp) =
+            score::token_logprobs(model, &enc, Some(index(&styles, device)), &tokens, device);
+        let [n, t] = picked.dims();
+        let entropy = (logp.clone().detach().exp() * logp.detach())
             .sum_dim(2)
             .reshape([n, t])
             .neg();
         let entropy = ((entropy * mask.clone()).sum() / mask.clone().sum().clamp_min(1.0))
             .into_scalar::<f32>();
-        let picked = logp.gather(2, targets.reshape([n, t, 1])).reshape([n, t]);
-        (picked * mask.clone(), mask, entropy)
+        (picked, mask, entropy)
     }
 
     /// One alignment step.
@@ -347,7 +325,8 @@ impl Aligner {
             &rollout,
             &self.plain,
         );
-        let ref_lp = to_rows(ref_lp, &rollout.tokens);
+        let refs: Vec<&[u32]> = rollout.tokens.iter().map(Vec::as_slice).collect();
+        let ref_lp = score::to_rows(ref_lp, &refs);
         let kl_of = |est: KlEstimator, lp: &[f32], rp: &[f32]| -> f32 {
             lp.iter().zip(rp).map(|(&a, &r)| kl_token(est, a, r)).sum()
         };
@@ -666,19 +645,4 @@ fn index(ids: &[usize], device: &Device) -> Tensor<1, Int> {
         ),
         device,
     )
-}
-
-/// Host rows of a masked `[N, T]` tensor, each cut to its caption's length.
-fn to_rows(t: Tensor<2>, tokens: &[Vec<u32>]) -> Vec<Vec<f32>> {
-    let [_, w] = t.dims();
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32");
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, tok)| v[i * w..i * w + tok.len()].to_vec())
-        .collect()
 }

@@ -16,6 +16,7 @@ use crate::critic::train::{train_critic, CriticTrainConfig};
 use crate::critic::Critic;
 use crate::data::world::Split;
 use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
+use crate::eval::report::{write_report, ReportOptions};
 use crate::train::config::TrainConfig;
 use crate::train::data::CaptionSource;
 use crate::train::sft::{RunOptions, Trainer};
@@ -112,6 +113,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     let judge = Critic::load(&judge_dir, &device)?;
     let images = if a.quick { 10 } else { 100 };
     let mut results = serde_json::Map::new();
+    let base = LoadedCaptioner::load(&base_dir.join("model"), &device)?;
     for (name, dir) in [
         ("base", base_dir.join("model")),
         ("aligned", align_dir.join("model")),
@@ -123,11 +125,22 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
             images,
             ..EvalConfig::default()
         };
-        let e = evaluate_captioner(&captioner, &judge, &source, &config, &device)?;
+        let e = evaluate_captioner(&captioner, Some(&base), &judge, &source, &config, &device)?;
         println!("{name} captioner: {}", render(&e));
         results.insert(name.into(), serde_json::to_value(&e)?);
     }
     write_json(&out.join("eval.json"), &results)?;
+    eprintln!("== report (stylecap report)");
+    let report_options = ReportOptions {
+        images: if a.quick { 4 } else { 8 },
+        ..ReportOptions::default()
+    };
+    let (report, examples) = write_report(out, None, &report_options, &device)?;
+    println!("aligned captions of the first test picture:");
+    for e in &examples {
+        println!("  {e}");
+    }
+    println!("report: {}", display(&report));
     println!(
         "demo finished in {:.0} s; stages in {} (eval.json holds the tables)",
         start.elapsed().as_secs_f64(),

@@ -18,6 +18,9 @@ pub struct EvalArgs {
     /// Captioner folder (a run's `model/`, or the run folder itself).
     #[arg(long)]
     pub model: PathBuf,
+    /// Base captioner (the alignment's reference): adds perplexity and KL under it.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
     /// Judge folder (`stylecap critic train --judge`).
     #[arg(long)]
     pub judge: PathBuf,
@@ -46,12 +49,11 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs, device: Device) -> Result<()> {
-    let dir = if a.model.join("model").join("config.json").is_file() {
-        a.model.join("model")
-    } else {
-        a.model.clone()
+    let captioner = LoadedCaptioner::load(&model_dir(&a.model), &device)?;
+    let base = match &a.base {
+        Some(b) => Some(LoadedCaptioner::load(&model_dir(b), &device)?),
+        None => None,
     };
-    let captioner = LoadedCaptioner::load(&dir, &device)?;
     let judge = Critic::load(&a.judge, &device)?;
     let split = if a.compositional {
         Split::Compositional
@@ -82,11 +84,20 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         seed: a.seed,
         ..EvalConfig::default()
     };
-    let result = evaluate_captioner(&captioner, &judge, &source, &config, &device)?;
+    let result = evaluate_captioner(&captioner, base.as_ref(), &judge, &source, &config, &device)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         print!("{}", render(&result));
     }
     Ok(())
+}
+
+/// A run folder's `model/`, or the folder itself.
+pub fn model_dir(path: &std::path::Path) -> PathBuf {
+    if path.join("model").join("config.json").is_file() {
+        path.join("model")
+    } else {
+        path.to_path_buf()
+    }
 }

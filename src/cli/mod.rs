@@ -7,6 +7,7 @@ mod critic;
 mod data;
 mod demo;
 mod eval;
+mod report;
 mod serve;
 mod train;
 
@@ -48,6 +49,9 @@ pub enum Command {
     /// Evaluate a captioner: captions in each style, judged by the judge, with content
     /// fidelity, BLEU-4, CIDEr-D and diversity.
     Eval(eval::EvalArgs),
+    /// Write a self-contained HTML report of a demo folder or training run: metrics table,
+    /// training and alignment curves, and a gallery of captions per style, base vs aligned.
+    Report(report::ReportArgs),
     /// Serve captions over HTTP: a JSON/multipart API with dynamic batching, metrics, and a
     /// web page.
     Serve(serve::ServeArgs),
@@ -75,6 +79,7 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
         Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
         Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
+        Command::Report(args) => report::run(args, crate::util::device(&cli.device)?),
         Command::Serve(args) => serve::run(args, crate::util::device(&cli.device)?),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
     }

@@ -54,11 +54,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs, device: Device) -> Result<()> {
-    let model = if a.model.join("model").join("config.json").is_file() {
-        a.model.join("model")
-    } else {
-        a.model.clone()
-    };
+    let model = super::eval::model_dir(&a.model);
     let config = ServeConfig {
         max_body_bytes: a.max_body_bytes,
         max_pixels: a.max_pixels,

@@ -15,7 +15,8 @@ use crate::data::image::PreprocessorConfig;
 use crate::data::tokenizer::TextTokenizer;
 use crate::data::world::{content_fidelity, Lexicon};
 use crate::model::generate::Strategy;
-use crate::model::{generate, Captioner, DecodeOptions};
+use crate::model::score::caption_logprobs;
+use crate::model::{generate, Captioner, DecodeOptions, Generation};
 use crate::train::data::CaptionSource;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,6 +62,13 @@ pub struct StyleEval {
     pub cider_d: f64,
     pub distinct1: f32,
     pub distinct2: f32,
+    /// BLEU-4 of each caption against the style's other captions (lower: more diverse).
+    pub self_bleu: f64,
+    /// Perplexity of the captions under the base captioner (same image and style).
+    pub base_perplexity: Option<f32>,
+    /// Mean over captions of Σ log π(token) − log π_base(token) over its sampled tokens: a
+    /// (k1) estimate of KL(π ‖ π_base) per caption, in nats.
+    pub kl_to_base: Option<f32>,
     pub examples: Vec<String>,
 }
 
@@ -103,8 +111,19 @@ impl LoadedCaptioner {
         opts: &DecodeOptions,
         device: &Device,
     ) -> Result<Vec<String>> {
+        Ok(self.generate(images, style, opts, device)?.0)
+    }
+
+    /// One caption per image in `style`, with its tokens and their log-probabilities.
+    pub fn generate(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        opts: &DecodeOptions,
+        device: &Device,
+    ) -> Result<(Vec<String>, Vec<Generation>)> {
         let s = self.model.config.style_index(style)?;
-        let mut out = Vec::with_capacity(images.len());
+        let (mut texts, mut gens) = (Vec::new(), Vec::new());
         for (k, chunk) in images.chunks(50).enumerate() {
             let pixels = self.preprocess.batch(chunk, device)?;
             let opts = DecodeOptions {
@@ -112,11 +131,52 @@ impl LoadedCaptioner {
                 ..opts.clone()
             };
             for g in generate(&self.model, pixels, Some(&vec![s; chunk.len()]), &opts)? {
-                out.push(self.tokenizer.decode(&g.tokens)?.trim().to_string());
+                texts.push(self.tokenizer.decode(&g.tokens)?.trim().to_string());
+                gens.push(g);
             }
+        }
+        Ok((texts, gens))
+    }
+
+    /// Log-probabilities of given token sequences, caption `i` for image `i` in `style`.
+    pub fn score(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        tokens: &[Vec<u32>],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let s = self.model.config.style_index(style)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (imgs, toks) in images.chunks(50).zip(tokens.chunks(50)) {
+            let pixels = self.preprocess.batch(imgs, device)?;
+            out.extend(caption_logprobs(
+                &self.model,
+                pixels,
+                Some(&vec![s; imgs.len()]),
+                toks,
+            ));
         }
         Ok(out)
     }
+}
+
+/// Self-BLEU: corpus BLEU-4 of each caption against all the others.
+pub fn self_bleu(texts: &[String]) -> f64 {
+    if texts.len() < 2 {
+        return 0.0;
+    }
+    let refs: Vec<Vec<String>> = (0..texts.len())
+        .map(|i| {
+            texts
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+        .collect();
+    bleu4(texts, &refs)
 }
 
 /// distinct-n: distinct n-grams over all n-grams of a set of texts.
@@ -133,8 +193,11 @@ pub fn distinct_n(texts: &[String], n: usize) -> f32 {
     seen.len() as f32 / all.max(1) as f32
 }
 
+/// Captions `source`'s first images in each style and measures them; with `base`, also
+/// their perplexity and KL under the base captioner.
 pub fn evaluate_captioner(
     captioner: &LoadedCaptioner,
+    base: Option<&LoadedCaptioner>,
     judge: &(Critic, TextTokenizer),
     source: &CaptionSource,
     config: &EvalConfig,
@@ -166,7 +229,31 @@ pub fn evaluate_captioner(
     let (critic, tok) = judge;
     let mut out = Vec::new();
     for style in styles {
-        let captions = captioner.caption(&images, &style, &opts, device)?;
+        let (captions, gens) = captioner.generate(&images, &style, &opts, device)?;
+        let (base_perplexity, kl_to_base) = match base {
+            Some(b) => {
+                let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
+                let base_lp = b.score(&images, &style, &tokens, device)?;
+                let count: usize = tokens.iter().map(Vec::len).sum();
+                let nll = -base_lp.iter().flatten().map(|&x| x as f64).sum::<f64>();
+                let kl: f64 = gens
+                    .iter()
+                    .zip(&base_lp)
+                    .map(|(g, b)| {
+                        g.logprobs
+                            .iter()
+                            .zip(b)
+                            .map(|(p, q)| (p - q) as f64)
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (
+                    Some((nll / count.max(1) as f64).exp() as f32),
+                    Some((kl / gens.len().max(1) as f64) as f32),
+                )
+            }
+            None => (None, None),
+        };
         let target = critic.style_index(&style)?;
         let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
         let probs = critic.probabilities(tok, &texts, device)?;
@@ -189,6 +276,9 @@ pub fn evaluate_captioner(
             cider_d: cider_d(&captions, &refs).0,
             distinct1: distinct_n(&captions, 1),
             distinct2: distinct_n(&captions, 2),
+            self_bleu: self_bleu(&captions),
+            base_perplexity,
+            kl_to_base,
             examples: captions.into_iter().take(3).collect(),
         });
     }
@@ -211,21 +301,35 @@ pub fn render(e: &CaptionerEval) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6}",
-        "style", "style acc", "score", "content", "BLEU-4", "CIDEr-D", "dist-1", "dist-2"
+        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
+        "style",
+        "style acc",
+        "score",
+        "content",
+        "BLEU-4",
+        "CIDEr-D",
+        "dist-1",
+        "dist-2",
+        "self-BLEU",
+        "base ppl",
+        "KL"
     );
+    let opt = |v: Option<f32>| v.map_or("-".into(), |f| format!("{f:.3}"));
     for r in &e.styles {
         let _ = writeln!(
             s,
-            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3}",
+            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>8} {:>7}",
             r.style,
             r.style_accuracy,
             r.style_score,
-            r.content_fidelity.map_or("-".into(), |f| format!("{f:.3}")),
+            opt(r.content_fidelity),
             r.bleu4,
             r.cider_d,
             r.distinct1,
-            r.distinct2
+            r.distinct2,
+            r.self_bleu,
+            opt(r.base_perplexity),
+            opt(r.kl_to_base)
         );
     }
     for r in &e.styles {

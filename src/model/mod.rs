@@ -7,6 +7,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod layers;
 pub mod pretrained;
+pub mod score;
 pub mod vision;
 pub mod vit;
 pub mod weights;

@@ -37,6 +37,7 @@ pub struct ServeOptions<'a> {
 }
 
 pub fn run(o: ServeOptions, device: Device) -> Result<()> {
+    crate::util::limit_malloc_arenas(2);
     if !o.addr.ip().is_loopback() && o.api_key.is_none() {
         bail!(
             "listening on {} (not loopback) requires --api-key KEY (or STYLECAP_API_KEY)",
@@ -96,6 +97,8 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Image decoding is short; a small pool keeps threads (and memory) bounded.
+        .max_blocking_threads(4)
         .enable_all()
         .build()?;
     rt.block_on(async move {

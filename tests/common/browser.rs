@@ -89,7 +89,8 @@ impl Browser {
                 .json()
                 .unwrap();
             let page = list.as_array().unwrap().iter().find(|t| {
-                t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with("http")
+                let u = t["url"].as_str().unwrap_or("");
+                t["type"] == "page" && (u.starts_with("http") || u.starts_with("file:"))
             });
             if let Some(p) = page {
                 break p["webSocketDebuggerUrl"].as_str().unwrap().to_string();

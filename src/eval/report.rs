@@ -1,0 +1,423 @@
+//! `stylecap report`: one self-contained HTML page for a demo folder (or a single training
+//! run): the metrics table from `eval.json`, training and alignment curves (inline SVG), and a
+//! gallery of test pictures (embedded PNG) with the factual reference and a caption per style
+//! from the base and the aligned captioner, each with the judge's score and its content
+//! fidelity.
+
+use std::fmt::Write as _;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use burn::prelude::Device;
+use serde_json::Value;
+
+use super::captioner::LoadedCaptioner;
+use super::plots::{line_chart, smooth, Series, BLUE_, GREEN_, GREY, ORANGE, PURPLE};
+use crate::critic::Critic;
+use crate::data::tokenizer::TextTokenizer;
+use crate::data::world::{content_fidelity, Lexicon, Split};
+use crate::model::generate::Strategy;
+use crate::model::DecodeOptions;
+use crate::train::data::CaptionSource;
+use crate::util::write_atomic;
+
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Test pictures in the gallery.
+    pub images: usize,
+    pub seed: u64,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions { images: 8, seed: 0 }
+    }
+}
+
+/// Where a run's parts are: a demo folder (`base/`, `align/`, `judge/`, `eval.json`) or a
+/// single supervised run (`model/`, `metrics.jsonl`).
+struct Layout {
+    base: PathBuf,
+    align: Option<PathBuf>,
+    judge: Option<PathBuf>,
+    eval: Option<PathBuf>,
+}
+
+fn layout(dir: &Path) -> Result<Layout> {
+    let some = |p: PathBuf| p.exists().then_some(p);
+    if dir.join("base/model/config.json").is_file() {
+        return Ok(Layout {
+            base: dir.join("base"),
+            align: some(dir.join("align")).filter(|a| a.join("model/config.json").is_file()),
+            judge: some(dir.join("judge")),
+            eval: some(dir.join("eval.json")),
+        });
+    }
+    anyhow::ensure!(
+        dir.join("model/config.json").is_file(),
+        "{}: neither a demo folder (base/model/) nor a training run (model/)",
+        dir.display()
+    );
+    Ok(Layout {
+        base: dir.to_path_buf(),
+        align: None,
+        judge: None,
+        eval: some(dir.join("eval.json")),
+    })
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn points(rows: &[Value], key: &str) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
+        .collect()
+}
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn png_data_uri(img: &image::RgbImage, scale: u32) -> Result<String> {
+    let big = image::imageops::resize(
+        img,
+        img.width() * scale,
+        img.height() * scale,
+        image::imageops::FilterType::Nearest,
+    );
+    let mut png = Vec::new();
+    big.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    ))
+}
+
+fn curves(l: &Layout) -> Result<String> {
+    let mut html = String::new();
+    let size = (520, 300);
+    let base_rows = read_jsonl(&l.base.join("metrics.jsonl")).unwrap_or_default();
+    let train: Vec<Value> = base_rows
+        .iter()
+        .filter(|r| r.get("split").is_none())
+        .cloned()
+        .collect();
+    let val: Vec<Value> = base_rows
+        .iter()
+        .filter(|r| r.get("split").is_some())
+        .cloned()
+        .collect();
+    html.push_str(&line_chart(
+        "Supervised training: loss",
+        "step",
+        &[
+            Series {
+                name: "",
+                points: points(&train, "loss"),
+                color: BLUE_,
+                faint: true,
+            },
+            Series {
+                name: "train loss (smoothed)",
+                points: smooth(&points(&train, "loss"), 0.1),
+                color: BLUE_,
+                faint: false,
+            },
+            Series {
+                name: "validation loss",
+                points: points(&val, "loss"),
+                color: ORANGE,
+                faint: false,
+            },
+        ],
+        size,
+    )?);
+    html.push_str(&line_chart(
+        "Supervised training: validation content and CIDEr-D",
+        "step",
+        &[
+            Series {
+                name: "content fidelity",
+                points: points(&val, "content_fidelity"),
+                color: GREEN_,
+                faint: false,
+            },
+            Series {
+                name: "CIDEr-D / 10",
+                points: points(&val, "cider_d")
+                    .into_iter()
+                    .map(|(x, y)| (x, y / 10.0))
+                    .collect(),
+                color: PURPLE,
+                faint: false,
+            },
+        ],
+        size,
+    )?);
+    if let Some(a) = &l.align {
+        let rows = read_jsonl(&a.join("metrics.jsonl")).unwrap_or_default();
+        let steps: Vec<Value> = rows
+            .iter()
+            .filter(|r| r.get("validation").is_none())
+            .cloned()
+            .collect();
+        // Validation rows carry their own step.
+        let val: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| r.get("validation").cloned())
+            .collect();
+        for (title, key, color) in [
+            ("Alignment: reward", "reward", BLUE_),
+            ("Alignment: KL to the base (nats per caption)", "kl", ORANGE),
+            (
+                "Alignment: style (critic probability)",
+                "style_prob",
+                PURPLE,
+            ),
+            ("Alignment: content fidelity", "content", GREEN_),
+        ] {
+            let raw = points(&steps, key);
+            let mut series = vec![
+                Series {
+                    name: "",
+                    points: raw.clone(),
+                    color,
+                    faint: true,
+                },
+                Series {
+                    name: "per step (smoothed)",
+                    points: smooth(&raw, 0.1),
+                    color,
+                    faint: false,
+                },
+            ];
+            let vpoints = points(&val, key);
+            if !vpoints.is_empty() {
+                series.push(Series {
+                    name: "validation",
+                    points: vpoints,
+                    color: GREY,
+                    faint: false,
+                });
+            }
+            html.push_str(&line_chart(title, "step", &series, size)?);
+        }
+    }
+    Ok(html)
+}
+
+fn metric_table(eval: &Value) -> String {
+    let mut h = String::new();
+    let cols: [(&str, &str); 9] = [
+        ("style_accuracy", "style acc"),
+        ("style_score", "judge p"),
+        ("content_fidelity", "content"),
+        ("bleu4", "BLEU-4"),
+        ("cider_d", "CIDEr-D"),
+        ("distinct2", "distinct-2"),
+        ("self_bleu", "self-BLEU"),
+        ("base_perplexity", "base ppl"),
+        ("kl_to_base", "KL to base"),
+    ];
+    h.push_str("<table class=\"metrics\"><tr><th>style</th><th>model</th>");
+    for (_, label) in cols {
+        let _ = write!(h, "<th>{label}</th>");
+    }
+    h.push_str("</tr>");
+    let models: Vec<&str> = ["base", "aligned"]
+        .into_iter()
+        .filter(|m| eval.get(*m).is_some())
+        .collect();
+    let styles = eval[models.first().copied().unwrap_or("base")]["styles"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, s) in styles.iter().enumerate() {
+        for (k, m) in models.iter().enumerate() {
+            let row = &eval[*m]["styles"][i];
+            h.push_str("<tr>");
+            if k == 0 {
+                let _ = write!(
+                    h,
+                    "<td rowspan=\"{}\"><b>{}</b></td>",
+                    models.len(),
+                    escape(s["style"].as_str().unwrap_or(""))
+                );
+            }
+            let _ = write!(h, "<td>{m}</td>");
+            for (key, _) in cols {
+                let cell = row
+                    .get(key)
+                    .and_then(Value::as_f64)
+                    .map_or("–".into(), |v| format!("{v:.3}"));
+                let _ = write!(h, "<td>{cell}</td>");
+            }
+            h.push_str("</tr>");
+        }
+    }
+    h.push_str("</table>");
+    h
+}
+
+struct Judge {
+    critic: Critic,
+    tokenizer: TextTokenizer,
+}
+
+fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Vec<String>)> {
+    let base = LoadedCaptioner::load(&l.base.join("model"), device)?;
+    let aligned = match &l.align {
+        Some(a) => Some(LoadedCaptioner::load(&a.join("model"), device)?),
+        None => None,
+    };
+    let judge = match &l.judge {
+        Some(j) => {
+            let (critic, tokenizer) = Critic::load(j, device)?;
+            Some(Judge { critic, tokenizer })
+        }
+        None => None,
+    };
+    let size = base.model.config.encoder.image_size();
+    let source = CaptionSource::world(0, size, Split::Test, o.images);
+    let ids: Vec<usize> = (0..source.len().min(o.images)).collect();
+    let examples = source.get_many(&ids)?;
+    let images: Vec<image::RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
+    let opts = DecodeOptions {
+        strategy: Strategy::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+        },
+        max_new_tokens: 48,
+        seed: o.seed,
+    };
+    let lexicon = Lexicon::new();
+    let styles = base.model.config.style.styles.clone();
+    let mut models: Vec<(&str, &LoadedCaptioner)> = vec![("base", &base)];
+    if let Some(a) = &aligned {
+        models.push(("aligned", a));
+    }
+    // captions[model][style][image]
+    let mut captions = Vec::new();
+    for (_, m) in &models {
+        let mut per_style = Vec::new();
+        for s in &styles {
+            per_style.push(m.caption(&images, s, &opts, device)?);
+        }
+        captions.push(per_style);
+    }
+    let mut h = String::new();
+    let mut examples_out = Vec::new();
+    for (i, e) in examples.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<div class=\"card\"><img class=\"picture\" src=\"{}\" alt=\"test picture {i}\"><div class=\"captions\"><p class=\"reference\"><b>reference</b> {}</p><table><tr><th>style</th>",
+            png_data_uri(&e.image, 2)?,
+            escape(e.captions.first().map_or("", String::as_str))
+        );
+        for (name, _) in &models {
+            let _ = write!(h, "<th>{name}</th>");
+        }
+        h.push_str("</tr>");
+        for (si, s) in styles.iter().enumerate() {
+            let _ = write!(h, "<tr><td><b>{}</b></td>", escape(s));
+            for (mi, _) in models.iter().enumerate() {
+                let text = &captions[mi][si][i];
+                let mut meta = Vec::new();
+                if let Some(j) = &judge {
+                    let p = j
+                        .critic
+                        .probabilities(&j.tokenizer, &[text.as_str()], device)?;
+                    if let Ok(t) = j.critic.style_index(s) {
+                        meta.push(format!("judge {:.2}", p[0][t]));
+                    }
+                }
+                if let Some(scene) = &e.scene {
+                    meta.push(format!(
+                        "content {:.2}",
+                        content_fidelity(&lexicon, text, scene)
+                    ));
+                }
+                let _ = write!(
+                    h,
+                    "<td class=\"caption\">{}<div class=\"meta\">{}</div></td>",
+                    escape(text),
+                    meta.join(" · ")
+                );
+                if i == 0 && mi + 1 == models.len() {
+                    examples_out.push(format!("[{s}] {text}"));
+                }
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table></div></div>");
+    }
+    Ok((h, examples_out))
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#222}\
+h1{margin-bottom:.2rem}.sub{color:#666;margin-top:0}\
+table.metrics{border-collapse:collapse;font-size:.9rem}table.metrics td,table.metrics th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}\
+table.metrics td:first-child{text-align:left}.plots{display:flex;flex-wrap:wrap;gap:8px}\
+.card{display:flex;gap:1rem;border-top:1px solid #eee;padding:1rem 0}.picture{width:128px;height:128px;image-rendering:pixelated;flex:none}\
+.captions table{border-collapse:collapse;font-size:.9rem;width:100%}.captions td,.captions th{vertical-align:top;padding:.2rem .5rem;text-align:left}\
+.meta{color:#888;font-size:.75rem}.reference{margin-top:0}";
+
+/// Writes `report.html` (or `out`) for `dir`; returns its path and a few example captions.
+pub fn write_report(
+    dir: &Path,
+    out: Option<&Path>,
+    o: &ReportOptions,
+    device: &Device,
+) -> Result<(PathBuf, Vec<String>)> {
+    let l = layout(dir)?;
+    let eval: Option<Value> = match &l.eval {
+        Some(p) => Some(crate::util::read_json(p)?),
+        None => None,
+    };
+    let (gallery, examples) = gallery(&l, o, device)?;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>stylecap report: {}</title><style>{STYLE}</style></head><body>",
+        escape(&dir.display().to_string())
+    );
+    let _ = write!(
+        h,
+        "<h1>stylecap report</h1><p class=\"sub\">{}: {}</p>",
+        escape(&dir.display().to_string()),
+        if l.align.is_some() {
+            "base and aligned captioners"
+        } else {
+            "base captioner"
+        }
+    );
+    h.push_str("<h2>Metrics</h2>");
+    match &eval {
+        Some(e) => {
+            h.push_str(&metric_table(e));
+            h.push_str("<p class=\"meta\">Sampled captions (T = 1, top-p 0.9) for the test pictures, judged by the judge (never the reward critic). Content: F1 of the facts named against the scene graph. KL: Σ log π − log π<sub>base</sub> per caption over its sampled tokens.</p>");
+        }
+        None => h.push_str("<p>No eval.json here; run <code>stylecap eval</code>.</p>"),
+    }
+    h.push_str("<h2>Training curves</h2><div class=\"plots\" id=\"plots\">");
+    h.push_str(&curves(&l)?);
+    h.push_str("</div><h2>Gallery</h2><div id=\"gallery\">");
+    h.push_str(&gallery);
+    h.push_str("</div></body></html>\n");
+    let path = out.map_or_else(|| dir.join("report.html"), Path::to_path_buf);
+    write_atomic(&path, h.as_bytes())?;
+    Ok((path, examples))
+}
