@@ -1,5 +1,6 @@
-//! The whole chain at tiny sizes: every stage writes its outputs, a rerun skips finished
-//! stages, and the evaluation compares base and aligned captioners.
+//! The whole chain at small sizes: every stage writes its outputs, the aligned captioner's
+//! styles score higher with the judge than the base's, the report opens in a browser, and a
+//! rerun skips finished stages.
 
 mod common;
 
@@ -39,6 +40,22 @@ fn quick_demo_runs_every_stage_and_resumes() {
             assert!((0.0..=1.0).contains(&score));
         }
     }
+    // Alignment targets every style but factual: there the judge must score it higher.
+    let styled_score = |name: &str| {
+        let rows: Vec<f64> = eval[name]["styles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["style"] != "factual")
+            .map(|s| s["style_score"].as_f64().unwrap())
+            .collect();
+        rows.iter().sum::<f64>() / rows.len() as f64
+    };
+    let (base, aligned) = (styled_score("base"), styled_score("aligned"));
+    assert!(
+        aligned > base,
+        "the judge scores the aligned captioner's styles higher: {aligned:.3} vs {base:.3}"
+    );
     for s in eval["aligned"]["styles"].as_array().unwrap() {
         let kl = s["kl_to_base"].as_f64().unwrap();
         let ppl = s["base_perplexity"].as_f64().unwrap();

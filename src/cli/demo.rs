@@ -17,7 +17,7 @@ use crate::critic::Critic;
 use crate::data::world::Split;
 use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
 use crate::eval::report::{write_report, ReportOptions};
-use crate::train::config::TrainConfig;
+use crate::train::config::{ModelShape, TrainConfig};
 use crate::train::data::CaptionSource;
 use crate::train::sft::{RunOptions, Trainer};
 use crate::util::write_json;
@@ -27,7 +27,7 @@ pub struct DemoArgs {
     /// Output folder (one subfolder per stage).
     #[arg(long, default_value = "demo")]
     pub out: PathBuf,
-    /// Tiny sizes: the whole chain in about a minute, for a smoke test (results are poor).
+    /// Small sizes: the whole chain in about a minute and a half, for a smoke test.
     #[arg(long)]
     pub quick: bool,
     #[arg(long)]
@@ -60,20 +60,45 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     let mut judge = CriticTrainConfig::judge();
     let mut align = AlignConfig::default();
     if a.quick {
-        train.steps = 40;
-        train.world_train = 400;
-        train.style_texts = 300;
-        train.eval_every = 40;
+        // Small enough for a test (about a minute), big enough that the base writes the
+        // styles somewhat and alignment visibly moves the judge's score.
+        train.model = ModelShape {
+            image_size: 32,
+            patch_size: 8,
+            vision_dim: 64,
+            vision_layers: 1,
+            vision_heads: 2,
+            decoder_dim: 64,
+            decoder_layers: 2,
+            decoder_heads: 2,
+            vocab_size: 512,
+            max_positions: 64,
+            prefix_tokens: 2,
+        };
+        train.steps = 700;
+        train.lr = 3e-3;
+        // More style text per batch: the styles must show within a few hundred steps.
+        train.batch_size = 8;
+        train.style_batch_size = 32;
+        train.world_train = 1000;
+        train.style_texts = 1000;
+        train.eval_every = 700;
         train.eval_images = 10;
         train.world_val = 10;
-        for c in [&mut critic, &mut judge] {
-            c.steps = 40;
-            c.texts_per_style = 300;
-            c.world_captions = 150;
+        for (c, hidden, layers) in [(&mut critic, 64, 1), (&mut judge, 48, 2)] {
+            c.steps = 400;
+            c.texts_per_style = 500;
+            c.world_captions = 200;
+            c.vocab_size = 512;
+            c.hidden = hidden;
+            c.layers = layers;
+            c.heads = 2;
         }
-        align.steps = 10;
-        align.eval_every = 10;
-        align.eval_images = 10;
+        align.steps = 150;
+        align.lr = 3e-4;
+        align.eval_every = 50;
+        // One sampled caption per picture: enough pictures that the best step is not noise.
+        align.eval_images = 60;
     }
 
     if stage(
