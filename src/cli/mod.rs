@@ -55,7 +55,7 @@ pub enum Command {
     /// Serve captions over HTTP: a JSON/multipart API with dynamic batching, metrics, and a
     /// web page.
     Serve(serve::ServeArgs),
-    /// Make the built-in scene world, or inspect a dataset.
+    /// Make the built-in scene world, fetch a dataset from URL lists, or inspect a dataset.
     Data(data::DataArgs),
     /// Time a training step and greedy generation on the reference benchmark model.
     Bench(bench::BenchArgs),
