@@ -139,7 +139,12 @@ fn handle(stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) {
             b"<html><body>not a picture</body></html>",
         ),
         ["text"] => respond(&stream, "200 OK", &ct("text/html"), b"<html></html>"),
-        ["huge"] => respond(&stream, "200 OK", &ct("image/png"), &huge_png_header()),
+        ["huge"] => respond(
+            &stream,
+            "200 OK",
+            &ct("image/png"),
+            &common::png_header_only(20000, 20000),
+        ),
         ["big"] => respond(&stream, "200 OK", &ct("image/png"), &vec![7u8; 3 << 20]),
         ["tiny"] => respond(
             &stream,
@@ -149,43 +154,6 @@ fn handle(stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) {
         ),
         _ => respond(&stream, "404 Not Found", &ct("text/plain"), b"no"),
     }
-}
-
-/// A PNG declaring 20000×20000 pixels with almost no data (a decompression bomb's shape).
-fn huge_png_header() -> Vec<u8> {
-    let crc = |bytes: &[u8]| {
-        let mut c = !0u32;
-        for &b in bytes {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    };
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (
-            &b"IHDR"[..],
-            [20000u32.to_be_bytes(), 20000u32.to_be_bytes()]
-                .concat()
-                .into_iter()
-                .chain([8, 2, 0, 0, 0])
-                .collect::<Vec<u8>>(),
-        ),
-        (&b"IDAT"[..], vec![0x78, 0x9c, 0x03, 0x00]),
-        (&b"IEND"[..], vec![]),
-    ] {
-        out.extend((data.len() as u32).to_be_bytes());
-        let body = [kind, &data].concat();
-        out.extend(&body);
-        out.extend(crc(&body).to_be_bytes());
-    }
-    out
 }
 
 impl Server {

@@ -30,7 +30,7 @@ use crate::model::{Captioner, DecodeOptions};
 use crate::train::data::EpochOrder;
 use crate::train::optim::{Accumulated, AdamW};
 use crate::train::sft::FACTUAL;
-use crate::util::{progress_bar, write_json};
+use crate::util::{model_dir, progress_bar, write_json};
 
 /// What one step measured, logged to `metrics.jsonl`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -99,14 +99,6 @@ pub struct Aligner {
     plain: Device,
 }
 
-fn base_dir(base: &Path) -> PathBuf {
-    if base.join("model").join("config.json").is_file() {
-        base.join("model")
-    } else {
-        base.to_path_buf()
-    }
-}
-
 impl Aligner {
     pub fn new(config: AlignConfig, run: &Path, device: &Device) -> Result<Self> {
         if run.join("config.json").exists() {
@@ -118,7 +110,7 @@ impl Aligner {
         device.seed(config.seed);
         let plain = device.clone();
         let ad = device.clone().autodiff();
-        let base = LoadedCaptioner::load(&base_dir(&config.base), &plain)
+        let base = LoadedCaptioner::load(&model_dir(&config.base), &plain)
             .with_context(|| format!("loading the base captioner {}", config.base.display()))?;
         let (critic, critic_tokenizer) = Critic::load(&config.critic, &plain)
             .with_context(|| format!("loading the critic {}", config.critic.display()))?;

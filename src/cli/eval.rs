@@ -12,6 +12,7 @@ use crate::data::records::LoadOptions;
 use crate::data::world::Split;
 use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
 use crate::train::data::{load_captions, CaptionSource};
+use crate::util::model_dir;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -91,13 +92,4 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         print!("{}", render(&result));
     }
     Ok(())
-}
-
-/// A run folder's `model/`, or the folder itself.
-pub fn model_dir(path: &std::path::Path) -> PathBuf {
-    if path.join("model").join("config.json").is_file() {
-        path.join("model")
-    } else {
-        path.to_path_buf()
-    }
 }

@@ -309,14 +309,30 @@ fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Ve
     if let Some(a) = &aligned {
         models.push(("aligned", a));
     }
-    // captions[model][style][image]
+    // captions[model][style][image], and the judge's probability of that style for each
+    // (one judge pass per model and style).
     let mut captions = Vec::new();
+    let mut judged = Vec::new();
     for (_, m) in &models {
-        let mut per_style = Vec::new();
+        let (mut per_style, mut judged_style) = (Vec::new(), Vec::new());
         for s in &styles {
-            per_style.push(m.caption(&images, s, &opts, device)?);
+            let texts = m.caption(&images, s, &opts, device)?;
+            let p = match &judge {
+                Some(j) => match j.critic.style_index(s) {
+                    Ok(t) => {
+                        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                        let probs = j.critic.probabilities(&j.tokenizer, &refs, device)?;
+                        probs.iter().map(|p| Some(p[t])).collect()
+                    }
+                    Err(_) => vec![None; texts.len()],
+                },
+                None => vec![None; texts.len()],
+            };
+            per_style.push(texts);
+            judged_style.push(p);
         }
         captions.push(per_style);
+        judged.push(judged_style);
     }
     let mut h = String::new();
     let mut examples_out = Vec::new();
@@ -336,13 +352,8 @@ fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Ve
             for (mi, _) in models.iter().enumerate() {
                 let text = &captions[mi][si][i];
                 let mut meta = Vec::new();
-                if let Some(j) = &judge {
-                    let p = j
-                        .critic
-                        .probabilities(&j.tokenizer, &[text.as_str()], device)?;
-                    if let Ok(t) = j.critic.style_index(s) {
-                        meta.push(format!("judge {:.2}", p[0][t]));
-                    }
+                if let Some(p) = judged[mi][si][i] {
+                    meta.push(format!("judge {p:.2}"));
                 }
                 if let Some(scene) = &e.scene {
                     meta.push(format!(

@@ -22,6 +22,7 @@ use super::config::ServeConfig;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::critic::Critic;
+use crate::data::rng::Rng;
 use crate::data::tokenizer::TextTokenizer;
 use crate::eval::captioner::LoadedCaptioner;
 use crate::model::generate::{argmax, decode_rows, sample_token};
@@ -213,14 +214,6 @@ fn worker(engine: Engine, rx: Receiver<Job>, config: ServeConfig, metrics: Arc<M
     }
 }
 
-/// splitmix64: independent streams for (request seed, row).
-fn mix(seed: u64, row: u64) -> u64 {
-    let mut z = seed ^ row.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>> {
     let LoadedCaptioner {
         model, tokenizer, ..
@@ -250,7 +243,7 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
                 let stream = (si * j.n + k) as u64;
                 pickers.push((
                     j.decoding,
-                    StdRng::seed_from_u64(mix(j.decoding.seed, stream)),
+                    StdRng::seed_from_u64(Rng::for_item(j.decoding.seed, 0, stream).next_u64()),
                 ));
             }
         }
