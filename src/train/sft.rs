@@ -330,6 +330,7 @@ impl Trainer {
     /// names a pair held out of training, or the data is not the built-in world.
     fn picture_of_mentions(&self, text: &str, rng: &mut Rng) -> Option<RgbImage> {
         use crate::data::world::checker::{claimed_facts, Fact};
+        use crate::data::world::lexicon::Concept;
         use crate::data::world::scene::{Column, Row, SceneObject, Size};
         use crate::data::world::{Background, Colour, Kind};
         let CaptionSource::World { world, .. } = &self.data.train else {
@@ -337,7 +338,21 @@ impl Trainer {
         };
         let facts = claimed_facts(&self.lexicon, text);
         let mut background = None;
-        let mut objects: Vec<(Kind, Option<Colour>)> = Vec::new();
+        // Objects in the order the sentence names them, which is left to right in the picture.
+        let mut objects: Vec<(Kind, Option<Colour>)> = self
+            .lexicon
+            .mentions(text)
+            .iter()
+            .filter_map(|m| match m.concept {
+                Concept::Kind(k) => Some(k),
+                _ => None,
+            })
+            .fold(Vec::new(), |mut kinds, k| {
+                if !kinds.contains(&(k, None)) {
+                    kinds.push((k, None));
+                }
+                kinds
+            });
         for f in &facts {
             match *f {
                 Fact::Background(b) => background = Some(b),
@@ -358,6 +373,8 @@ impl Trainer {
             .flat_map(|&c| Row::ALL.iter().map(move |&r| (c, r)))
             .collect();
         rng.shuffle(&mut slots);
+        slots.truncate(objects.len());
+        slots.sort();
         let mut scene_objects = Vec::new();
         for ((kind, colour), (column, row)) in objects.into_iter().zip(slots) {
             let colour = match colour {

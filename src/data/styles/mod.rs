@@ -25,7 +25,7 @@ pub const WORLD_RATE: f32 = 0.2;
 pub fn builtin_corpora(n: usize, seed: u64) -> Vec<Vec<String>> {
     use rayon::prelude::*;
     let styles: Vec<StyleWords> = vocab::VOCABULARIES.iter().map(StyleWords::new).collect();
-    let lengths = LengthProfile::pooled(&styles, seed, WORLD_RATE);
+    let lengths = LengthProfile::pooled(&styles, seed);
     styles
         .par_iter()
         .enumerate()
