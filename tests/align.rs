@@ -159,5 +159,11 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         log.lines().filter(|l| l.contains("\"kl\"")).count() == 2,
         "{log}"
     );
+    // The supervised anchor (on by default) ran in every step.
+    for line in log.lines().filter(|l| l.contains("\"kl\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ptx = v["ptx_loss"].as_f64().unwrap();
+        assert!(ptx.is_finite() && ptx > 0.0, "{line}");
+    }
     assert!(out.join("model/model.safetensors").is_file());
 }

@@ -41,5 +41,5 @@ for n in ["reinforce", "reinforce-baseline", "scst", "grpo", "ppo", "ablation"]:
         continue
     st, sk, _ = metrics(p)
     secs = float(open(p + ".time").read().split()[-1])
-    label = "rloo without content reward and KL (ablation)" if n == "ablation" else n
+    label = "rloo without content reward, KL and anchor (ablation)" if n == "ablation" else n
     print(row(label, json.load(open(p + ".eval.json")), f"{secs:.0f}", st, sk))

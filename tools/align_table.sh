@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-algorithm alignment table (issue 5): from a finished demo folder (its base, critic and
 # judge), align with each algorithm at default settings, plus an RLOO ablation without the
-# content reward and KL, evaluate each with the judge on 100 test pictures, and print a
+# content reward, KL and supervised anchor, evaluate each with the judge on 100 test pictures, and print a
 # markdown table. The demo's own alignment is the RLOO row. About 20 minutes on 2 cores.
 # Usage: tools/align_table.sh DEMO_DIR [WORK_DIR]
 set -euo pipefail
@@ -26,5 +26,5 @@ run reinforce-baseline --algo reinforce-baseline
 run scst --algo scst
 run grpo --algo grpo
 run ppo --algo ppo
-run ablation --algo rloo --w-content 0 --beta 0 --target-kl 0
+run ablation --algo rloo --w-content 0 --beta 0 --target-kl 0 --ptx-coef 0
 python3 tools/align_table.py "$demo" "$work"

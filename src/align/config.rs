@@ -78,6 +78,12 @@ pub struct AlignConfig {
     pub max_ratio: f32,
     /// Stop after this many skipped (non-finite) batches in a row.
     pub max_bad_batches: usize,
+    /// Weight of a supervised anchor in the loss: teacher-forced cross-entropy on the plain
+    /// captions of `ptx_images` training pictures per step (the "PPO-ptx" mix of Ouyang et
+    /// al. 2022), so the shared decoder keeps reading pictures while the styles move. 0 turns
+    /// it off.
+    pub ptx_coef: f32,
+    pub ptx_images: usize,
     /// Train the vision encoder too (default: only the decoder side).
     pub train_encoder: bool,
     /// Start each target style's prefix as this blend of its own prefix and the factual one
@@ -125,6 +131,8 @@ impl Default for AlignConfig {
             ppo_minibatches: 2,
             max_ratio: 20.0,
             max_bad_batches: 5,
+            ptx_coef: 1.0,
+            ptx_images: 8,
             train_encoder: false,
             prefix_blend: 1.0,
             optimizer: AdamWConfig {

@@ -30,6 +30,7 @@ use crate::model::{Captioner, DecodeOptions};
 use crate::train::data::EpochOrder;
 use crate::train::optim::{Accumulated, AdamW};
 use crate::train::sft::FACTUAL;
+use crate::train::step::{batch_loss, teacher_forcing, CaptionBatch};
 use crate::util::{model_dir, progress_bar, write_json};
 
 /// What one step measured, logged to `metrics.jsonl`.
@@ -46,6 +47,8 @@ pub struct StepLog {
     pub beta: f64,
     pub entropy: f32,
     pub loss: f32,
+    /// The supervised anchor's cross-entropy (0 when off).
+    pub ptx_loss: f32,
     pub clip_fraction: f32,
     pub approx_kl: f32,
     pub skipped: usize,
@@ -90,6 +93,7 @@ pub struct Aligner {
     styles: Vec<(String, usize, usize)>,
     world: World,
     order: EpochOrder,
+    ptx_order: EpochOrder,
     optim: AdamW,
     kl: AdaptiveKl,
     baseline: MovingBaseline,
@@ -161,6 +165,7 @@ impl Aligner {
         });
         Ok(Aligner {
             order: EpochOrder::new(config.seed, 31, config.world_train),
+            ptx_order: EpochOrder::new(config.seed, 37, config.world_train),
             optim: AdamW::new(config.optimizer.clone()),
             kl: AdaptiveKl {
                 beta: config.beta,
@@ -363,6 +368,8 @@ impl Aligner {
             }
         };
 
+        let ptx = self.ptx_batch()?;
+
         // The update: one pass (REINFORCE family, GRPO) or PPO epochs over minibatches.
         let (epochs, minibatches) = if c.algo == Algo::Ppo {
             (c.ppo_epochs.max(1), c.ppo_minibatches.max(1))
@@ -372,6 +379,7 @@ impl Aligner {
         let (mut loss_sum, mut entropy, mut clipped, mut counted, mut approx_kl) =
             (0f32, 0f32, 0f32, 0f32, 0f32);
         let mut skipped = 0;
+        let (mut ptx_sum, mut ptx_count) = (0f32, 0f32);
         let mut order: Vec<usize> = (0..n).collect();
         for epoch in 0..epochs {
             if epoch > 0 {
@@ -424,6 +432,15 @@ impl Aligner {
                 } else {
                     pg_loss(logp, mask, adv)
                 };
+                let loss = match &ptx {
+                    Some(batch) => {
+                        let ce = batch_loss(&self.policy, batch);
+                        ptx_sum += ce.clone().into_scalar::<f32>();
+                        ptx_count += 1.0;
+                        loss + ce * c.ptx_coef
+                    }
+                    None => loss,
+                };
                 let value = loss.clone().into_scalar::<f32>();
                 let grads = loss.backward();
                 let mut acc = Accumulated::default();
@@ -469,6 +486,11 @@ impl Aligner {
             beta,
             entropy,
             loss: loss_sum / (epochs * minibatches) as f32,
+            ptx_loss: if ptx_count > 0.0 {
+                ptx_sum / ptx_count
+            } else {
+                0.0
+            },
             clip_fraction: if counted > 0.0 {
                 clipped / counted
             } else {
@@ -483,6 +505,43 @@ impl Aligner {
             tokens_per_s: ntok as f32 / started.elapsed().as_secs_f32(),
             elapsed_s: 0.0,
         })
+    }
+
+    /// The supervised anchor's batch for this step: training pictures (their own epoch
+    /// order) with their plain captions, in the factual style. None when the anchor is off.
+    fn ptx_batch(&self) -> Result<Option<CaptionBatch>> {
+        let c = &self.config;
+        if c.ptx_coef == 0.0 || c.ptx_images == 0 {
+            return Ok(None);
+        }
+        let examples: Vec<_> = (0..c.ptx_images)
+            .map(|i| {
+                let id = self.ptx_order.at(self.step * c.ptx_images + i);
+                self.world.example(Split::Train, id as u64)
+            })
+            .collect();
+        let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
+        let captions = examples
+            .iter()
+            .map(|e| {
+                let mut ids = self.tokenizer.encode(&e.captions[0])?;
+                ids.truncate(c.max_new_tokens);
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let eot = self.policy.config.decoder_start_token_id;
+        let (input_ids, targets, mask) = teacher_forcing(&captions, eot, eot, eot, &self.device);
+        let factual = self.policy.config.style_index(FACTUAL)? as i64;
+        Ok(Some(CaptionBatch {
+            pixel_values: self.preprocess.batch(&images, &self.device)?,
+            styles: Some(Tensor::from_data(
+                TensorData::new(vec![factual; images.len()], [images.len()]),
+                &self.device,
+            )),
+            input_ids,
+            targets,
+            mask,
+        }))
     }
 
     /// Mean reward terms of sampled captions on fixed validation images (each in one style).

@@ -53,6 +53,10 @@ pub struct AlignArgs {
     pub w_style: Option<f32>,
     #[arg(long)]
     pub w_content: Option<f32>,
+    /// Weight of the supervised anchor (cross-entropy on plain captions of training pictures
+    /// each step, keeping the decoder's reading of pictures); 0 turns it off.
+    #[arg(long)]
+    pub ptx_coef: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long)]
@@ -85,6 +89,7 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
         style_reward,
         w_style,
         w_content,
+        ptx_coef,
         seed
     );
     if let Some(t) = a.target_kl {

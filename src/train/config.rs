@@ -130,7 +130,7 @@ impl Default for TrainConfig {
             style_batch_size: 8,
             style_image_rate: 0.0,
             pair_world_mentions: true,
-            world_mention_share: Some(0.5),
+            world_mention_share: Some(0.85),
             first_caption_rate: 1.0,
             grad_accum: 1,
             data_parallel: 2,
