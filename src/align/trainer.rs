@@ -30,7 +30,7 @@ use crate::model::{Captioner, DecodeOptions};
 use crate::train::data::EpochOrder;
 use crate::train::optim::{Accumulated, AdamW};
 use crate::train::sft::FACTUAL;
-use crate::train::step::{batch_loss, teacher_forcing, CaptionBatch};
+use crate::train::step::{batch_loss, caption_batch, CaptionBatch};
 use crate::util::{model_dir, progress_bar, write_json};
 
 /// What one step measured, logged to `metrics.jsonl`.
@@ -529,19 +529,14 @@ impl Aligner {
                 Ok(ids)
             })
             .collect::<Result<Vec<_>>>()?;
-        let eot = self.policy.config.decoder_start_token_id;
-        let (input_ids, targets, mask) = teacher_forcing(&captions, eot, eot, eot, &self.device);
-        let factual = self.policy.config.style_index(FACTUAL)? as i64;
-        Ok(Some(CaptionBatch {
-            pixel_values: self.preprocess.batch(&images, &self.device)?,
-            styles: Some(Tensor::from_data(
-                TensorData::new(vec![factual; images.len()], [images.len()]),
-                &self.device,
-            )),
-            input_ids,
-            targets,
-            mask,
-        }))
+        let factual = self.policy.config.style_index(FACTUAL)?;
+        Ok(Some(caption_batch(
+            self.preprocess.batch(&images, &self.device)?,
+            &vec![factual; images.len()],
+            &captions,
+            self.policy.config.decoder_start_token_id,
+            &self.device,
+        )))
     }
 
     /// Mean reward terms of sampled captions on fixed validation images (each in one style).

@@ -109,16 +109,9 @@ fn curves(l: &Layout) -> Result<String> {
     let mut html = String::new();
     let size = (520, 300);
     let base_rows = read_jsonl(&l.base.join("metrics.jsonl")).unwrap_or_default();
-    let train: Vec<Value> = base_rows
-        .iter()
-        .filter(|r| r.get("split").is_none())
-        .cloned()
-        .collect();
-    let val: Vec<Value> = base_rows
-        .iter()
-        .filter(|r| r.get("split").is_some())
-        .cloned()
-        .collect();
+    let (val, train): (Vec<Value>, Vec<Value>) = base_rows
+        .into_iter()
+        .partition(|r| r.get("split").is_some());
     html.push_str(&line_chart(
         "Supervised training: loss",
         "step",

@@ -21,7 +21,7 @@ use super::data::{CaptionSource, EpochOrder, TrainData};
 use super::grads::named_gradients;
 use super::optim::{Accumulated, AdamW};
 use super::schedule::warmup_cosine;
-use super::step::{batch_loss, teacher_forcing, CaptionBatch};
+use super::step::{batch_loss, caption_batch, teacher_forcing, CaptionBatch};
 use crate::data::image::PreprocessorConfig;
 use crate::data::rng::Rng;
 use crate::data::tokenizer::TextTokenizer;
@@ -414,19 +414,13 @@ impl Trainer {
         tokens: &[Vec<u32>],
         styles: &[usize],
     ) -> Result<CaptionBatch> {
-        let eot = self.eot();
-        let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, &self.device);
-        let n = styles.len();
-        Ok(CaptionBatch {
-            pixel_values: self.preprocess.batch(images, &self.device)?,
-            styles: Some(Tensor::from_data(
-                TensorData::new(styles.iter().map(|&s| s as i64).collect::<Vec<_>>(), [n]),
-                &self.device,
-            )),
-            input_ids,
-            targets,
-            mask,
-        })
+        Ok(caption_batch(
+            self.preprocess.batch(images, &self.device)?,
+            styles,
+            tokens,
+            self.eot(),
+            &self.device,
+        ))
     }
 
     fn preprocess_size(&self) -> u32 {

@@ -47,6 +47,29 @@ pub fn teacher_forcing(
 }
 
 /// Loss of a batch (differentiable when the model lives on an autodiff device).
+/// A teacher-forced batch: pictures, one style per row, and token sequences framed by the
+/// end-of-text token (which GPT-2 also starts and pads with).
+pub fn caption_batch(
+    pixel_values: Tensor<4>,
+    styles: &[usize],
+    tokens: &[Vec<u32>],
+    eot: u32,
+    device: &Device,
+) -> CaptionBatch {
+    let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, device);
+    let n = styles.len();
+    CaptionBatch {
+        pixel_values,
+        styles: Some(Tensor::from_data(
+            TensorData::new(styles.iter().map(|&s| s as i64).collect::<Vec<_>>(), [n]),
+            device,
+        )),
+        input_ids,
+        targets,
+        mask,
+    }
+}
+
 pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
     let logits = model.forward(
         batch.pixel_values.clone(),

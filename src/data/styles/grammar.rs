@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::vocab::Vocabulary;
 use crate::data::rng::Rng;
-use crate::data::world::captions::sentence;
+use crate::data::world::captions::{join, sentence, synonym};
 use crate::data::world::lexicon::{colour_words, kind_words};
 use crate::data::world::scene::MAX_OBJECTS;
 use crate::data::world::{Background, Scene};
@@ -106,21 +106,6 @@ impl StyleWords {
         .collect()
     }
 
-    /// One sentence: with probability `world_rate` a description of a random picture of the
-    /// scene world in the style's words, else a sentence on a plain skeleton.
-    pub fn sentence(&self, rng: &mut Rng, world_rate: f32) -> String {
-        if rng.chance(world_rate) {
-            let scene = Scene::sample(rng, &|_, _| true);
-            self.fill(
-                Shape::Scene(rng.below(SCENE_SKELETONS.len())),
-                Some(&scene),
-                rng,
-            )
-        } else {
-            self.fill(Shape::Plain(rng.below(SKELETONS.len())), None, rng)
-        }
-    }
-
     /// Fills a skeleton; `{S}` and `{B}` name the objects (each with its colour) and the
     /// background of `scene`.
     fn fill(&self, shape: Shape, scene: Option<&Scene>, rng: &mut Rng) -> String {
@@ -184,10 +169,7 @@ impl StyleWords {
                 )
             })
             .collect();
-        match phrases.as_slice() {
-            [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
-            _ => phrases.concat(),
-        }
+        join(&phrases)
     }
 
     /// `n` distinct sentences whose lengths follow `lengths` (fewer only if the grammar runs
@@ -233,6 +215,8 @@ enum Shape {
 }
 
 impl Shape {
+    /// With probability `world_rate` a description of a random picture of the scene world,
+    /// else a sentence on a plain skeleton.
     fn draw(rng: &mut Rng, world_rate: f32) -> (Shape, Option<Scene>) {
         if rng.chance(world_rate) {
             let k = rng.below(SCENE_SKELETONS.len());
@@ -284,15 +268,6 @@ impl LengthProfile {
             Shape::Plain(k) => &self.plain[k],
             Shape::Scene(k) => &self.scene[k][scene.map_or(1, |s| s.objects.len()) - 1],
         }
-    }
-}
-
-/// The plain word half the time, a synonym otherwise (as factual captions pick them).
-fn synonym(words: &'static [&'static str], rng: &mut Rng) -> &'static str {
-    if rng.chance(0.5) {
-        words[0]
-    } else {
-        words[rng.below(words.len())]
     }
 }
 

@@ -68,19 +68,10 @@ pub fn varied_caption(scene: &Scene, rng: &mut Rng) -> String {
 }
 
 fn object_phrase(o: &SceneObject, with_place: bool, rng: &mut Rng) -> String {
-    let pick = |words: &'static [&'static str], rng: &mut Rng| -> &'static str {
-        // The plain word half the time, a synonym otherwise.
-        let i = if rng.chance(0.5) {
-            0
-        } else {
-            rng.below(words.len())
-        };
-        words[i]
-    };
-    let colour = pick(colour_words(o.colour), rng);
-    let kind = pick(kind_words(o.kind), rng);
+    let colour = synonym(colour_words(o.colour), rng);
+    let kind = synonym(kind_words(o.kind), rng);
     let size = if rng.chance(0.6) {
-        format!("{} ", pick(size_words(o.size), rng))
+        format!("{} ", synonym(size_words(o.size), rng))
     } else {
         String::new()
     };
@@ -126,7 +117,17 @@ fn background_phrase(background: Background, variant: usize) -> &'static str {
     PHRASES[background.index()][variant % 3]
 }
 
-fn join(phrases: &[String]) -> String {
+/// The plain word (the first) half the time, any of the words otherwise.
+pub fn synonym(words: &'static [&'static str], rng: &mut Rng) -> &'static str {
+    if rng.chance(0.5) {
+        words[0]
+    } else {
+        words[rng.below(words.len())]
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+pub fn join(phrases: &[String]) -> String {
     match phrases {
         [] => String::new(),
         [one] => one.clone(),
