@@ -249,12 +249,14 @@ impl Aligner {
     }
 
     /// Teacher-forced log-probabilities of the sampled tokens `[N, T]` under `model` (with
-    /// gradient when it lives on the autodiff device), the token mask, and the mean entropy.
+    /// gradient when `differentiable`; the model must then live on the autodiff device), the
+    /// token mask, and the mean entropy.
     fn token_logprobs(
         model: &Captioner,
         encoded: &EncodedImages,
         rows: &[usize],
         rollout: &Rollout,
+        differentiable: bool,
         device: &Device,
     ) -> (Tensor<2>, Tensor<2>, f32) {
         let styles: Vec<usize> = rows.iter().map(|&r| rollout.styles[r]).collect();
@@ -266,13 +268,14 @@ impl Aligner {
             device,
         ));
         let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
-        let (picked, mask, logp) =
-            score::token_logprobs(model, &enc, Some(index(&styles, device)), &tokens, device);
-        let [n, t] = picked.dims();
-        let entropy = (logp.clone().detach().exp() * logp.detach())
-            .sum_dim(2)
-            .reshape([n, t])
-            .neg();
+        let (picked, mask, entropy) = score::token_logprobs(
+            model,
+            &enc,
+            Some(index(&styles, device)),
+            &tokens,
+            differentiable,
+            device,
+        );
         let entropy = ((entropy * mask.clone()).sum() / mask.clone().sum().clamp_min(1.0))
             .into_scalar::<f32>();
         (picked, mask, entropy)
@@ -320,6 +323,7 @@ impl Aligner {
             &reference_encoded,
             &all,
             &rollout,
+            false,
             &self.plain,
         );
         let refs: Vec<&[u32]> = rollout.tokens.iter().map(Vec::as_slice).collect();
@@ -389,8 +393,14 @@ impl Aligner {
                 let rows = mb.to_vec();
                 // Encoded afresh each time: every update changes the cross-attention keys.
                 let encoded = self.policy.encode(rollout.pixels.clone());
-                let (logp, mask, ent) =
-                    Self::token_logprobs(&self.policy, &encoded, &rows, &rollout, &self.device);
+                let (logp, mask, ent) = Self::token_logprobs(
+                    &self.policy,
+                    &encoded,
+                    &rows,
+                    &rollout,
+                    true,
+                    &self.device,
+                );
                 entropy = ent;
                 let [m, t] = logp.dims();
                 let adv: Vec<f32> = rows.iter().map(|&r| advantages[r]).collect();

@@ -12,7 +12,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::layers::{
-    attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation, ActivationName,
+    apply_linear, attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation,
+    ActivationName,
 };
 
 /// `config.json` of a BERT-family model.
@@ -209,20 +210,20 @@ impl BertModel {
         let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
         for layer in &self.encoder.layer {
             let sa = &layer.attention.self_;
-            let q = split_heads(sa.query.forward(x.clone()), self.n_head);
-            let k = split_heads(sa.key.forward(x.clone()), self.n_head);
-            let v = split_heads(sa.value.forward(x.clone()), self.n_head);
+            let q = split_heads(apply_linear(&sa.query, x.clone()), self.n_head);
+            let k = split_heads(apply_linear(&sa.key, x.clone()), self.n_head);
+            let v = split_heads(apply_linear(&sa.value, x.clone()), self.n_head);
             let attn = merge_heads(attend(q, k, v, Some(&padding), false, scale));
             let out = &layer.attention.output;
-            x = out.LayerNorm.forward(out.dense.forward(attn) + x);
+            x = out.LayerNorm.forward(apply_linear(&out.dense, attn) + x);
             let h = self
                 .act
                 .0
-                .forward(layer.intermediate.dense.forward(x.clone()));
+                .forward(apply_linear(&layer.intermediate.dense, x.clone()));
             x = layer
                 .output
                 .LayerNorm
-                .forward(layer.output.dense.forward(h) + x);
+                .forward(apply_linear(&layer.output.dense, h) + x);
         }
         x
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bert::{BertConfig, BertModel};
 use crate::data::tokenizer::TextTokenizer;
-use crate::model::layers::linear;
+use crate::model::layers::{apply_linear, linear};
 use crate::model::weights::{collect_module, load_module, write_safetensors, SafetensorsFile};
 use crate::util::{read_json, write_json};
 
@@ -62,7 +62,7 @@ impl Critic {
         let m = mask.float().reshape([b, t, 1]);
         let pooled = (h * m.clone()).sum_dim(1).reshape([b, d])
             / m.sum_dim(1).reshape([b, 1]).clamp_min(1.0);
-        self.classifier.forward(pooled)
+        apply_linear(&self.classifier, pooled)
     }
 
     pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::gpt2::{DecoderCache, Gpt2Config, Gpt2LmHeadModel, KeyValue};
-use super::layers::linear;
+use super::layers::{apply_linear, linear};
 use super::vision::{VisionConfig, VisionEncoder};
 use super::weights::{
     collect_module, load_module, unused_tensors, write_safetensors, SafetensorsFile,
@@ -248,7 +248,7 @@ impl Captioner {
     pub fn encode_hidden(&self, pixel_values: Tensor<4>) -> Tensor<3> {
         let h = self.encoder.forward(pixel_values);
         match &self.enc_to_dec_proj {
-            Some(p) => p.forward(h),
+            Some(p) => apply_linear(p, h),
             None => h,
         }
     }
@@ -285,6 +285,18 @@ impl Captioner {
         ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
+        self.decoder
+            .lm_head(self.hidden_encoded(encoded, styles, ids, attention_mask))
+    }
+
+    /// The decoder's final states `[B, T, D]` under [`Self::forward_encoded`]'s logits.
+    pub fn hidden_encoded(
+        &self,
+        encoded: &EncodedImages,
+        styles: Option<Tensor<1, Int>>,
+        ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
         let [b, t] = ids.dims();
         let has_prefix = styles.is_some() && self.style_prefix.is_some();
         let k = if has_prefix { self.prefix_len() } else { 0 };
@@ -303,8 +315,11 @@ impl Captioner {
         let h = self
             .decoder
             .forward_hidden(x, padding.as_ref(), Some(&encoded.cross), None);
-        let h = if k > 0 { h.narrow(1, k, t) } else { h };
-        self.decoder.lm_head(h)
+        if k > 0 {
+            h.narrow(1, k, t)
+        } else {
+            h
+        }
     }
 
     pub fn forward(
@@ -316,6 +331,18 @@ impl Captioner {
     ) -> Tensor<3> {
         let encoded = self.encode(pixel_values);
         self.forward_encoded(&encoded, styles, ids, attention_mask)
+    }
+
+    /// The decoder's final states `[B, T, D]` under [`Self::forward`]'s logits.
+    pub fn hidden(
+        &self,
+        pixel_values: Tensor<4>,
+        styles: Option<Tensor<1, Int>>,
+        ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let encoded = self.encode(pixel_values);
+        self.hidden_encoded(&encoded, styles, ids, attention_mask)
     }
 
     /// Starts incremental decoding: runs the prefix and start token through the decoder and

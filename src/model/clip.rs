@@ -14,7 +14,8 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation, ActivationName,
+    apply_linear, attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation,
+    ActivationName,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,14 +194,15 @@ impl ClipVisionModel {
         for layer in &vm.encoder.layers {
             let hs = layer.layer_norm1.forward(x.clone());
             let a = &layer.self_attn;
-            let q = split_heads(a.q_proj.forward(hs.clone()), self.n_head);
-            let k = split_heads(a.k_proj.forward(hs.clone()), self.n_head);
-            let v = split_heads(a.v_proj.forward(hs), self.n_head);
-            x = x + a
-                .out_proj
-                .forward(merge_heads(attend(q, k, v, None, false, scale)));
-            let hs = layer.mlp.fc1.forward(layer.layer_norm2.forward(x.clone()));
-            x = x + layer.mlp.fc2.forward(self.act.0.forward(hs));
+            let q = split_heads(apply_linear(&a.q_proj, hs.clone()), self.n_head);
+            let k = split_heads(apply_linear(&a.k_proj, hs.clone()), self.n_head);
+            let v = split_heads(apply_linear(&a.v_proj, hs), self.n_head);
+            x = x + apply_linear(
+                &a.out_proj,
+                merge_heads(attend(q, k, v, None, false, scale)),
+            );
+            let hs = apply_linear(&layer.mlp.fc1, layer.layer_norm2.forward(x.clone()));
+            x = x + apply_linear(&layer.mlp.fc2, self.act.0.forward(hs));
         }
         x
     }

@@ -8,7 +8,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    attend, embedding, layer_norm, merge_heads, split_heads, Activation, ActivationName, Conv1D,
+    attend, dense, embedding, layer_norm, merge_heads, split_heads, Activation, ActivationName,
+    Conv1D,
 };
 
 /// The fields of transformers' `GPT2Config` that change the computation; every other field of
@@ -382,7 +383,12 @@ impl Gpt2LmHeadModel {
 
     /// Logits through the tied LM head.
     pub fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
-        burn::tensor::module::linear(hidden, self.transformer.wte.weight.val().transpose(), None)
+        dense(hidden, self.lm_head_weight().transpose(), None)
+    }
+
+    /// The LM head's weight `[V, D]`: the token embeddings (tied, as in GPT-2).
+    pub fn lm_head_weight(&self) -> Tensor<2> {
+        self.transformer.wte.weight.val()
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]`; `attention_mask` is transformers' (1 = keep).

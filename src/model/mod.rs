@@ -6,6 +6,7 @@ pub mod clip;
 pub mod generate;
 pub mod gpt2;
 pub mod layers;
+pub mod lm_head;
 pub mod pretrained;
 pub mod score;
 pub mod vision;

@@ -2,21 +2,23 @@
 //! captions in the RL stage, and perplexity and KL under the base captioner in evaluation.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 use super::captioner::{Captioner, EncodedImages};
+use super::lm_head;
 
 /// Log-probability of each token of `tokens[i]` (the end token included when present)
 /// given row `i` of `encoded` and its style: `[N, T]` (zero past each caption), the mask
-/// `[N, T]`, and the full log-softmax `[N, T, V]`. Differentiable when `model` is on an
-/// autodiff device.
+/// `[N, T]`, and the entropy of the predicted distribution at each position `[N, T]`.
+/// Differentiable in the model's parameters when `differentiable` (the model must then live
+/// on an autodiff device); through the fused LM head, so no `[N, T, V]` tensor is taped.
 pub fn token_logprobs(
     model: &Captioner,
     encoded: &EncodedImages,
     styles: Option<Tensor<1, Int>>,
     tokens: &[&[u32]],
+    differentiable: bool,
     device: &Device,
-) -> (Tensor<2>, Tensor<2>, Tensor<3>) {
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let start = model.config.decoder_start_token_id as i64;
     let t = tokens.iter().map(|c| c.len()).max().unwrap_or(1).max(1);
     let n = tokens.len();
@@ -35,13 +37,15 @@ pub fn token_logprobs(
     let ids = Tensor::<2, Int>::from_data(TensorData::new(inputs, [n, t]), device);
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, t]), device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [n, t]), device);
-    let logits = model.forward_encoded(encoded, styles, ids, None);
-    let logp = log_softmax(logits, 2);
-    let picked = logp
-        .clone()
-        .gather(2, targets.reshape([n, t, 1]))
-        .reshape([n, t]);
-    (picked * mask.clone(), mask, logp)
+    let hidden = model.hidden_encoded(encoded, styles, ids, None);
+    let out = lm_head::token_logprobs(
+        hidden,
+        model.decoder.lm_head_weight(),
+        targets,
+        mask.clone(),
+        differentiable,
+    );
+    (out.picked, mask, out.entropy)
 }
 
 /// Host rows of a masked `[N, T]` tensor, each cut to its caption's length.
@@ -74,6 +78,6 @@ pub fn caption_logprobs(
         Tensor::<1, Int>::from_data(TensorData::new(ids, [s.len()]), &device)
     });
     let refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
-    let (picked, _, _) = token_logprobs(model, &encoded, styles, &refs, &device);
+    let (picked, _, _) = token_logprobs(model, &encoded, styles, &refs, false, &device);
     to_rows(picked, &refs)
 }

@@ -10,7 +10,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{attend, layer_norm, linear, merge_heads, split_heads, Activation};
+use super::layers::{
+    apply_linear, attend, layer_norm, linear, merge_heads, split_heads, Activation,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ViTConfig {
@@ -230,17 +232,17 @@ impl ViTModel {
         for layer in &self.encoder.layer {
             let h = layer.layernorm_before.forward(x.clone());
             let sa = &layer.attention.attention;
-            let q = split_heads(sa.query.forward(h.clone()), self.n_head);
-            let k = split_heads(sa.key.forward(h.clone()), self.n_head);
-            let v = split_heads(sa.value.forward(h), self.n_head);
+            let q = split_heads(apply_linear(&sa.query, h.clone()), self.n_head);
+            let k = split_heads(apply_linear(&sa.key, h.clone()), self.n_head);
+            let v = split_heads(apply_linear(&sa.value, h), self.n_head);
             let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
             let attn = merge_heads(attend(q, k, v, None, false, scale));
-            x = x + layer.attention.output.dense.forward(attn);
-            let h = layer
-                .intermediate
-                .dense
-                .forward(layer.layernorm_after.forward(x.clone()));
-            x = x + layer.output.dense.forward(self.act.0.forward(h));
+            x = x + apply_linear(&layer.attention.output.dense, attn);
+            let h = apply_linear(
+                &layer.intermediate.dense,
+                layer.layernorm_after.forward(x.clone()),
+            );
+            x = x + apply_linear(&layer.output.dense, self.act.0.forward(h));
         }
         self.layernorm.forward(x)
     }
@@ -248,10 +250,8 @@ impl ViTModel {
     /// transformers' `pooler_output`: tanh(dense(CLS)).
     pub fn pooled(&self, last_hidden: Tensor<3>) -> Option<Tensor<2>> {
         let [b, _, d] = last_hidden.dims();
-        self.pooler.as_ref().map(|p| {
-            p.dense
-                .forward(last_hidden.narrow(1, 0, 1).reshape([b, d]))
-                .tanh()
-        })
+        self.pooler
+            .as_ref()
+            .map(|p| apply_linear(&p.dense, last_hidden.narrow(1, 0, 1).reshape([b, d])).tanh())
     }
 }

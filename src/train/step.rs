@@ -3,8 +3,7 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
-use super::loss::caption_loss;
-use crate::model::Captioner;
+use crate::model::{lm_head, Captioner};
 
 /// A teacher-forced batch: decoder inputs `[start, t1..tn, pad..]`, targets
 /// `[t1..tn, end, pad..]` and the mask of target positions that count.
@@ -46,7 +45,6 @@ pub fn teacher_forcing(
     )
 }
 
-/// Loss of a batch (differentiable when the model lives on an autodiff device).
 /// A teacher-forced batch: pictures, one style per row, and token sequences framed by the
 /// end-of-text token (which GPT-2 also starts and pads with).
 pub fn caption_batch(
@@ -70,14 +68,20 @@ pub fn caption_batch(
     }
 }
 
+/// Loss of a batch (differentiable when the model lives on an autodiff device).
 pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
-    let logits = model.forward(
+    let hidden = model.hidden(
         batch.pixel_values.clone(),
         batch.styles.clone(),
         batch.input_ids.clone(),
         None,
     );
-    caption_loss(logits, batch.targets.clone(), batch.mask.clone())
+    lm_head::cross_entropy(
+        hidden,
+        model.decoder.lm_head_weight(),
+        batch.targets.clone(),
+        batch.mask.clone(),
+    )
 }
 
 /// Forward, backward and one optimizer update; returns the updated model and the loss.

@@ -1,0 +1,392 @@
+//! The tied LM head fused with what training reads from it: the cross-entropy of the
+//! supervised stage, and the log-probabilities of given tokens of the RL stage.
+//!
+//! The logits `[N, V]` (N = batch × positions, V = vocabulary) are the largest tensors of a
+//! training step. Both ops compute them off the autodiff tape, reduce each row in one pass,
+//! and hand the gradient to `hidden` `[N, D]` and `weight` `[V, D]` through closed forms:
+//! for any loss whose gradient with respect to row n of the logits is `u_n · j_n`, the
+//! gradients are `(u ⊙ J) · weight` and `(u ⊙ J)ᵀ · hidden`. That is three products of the
+//! vocabulary size, as in the composed form, and none of the element-wise passes over
+//! `[N, V]` that `log_softmax`, `gather` and their backward take. Each op is checked against
+//! the composed ops and against finite differences.
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+/// Logits `hidden · weightᵀ` as a host buffer, rows of length V, computed off the tape.
+fn logits_off_tape(hidden: &Tensor<2>, weight: &Tensor<2>) -> Vec<f32> {
+    hidden
+        .clone()
+        .detach()
+        .matmul(weight.clone().detach().transpose())
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("logits are f32")
+}
+
+fn host_ints(t: Tensor<2, Int>) -> Vec<usize> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("integer tensor")
+        .into_iter()
+        .map(|x| x as usize)
+        .collect()
+}
+
+fn host_floats(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+}
+
+/// Row maximum and log Σ exp(x − max), i.e. logsumexp = max + the second value.
+fn max_and_log_sum_exp(row: &[f32]) -> (f32, f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    (max, sum.ln())
+}
+
+/// Mean cross-entropy `cross_entropy(hidden · weightᵀ, targets, mask)` (see
+/// [`crate::train::loss::cross_entropy`]) for decoder states `hidden` `[B, T, D]` and the tied
+/// embedding matrix `weight` `[V, D]`: same value, same gradients.
+///
+/// Row n's gradient is `mask_n / count · (softmax_n − onehot(target_n))`, known in the forward
+/// pass, so the row is turned into it in place and the gradients of `hidden` and `weight` are
+/// attached with the surrogate `Σ hidden ⊙ (G·weight) + Σ weight ⊙ (Gᵀ·hidden)`, whose value
+/// is subtracted again.
+pub fn cross_entropy(
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> Tensor<1> {
+    let [b, t, d] = hidden.dims();
+    let [v, _] = weight.dims();
+    let device = hidden.device();
+    let h = hidden.reshape([b * t, d]);
+    let mut g = logits_off_tape(&h, &weight);
+    let targets = host_ints(targets);
+    let mask = host_floats(mask);
+    let count = mask.iter().sum::<f32>().max(1.0);
+
+    let losses: Vec<f32> = g
+        .par_chunks_mut(v)
+        .zip(targets.par_iter().zip(mask.par_iter()))
+        .map(|(row, (&target, &m))| {
+            let w = m / count;
+            if w == 0.0 {
+                row.fill(0.0);
+                return 0.0;
+            }
+            let (max, lse) = max_and_log_sum_exp(row);
+            let loss = w * (max + lse - row[target]);
+            let shift = max + lse;
+            row.iter_mut().for_each(|x| *x = w * (*x - shift).exp());
+            row[target] -= w;
+            loss
+        })
+        .collect();
+    // Each row's loss is already weighted by mask / count; summed in a fixed order, so the
+    // value does not depend on the thread count.
+    let value: f32 = losses.iter().sum();
+
+    let g = Tensor::<2>::from_data(TensorData::new(g, [b * t, v]), &device);
+    // `hidden` is an intermediate of the tape, not a leaf that reports `is_require_grad`, so
+    // its term is always attached; a frozen weight's product is skipped.
+    let grad_h = g.clone().matmul(weight.clone().detach());
+    let mut surrogate = (h.clone() * grad_h).sum();
+    if weight.is_require_grad() {
+        let grad_w = g.transpose().matmul(h.detach());
+        surrogate = surrogate + (weight * grad_w).sum();
+    }
+    let value = Tensor::<1>::from_data(TensorData::new(vec![value], [1]), &device);
+    surrogate.clone() - surrogate.detach() + value
+}
+
+/// Log-probabilities of given tokens under the head, and the entropy of each position.
+pub struct TokenLogprobs {
+    /// log softmax(hidden · weightᵀ)[target] `[B, T]`, zero where the mask is 0;
+    /// differentiable in `hidden` and `weight` when asked for.
+    pub picked: Tensor<2>,
+    /// Entropy of the predicted distribution at each position `[B, T]` (not differentiable).
+    pub entropy: Tensor<2>,
+}
+
+/// `log_softmax(hidden · weightᵀ).gather(targets) · mask` with its gradient, for decoder
+/// states `hidden` `[B, T, D]`, the tied embedding matrix `weight` `[V, D]`, `targets` and
+/// `mask` `[B, T]`.
+///
+/// The gradient of the picked log-probability with respect to its row of logits is
+/// `j = onehot(target) − softmax`, known in the forward pass; the loss's weight `u` on each
+/// position only comes in the backward pass. So each position is attached to the tape as the
+/// row sum of `hidden ⊙ const(J·weight) + const(hidden) ⊙ (J·weight)`, whose backward gives
+/// `(u ⊙ J)·weight` to `hidden` and `Jᵀ·(u ⊙ hidden)` to `weight`; J `[N, V]` is the one
+/// vocabulary-sized tensor kept for it. With
+/// `differentiable` false (a frozen reference model) only the values are computed.
+pub fn token_logprobs(
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    differentiable: bool,
+) -> TokenLogprobs {
+    let [b, t, d] = hidden.dims();
+    let [v, _] = weight.dims();
+    let device = hidden.device();
+    let h = hidden.reshape([b * t, d]);
+    let mut j = logits_off_tape(&h, &weight);
+    let targets = host_ints(targets);
+    let mask = host_floats(mask);
+
+    let rows: Vec<(f32, f32)> = j
+        .par_chunks_mut(v)
+        .zip(targets.par_iter().zip(mask.par_iter()))
+        .map(|(row, (&target, &m))| {
+            if m == 0.0 {
+                row.fill(0.0);
+                return (0.0, 0.0);
+            }
+            let (max, lse) = max_and_log_sum_exp(row);
+            let shift = max + lse;
+            let picked = row[target] - shift;
+            // H = −Σ p log p = shift − Σ p x.
+            let mut expected = 0.0f32;
+            for x in row.iter_mut() {
+                let p = (*x - shift).exp();
+                expected += p * *x;
+                *x = -p;
+            }
+            row[target] += 1.0;
+            (picked, shift - expected)
+        })
+        .collect();
+    let values: Vec<f32> = rows.iter().map(|r| r.0).collect();
+    let entropy: Vec<f32> = rows.iter().map(|r| r.1).collect();
+    let entropy = Tensor::<2>::from_data(TensorData::new(entropy, [b, t]), &device);
+    let values = Tensor::<2>::from_data(TensorData::new(values, [b, t]), &device);
+    if !differentiable {
+        return TokenLogprobs {
+            picked: values,
+            entropy,
+        };
+    }
+
+    let j = Tensor::<2>::from_data(TensorData::new(j, [b * t, v]), &device);
+    let jw = j.matmul(weight);
+    let link = (h.clone() * jw.clone().detach() + h.detach() * jw)
+        .sum_dim(1)
+        .reshape([b, t]);
+    TokenLogprobs {
+        picked: link.clone() - link.detach() + values,
+        entropy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::layers::dense;
+    use crate::train::loss::cross_entropy as composed_cross_entropy;
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::Distribution;
+
+    const B: usize = 2;
+    const T: usize = 3;
+    const D: usize = 5;
+    const V: usize = 11;
+    const TARGETS: [i64; 6] = [1, 10, 0, 3, 3, 2];
+    const MASK: [f32; 6] = [1., 1., 0., 1., 1., 1.];
+    /// Weights of a downstream loss on the picked log-probabilities.
+    const UPSTREAM: [f32; 6] = [0.3, -1.2, 0.7, 2.0, -0.4, 0.9];
+
+    fn inputs(device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<2, Int>, Tensor<2>) {
+        let plain = Device::flex();
+        plain.seed(7);
+        let hidden = Tensor::<3>::random([B, T, D], Distribution::Normal(0.0, 1.0), &plain);
+        let weight = Tensor::<2>::random([V, D], Distribution::Normal(0.0, 1.0), &plain);
+        (
+            Tensor::from_data(hidden.into_data(), device),
+            Tensor::from_data(weight.into_data(), device),
+            Tensor::from_data(TensorData::new(TARGETS.to_vec(), [B, T]), device),
+            Tensor::from_data(TensorData::new(MASK.to_vec(), [B, T]), device),
+        )
+    }
+
+    fn max_diff<const N: usize>(a: Tensor<N>, b: Tensor<N>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    fn host(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    /// log softmax of row r of hidden · weightᵀ, in f64 from the raw numbers.
+    fn log_probs_f64(h: &[f32], w: &[f32], r: usize) -> Vec<f64> {
+        let logits: Vec<f64> = (0..V)
+            .map(|j| {
+                (0..D)
+                    .map(|k| h[r * D + k] as f64 * w[j * D + k] as f64)
+                    .sum()
+            })
+            .collect();
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        logits.iter().map(|x| x - lse).collect()
+    }
+
+    /// Central differences of `f` over every entry of `h` and `w`, against `gh` and `gw`.
+    fn check_finite_differences(
+        f: impl Fn(&[f32], &[f32]) -> f64,
+        h0: &[f32],
+        w0: &[f32],
+        gh: &[f32],
+        gw: &[f32],
+    ) {
+        let eps = 1e-3f32;
+        for i in 0..h0.len() {
+            let (mut up, mut down) = (h0.to_vec(), h0.to_vec());
+            up[i] += eps;
+            down[i] -= eps;
+            let fd = (f(&up, w0) - f(&down, w0)) / (2.0 * eps as f64);
+            assert!(
+                (fd - gh[i] as f64).abs() < 1e-4,
+                "hidden[{i}]: {fd} vs {}",
+                gh[i]
+            );
+        }
+        for i in 0..w0.len() {
+            let (mut up, mut down) = (w0.to_vec(), w0.to_vec());
+            up[i] += eps;
+            down[i] -= eps;
+            let fd = (f(h0, &up) - f(h0, &down)) / (2.0 * eps as f64);
+            assert!(
+                (fd - gw[i] as f64).abs() < 1e-4,
+                "weight[{i}]: {fd} vs {}",
+                gw[i]
+            );
+        }
+    }
+
+    #[test]
+    fn fused_cross_entropy_equals_composed() {
+        let device = Device::flex().autodiff();
+        let (hidden, weight, targets, mask) = inputs(&device);
+        let (h1, w1) = (hidden.clone().require_grad(), weight.clone().require_grad());
+        let fused = cross_entropy(h1.clone(), w1.clone(), targets.clone(), mask.clone());
+        let g1 = fused.backward();
+        let (h2, w2) = (hidden.require_grad(), weight.require_grad());
+        let logits = dense(h2.clone(), w2.clone().transpose(), None);
+        let composed = composed_cross_entropy(logits, targets, mask);
+        let g2 = composed.backward();
+        let (fv, cv) = (fused.into_scalar::<f32>(), composed.into_scalar::<f32>());
+        assert!((fv - cv).abs() < 1e-5, "{fv} vs {cv}");
+        let dh = max_diff(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
+        let dw = max_diff(w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
+        assert!(
+            dh < 1e-5 && dw < 1e-5,
+            "gradients differ: hidden {dh}, weight {dw}"
+        );
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_finite_differences() {
+        let device = Device::flex().autodiff();
+        let (hidden, weight, targets, mask) = inputs(&device);
+        let (h0, w0) = (
+            host(hidden.clone()),
+            weight.to_data().try_into_vec::<f32>().unwrap(),
+        );
+        let loss_f64 = |h: &[f32], w: &[f32]| -> f64 {
+            let n: f64 = MASK.iter().map(|&m| m as f64).sum();
+            (0..B * T)
+                .map(|r| -(MASK[r] as f64) * log_probs_f64(h, w, r)[TARGETS[r] as usize])
+                .sum::<f64>()
+                / n
+        };
+        let (h, w) = (hidden.require_grad(), weight.require_grad());
+        let loss = cross_entropy(h.clone(), w.clone(), targets, mask);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        assert!((value - loss_f64(&h0, &w0)).abs() < 1e-5);
+        let grads = loss.backward();
+        let gh = host(h.grad(&grads).unwrap());
+        let gw = w
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        check_finite_differences(loss_f64, &h0, &w0, &gh, &gw);
+    }
+
+    #[test]
+    fn fused_token_logprobs_equal_composed() {
+        let device = Device::flex().autodiff();
+        let (hidden, weight, targets, mask) = inputs(&device);
+        let upstream = Tensor::<2>::from_data(TensorData::new(UPSTREAM.to_vec(), [B, T]), &device);
+        let (h1, w1) = (hidden.clone().require_grad(), weight.clone().require_grad());
+        let fused = token_logprobs(h1.clone(), w1.clone(), targets.clone(), mask.clone(), true);
+        let g1 = (fused.picked.clone() * upstream.clone()).sum().backward();
+
+        let (h2, w2) = (hidden.require_grad(), weight.require_grad());
+        let logp = log_softmax(dense(h2.clone(), w2.clone().transpose(), None), 2);
+        let picked = logp
+            .clone()
+            .gather(2, targets.reshape([B, T, 1]))
+            .reshape([B, T])
+            * mask.clone();
+        let entropy = (logp.clone().exp() * logp).sum_dim(2).reshape([B, T]).neg() * mask;
+        let g2 = (picked.clone() * upstream).sum().backward();
+
+        assert!(max_diff(fused.picked.clone(), picked) < 1e-5);
+        assert!(max_diff(fused.entropy, entropy.detach()) < 1e-5);
+        let dh = max_diff(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
+        let dw = max_diff(w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
+        assert!(
+            dh < 1e-5 && dw < 1e-5,
+            "gradients differ: hidden {dh}, weight {dw}"
+        );
+
+        // Without gradients: the same values.
+        let plain = Device::flex();
+        let (hidden, weight, targets, mask) = inputs(&plain);
+        let frozen = token_logprobs(hidden, weight, targets, mask, false);
+        let a = frozen.picked.into_data().try_into_vec::<f32>().unwrap();
+        let b = fused.picked.into_data().try_into_vec::<f32>().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} vs {b:?}"
+        );
+    }
+
+    #[test]
+    fn fused_token_logprobs_match_finite_differences() {
+        let device = Device::flex().autodiff();
+        let (hidden, weight, targets, mask) = inputs(&device);
+        let (h0, w0) = (
+            host(hidden.clone()),
+            weight.to_data().try_into_vec::<f32>().unwrap(),
+        );
+        let objective = |h: &[f32], w: &[f32]| -> f64 {
+            (0..B * T)
+                .map(|r| {
+                    let lp = log_probs_f64(h, w, r)[TARGETS[r] as usize];
+                    UPSTREAM[r] as f64 * MASK[r] as f64 * lp
+                })
+                .sum()
+        };
+        let (h, w) = (hidden.require_grad(), weight.require_grad());
+        let out = token_logprobs(h.clone(), w.clone(), targets, mask, true);
+        let upstream = Tensor::<2>::from_data(TensorData::new(UPSTREAM.to_vec(), [B, T]), &device);
+        let total = (out.picked * upstream).sum();
+        let value = total.clone().into_scalar::<f32>() as f64;
+        assert!((value - objective(&h0, &w0)).abs() < 1e-5);
+        let grads = total.backward();
+        let gh = host(h.grad(&grads).unwrap());
+        let gw = w
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        check_finite_differences(objective, &h0, &w0, &gh, &gw);
+    }
+}
