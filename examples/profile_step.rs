@@ -23,7 +23,8 @@ fn main() {
     let (ids, targets, mask) = teacher_forcing(&captions, 0, 0, 0, &device);
     let px = Tensor::<4>::random([16, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let mut optim = AdamWConfig::new().init();
-    for _ in 0..5 {
+    let mut rows: Vec<[f64; 5]> = Vec::new();
+    for _ in 0..12 {
         let t0 = Instant::now();
         let enc = model.encode_hidden(px.clone());
         let _ = enc.clone().into_data();
@@ -40,13 +41,21 @@ fn main() {
         let grads = GradientsParams::from_grads(grads, &model);
         model = optim.step(1e-4, model, grads);
         let t5 = Instant::now();
-        println!(
-            "encoder {:.3} fwd(to hidden) {:.3} head+loss {:.3} bwd {:.3} optim {:.3}",
-            (t1 - t0).as_secs_f64(),
-            (t2 - t1).as_secs_f64(),
-            (t3 - t2).as_secs_f64(),
-            (t4 - t3).as_secs_f64(),
-            (t5 - t4).as_secs_f64()
-        );
+        rows.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4].map(|d| d.as_secs_f64()));
     }
+    // Medians over the runs after two warm-ups.
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rows[2..].iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "median of {}: encoder {:.3} fwd(to hidden) {:.3} head+loss {:.3} bwd {:.3} optim {:.3} s",
+        rows.len() - 2,
+        median(0),
+        median(1),
+        median(2),
+        median(3),
+        median(4)
+    );
 }

@@ -2,16 +2,21 @@
 """PyTorch reference for `stylecap bench`: the same captioner (ViT 64x64 patch 8 d=192 4 layers
 + GPT-2 4 layers d=256 4 heads vocab 8192 with cross-attention) built with transformers,
 timed the same way: median of --runs training steps (forward + backward + AdamW, batch 16 x 64
-tokens) and of greedy generation of 32 tokens (batch 16, KV cache), after --warmup runs.
+tokens), of greedy generation of 32 tokens (batch 16, KV cache), and of an RL step (sample 4
+captions of 32 tokens per image for 16 images, score them under a frozen reference, one
+policy-gradient update with AdamW: the loop `stylecap bench` times), after --warmup runs.
 
     python3 tools/bench_torch.py --threads 2 [--json]
 """
 import argparse
+import copy
 import json
+import resource
 import statistics
 import time
 
 import torch
+from transformers.modeling_outputs import BaseModelOutput
 from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
 
 
@@ -37,6 +42,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -44,6 +50,7 @@ def main():
     torch.manual_seed(0)
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = build().to(dev)
     b = a.batch
     pixels = torch.randn(b, 3, 64, 64, device=dev)
@@ -62,6 +69,43 @@ def main():
         sync()
         if i >= a.warmup:
             train.append(time.perf_counter() - t)
+    peak_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # RL step: as `stylecap bench` (RLOO with the KL in the reward, a synthetic reward).
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    rl = []
+    k, vocab = a.samples, model.config.decoder.vocab_size
+    for i in range(a.warmup + a.runs):
+        t = time.perf_counter()
+        model.eval()
+        with torch.no_grad():
+            enc = model.encoder(pixel_values=pixels).last_hidden_state
+            out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                                 max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, num_return_sequences=k,
+                                 output_scores=True, return_dict_in_generate=True)
+            seqs = out.sequences[:, 1:]
+            old_lp = torch.stack(out.scores, 1).log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
+            inputs = out.sequences[:, :-1]
+            ref_enc = reference.encoder(pixel_values=pixels).last_hidden_state.repeat_interleave(k, 0)
+            ref_lp = reference(encoder_outputs=BaseModelOutput(last_hidden_state=ref_enc), decoder_input_ids=inputs).logits.log_softmax(-1)
+            ref_lp = ref_lp.gather(2, seqs.unsqueeze(2)).squeeze(2)
+            reward = (seqs < vocab // 2).float().mean(1) - 0.05 * (old_lp - ref_lp).sum(1)
+            r = reward.view(-1, k)
+            adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).reshape(-1, 1)
+        model.train()
+        enc = model.encoder(pixel_values=pixels).last_hidden_state.repeat_interleave(k, 0)
+        logp = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), decoder_input_ids=inputs).logits.log_softmax(-1)
+        logp = logp.gather(2, seqs.unsqueeze(2)).squeeze(2)
+        loss = -(logp * adv).sum() / logp.numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        if i >= a.warmup:
+            rl.append(time.perf_counter() - t)
+
     model.eval()
     gen = []
     with torch.inference_mode():
@@ -74,13 +118,16 @@ def main():
             if i >= a.warmup:
                 gen.append(time.perf_counter() - t)
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "threads": a.threads, "runs": a.runs,
-           "train_step_s": statistics.median(train), "generate_s": statistics.median(gen)}
+           "train_step_s": statistics.median(train), "generate_s": statistics.median(gen),
+           "rl_step_s": statistics.median(rl), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before}
     if a.json:
         print(json.dumps(res))
     else:
         print(f"{res['framework']}, {a.threads} threads, median of {a.runs} runs")
         print(f"  train step (fwd+bwd+AdamW), batch {b} x {a.tokens} tokens: {res['train_step_s']:.3f} s")
         print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
+        print(f"  RL step ({b} images x {k} samples, reference scoring, update): {res['rl_step_s']:.3f} s")
+        print(f"  peak RSS after the training steps: {peak_train:.0f} MiB ({rss_before:.0f} MiB before the model)")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,14 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::Args;
 
+use crate::align::advantage::leave_one_out;
+use crate::align::loss::pg_loss;
+use crate::model::generate::sample_or_greedy;
 use crate::model::gpt2::Gpt2Config;
+use crate::model::score::token_logprobs;
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
-use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleConfig};
+use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, Strategy, StyleConfig};
 use crate::train::step::{teacher_forcing, train_step, CaptionBatch};
 
 #[derive(Args)]
@@ -30,6 +34,9 @@ pub struct BenchArgs {
     /// Tokens generated per caption (greedy, KV cache, no early stop).
     #[arg(long, default_value_t = 32)]
     pub new_tokens: usize,
+    /// Samples per image in the RL step (rollout of `batch` images × this, then one update).
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -56,8 +63,84 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The process's peak resident memory so far (VmHWM), in MiB; None off Linux.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A synthetic reward, cheap and deterministic: the share of a caption's tokens in the lower
+/// half of the vocabulary. The benchmark times the model, not a critic.
+fn synthetic_reward(tokens: &[u32], vocab: usize) -> f32 {
+    let low = tokens.iter().filter(|&&t| (t as usize) < vocab / 2).count();
+    low as f32 / tokens.len().max(1) as f32
+}
+
+/// One RL step as the alignment trainer takes it (RLOO, KL in the reward): sample `k`
+/// captions per image with the current policy (nucleus sampling, KV cache), score them under
+/// the frozen reference, then one policy-gradient update with AdamW. Returns the loss.
+#[allow(clippy::too_many_arguments)]
+fn rl_step(
+    policy: Captioner,
+    reference: &Captioner,
+    optim: &mut burn::optim::ModuleOptimizer,
+    pixels: &Tensor<4>,
+    k: usize,
+    new_tokens: usize,
+    seed: u64,
+    base: &Device,
+) -> (Captioner, f32) {
+    let train_device = pixels.device();
+    let b = pixels.dims()[0];
+    let rows: Vec<i64> = (0..b as i64)
+        .flat_map(|i| std::iter::repeat_n(i, k))
+        .collect();
+    let n = rows.len();
+    let select = |d: &Device| Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [n]), d);
+    let plain_pixels = pixels.clone().to_device(base);
+    let opts = DecodeOptions {
+        strategy: Strategy::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        },
+        max_new_tokens: new_tokens,
+        seed,
+    };
+    let frozen = policy.clone().valid();
+    let encoded = frozen.encode(plain_pixels.clone()).select(select(base));
+    let gens = sample_or_greedy(&frozen, &encoded, None, n, &opts);
+    let tokens: Vec<&[u32]> = gens.iter().map(|g| g.tokens.as_slice()).collect();
+
+    let ref_encoded = reference.encode(plain_pixels).select(select(base));
+    let (ref_lp, _, _) = token_logprobs(reference, &ref_encoded, None, &tokens, false, base);
+    let ref_lp = crate::model::score::to_rows(ref_lp, &tokens);
+    let vocab = policy.decoder.vocab_size();
+    let rewards: Vec<f32> = gens
+        .iter()
+        .zip(&ref_lp)
+        .map(|(g, r)| {
+            let kl: f32 = g.logprobs.iter().zip(r).map(|(a, b)| a - b).sum();
+            synthetic_reward(&g.tokens, vocab) - 0.05 * kl
+        })
+        .collect();
+    let adv = leave_one_out(&rewards, k);
+
+    let encoded = policy.encode(pixels.clone()).select(select(&train_device));
+    let (logp, mask, _) = token_logprobs(&policy, &encoded, None, &tokens, true, &train_device);
+    let adv = Tensor::<2>::from_data(TensorData::new(adv, [n, 1]), &train_device);
+    let loss = pg_loss(logp, mask, adv);
+    let grads = loss.backward();
+    let value = loss.into_scalar::<f32>();
+    let grads = burn::optim::GradientsParams::from_grads(grads, &policy);
+    (optim.step(1e-5, policy, grads), value)
+}
+
 pub fn run(args: BenchArgs, base: Device) -> Result<()> {
     let threads = rayon::current_num_threads();
+    let rss_before = peak_rss_mib();
     base.seed(0);
     let train_device = base.clone().autodiff();
     let cfg = bench_config();
@@ -94,6 +177,29 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         }
     }
 
+    let peak_train = peak_rss_mib();
+
+    let reference = Captioner::new(cfg.clone(), &base);
+    let mut rl_times = Vec::new();
+    for i in 0..args.warmup + args.runs {
+        let t = Instant::now();
+        let (m, loss) = rl_step(
+            model,
+            &reference,
+            &mut optim,
+            &batch.pixel_values,
+            args.samples,
+            args.new_tokens,
+            i as u64,
+            &base,
+        );
+        model = m;
+        assert!(loss.is_finite());
+        if i >= args.warmup {
+            rl_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+
     let infer = Captioner::new(cfg, &base);
     let pixels = Tensor::<4>::random([b, 3, 64, 64], Distribution::Normal(0.0, 1.0), &base);
     let opts = DecodeOptions {
@@ -109,12 +215,13 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
             gen_times.push(t.elapsed().as_secs_f64());
         }
     }
-    let (train, gen) = (median(train_times), median(gen_times));
+    let (train, gen, rl) = (median(train_times), median(gen_times), median(rl_times));
     if args.json {
         println!(
             "{}",
             serde_json::json!({"framework": format!("stylecap (burn, {base:?})"), "threads": threads, "runs": args.runs,
-                "train_step_s": train, "generate_s": gen})
+                "train_step_s": train, "generate_s": gen, "rl_step_s": rl,
+                "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before})
         );
     } else {
         println!(
@@ -129,6 +236,15 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
             "  greedy generation, batch {b} x {} tokens, KV cache: {gen:.3} s",
             args.new_tokens
         );
+        println!(
+            "  RL step ({b} images x {} samples of {} tokens, reference scoring, update): {rl:.3} s",
+            args.samples, args.new_tokens
+        );
+        if let (Some(p), Some(r)) = (peak_train, rss_before) {
+            println!(
+                "  peak RSS after the training steps: {p:.0} MiB ({r:.0} MiB before the model)"
+            );
+        }
     }
     Ok(())
 }

@@ -388,7 +388,7 @@ impl Captioner {
             .forward_hidden(x, None, Some(&encoded.cross), Some(cache));
         let b = h.dims()[0];
         self.decoder
-            .lm_head(h.narrow(1, t - 1, 1))
+            .lm_head_cached(h.narrow(1, t - 1, 1), cache)
             .reshape([b, self.decoder.vocab_size()])
     }
 

@@ -189,8 +189,8 @@ impl Gpt2Attention {
         let d = encoder_hidden.dims()[2];
         let kv = self.c_attn.forward(encoder_hidden);
         KeyValue {
-            k: split_heads(kv.clone().narrow(2, 0, d), self.n_head),
-            v: split_heads(kv.narrow(2, d, d), self.n_head),
+            k: contiguous_heads(split_heads(kv.clone().narrow(2, 0, d), self.n_head)),
+            v: contiguous_heads(split_heads(kv.narrow(2, d, d), self.n_head)),
         }
     }
 
@@ -200,6 +200,15 @@ impl Gpt2Attention {
         let y = attend(q, kv.k.clone(), kv.v.clone(), None, false, self.scale);
         self.c_proj.forward(merge_heads(y))
     }
+}
+
+/// `[B, H, S, Dh]` heads stored contiguously. The cross-attention keys and values are read at
+/// every decoding step, and the CPU backend's attention copies strided inputs into place on
+/// each call; folding B and H (which a strided view cannot do without a copy) makes that copy
+/// once.
+fn contiguous_heads(x: Tensor<4>) -> Tensor<4> {
+    let [b, h, s, dh] = x.dims();
+    x.reshape([b * h, s, dh]).reshape([b, h, s, dh])
 }
 
 #[derive(Module, Debug)]
@@ -281,6 +290,10 @@ pub struct DecoderCache {
     pub layers: Vec<Option<KeyValue>>,
     /// Number of positions already in the cache.
     pub len: usize,
+    /// The LM head's weight transposed to `[D, V]` and stored contiguously, made at the first
+    /// step. A decoding step multiplies a few rows by it; from the tied `[V, D]` embedding
+    /// (a strided view) the product repacks the whole matrix on every step, ~3× the time.
+    pub head: Option<Tensor<2>>,
 }
 
 impl DecoderCache {
@@ -379,6 +392,18 @@ impl Gpt2LmHeadModel {
             c.len += t;
         }
         self.transformer.ln_f.forward(x)
+    }
+
+    /// Logits through the tied LM head, for incremental decoding (see [`DecoderCache::head`]).
+    pub fn lm_head_cached(&self, hidden: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
+        let head = cache.head.get_or_insert_with(|| {
+            let [v, d] = self.lm_head_weight().dims();
+            self.lm_head_weight()
+                .transpose()
+                .reshape([d * v])
+                .reshape([d, v])
+        });
+        dense(hidden, head.clone(), None)
     }
 
     /// Logits through the tied LM head.

@@ -11,7 +11,10 @@
 //! the composed ops and against finite differences.
 
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 use rayon::prelude::*;
+
+use super::layers::{dense, on_cpu_backend};
 
 /// Logits `hidden · weightᵀ` as a host buffer, rows of length V, computed off the tape.
 fn logits_off_tape(hidden: &Tensor<2>, weight: &Tensor<2>) -> Vec<f32> {
@@ -38,11 +41,18 @@ fn host_floats(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
 
-/// Row maximum and log Σ exp(x − max), i.e. logsumexp = max + the second value.
-fn max_and_log_sum_exp(row: &[f32]) -> (f32, f32) {
+/// Replaces a row of logits x by e = exp(x − max x) and returns (max x, Σ e, Σ e·x): one
+/// exponential per element, the costliest part of the softmax.
+fn exponentiate(row: &mut [f32]) -> (f32, f32, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-    (max, sum.ln())
+    let (mut sum, mut dot) = (0.0f32, 0.0f32);
+    for x in row.iter_mut() {
+        let e = (*x - max).exp();
+        dot += e * *x;
+        sum += e;
+        *x = e;
+    }
+    (max, sum, dot)
 }
 
 /// Mean cross-entropy `cross_entropy(hidden · weightᵀ, targets, mask)` (see
@@ -59,9 +69,13 @@ pub fn cross_entropy(
     targets: Tensor<2, Int>,
     mask: Tensor<2>,
 ) -> Tensor<1> {
+    let device = hidden.device();
+    if !on_cpu_backend(&device) {
+        let logits = dense(hidden, weight.transpose(), None);
+        return crate::train::loss::cross_entropy(logits, targets, mask);
+    }
     let [b, t, d] = hidden.dims();
     let [v, _] = weight.dims();
-    let device = hidden.device();
     let h = hidden.reshape([b * t, d]);
     let mut g = logits_off_tape(&h, &weight);
     let targets = host_ints(targets);
@@ -77,12 +91,12 @@ pub fn cross_entropy(
                 row.fill(0.0);
                 return 0.0;
             }
-            let (max, lse) = max_and_log_sum_exp(row);
-            let loss = w * (max + lse - row[target]);
-            let shift = max + lse;
-            row.iter_mut().for_each(|x| *x = w * (*x - shift).exp());
+            let logit = row[target];
+            let (max, sum, _) = exponentiate(row);
+            let scale = w / sum;
+            row.iter_mut().for_each(|e| *e *= scale);
             row[target] -= w;
-            loss
+            w * (max + sum.ln() - logit)
         })
         .collect();
     // Each row's loss is already weighted by mask / count; summed in a fixed order, so the
@@ -129,9 +143,12 @@ pub fn token_logprobs(
     mask: Tensor<2>,
     differentiable: bool,
 ) -> TokenLogprobs {
+    let device = hidden.device();
+    if !on_cpu_backend(&device) {
+        return composed_token_logprobs(hidden, weight, targets, mask);
+    }
     let [b, t, d] = hidden.dims();
     let [v, _] = weight.dims();
-    let device = hidden.device();
     let h = hidden.reshape([b * t, d]);
     let mut j = logits_off_tape(&h, &weight);
     let targets = host_ints(targets);
@@ -145,18 +162,13 @@ pub fn token_logprobs(
                 row.fill(0.0);
                 return (0.0, 0.0);
             }
-            let (max, lse) = max_and_log_sum_exp(row);
-            let shift = max + lse;
-            let picked = row[target] - shift;
-            // H = −Σ p log p = shift − Σ p x.
-            let mut expected = 0.0f32;
-            for x in row.iter_mut() {
-                let p = (*x - shift).exp();
-                expected += p * *x;
-                *x = -p;
-            }
+            let logit = row[target];
+            let (max, sum, dot) = exponentiate(row);
+            let log_z = max + sum.ln();
+            row.iter_mut().for_each(|e| *e = -*e / sum);
             row[target] += 1.0;
-            (picked, shift - expected)
+            // H = −Σ p log p = log Z − Σ p x.
+            (logit - log_z, log_z - dot / sum)
         })
         .collect();
     let values: Vec<f32> = rows.iter().map(|r| r.0).collect();
@@ -181,12 +193,31 @@ pub fn token_logprobs(
     }
 }
 
+/// [`token_logprobs`] composed of burn's ops (GPU backends; the reference in the tests).
+pub fn composed_token_logprobs(
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> TokenLogprobs {
+    let [b, t, _] = hidden.dims();
+    let logp = log_softmax(dense(hidden, weight.transpose(), None), 2);
+    let picked = logp
+        .clone()
+        .gather(2, targets.reshape([b, t, 1]))
+        .reshape([b, t]);
+    let logp = logp.detach();
+    let entropy = (logp.clone().exp() * logp).sum_dim(2).reshape([b, t]).neg();
+    TokenLogprobs {
+        picked: picked * mask.clone(),
+        entropy: entropy * mask,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::layers::dense;
     use crate::train::loss::cross_entropy as composed_cross_entropy;
-    use burn::tensor::activation::log_softmax;
     use burn::tensor::Distribution;
 
     const B: usize = 2;
@@ -327,17 +358,12 @@ mod tests {
         let g1 = (fused.picked.clone() * upstream.clone()).sum().backward();
 
         let (h2, w2) = (hidden.require_grad(), weight.require_grad());
-        let logp = log_softmax(dense(h2.clone(), w2.clone().transpose(), None), 2);
-        let picked = logp
-            .clone()
-            .gather(2, targets.reshape([B, T, 1]))
-            .reshape([B, T])
-            * mask.clone();
-        let entropy = (logp.clone().exp() * logp).sum_dim(2).reshape([B, T]).neg() * mask;
+        let composed = composed_token_logprobs(h2.clone(), w2.clone(), targets, mask);
+        let (picked, entropy) = (composed.picked, composed.entropy);
         let g2 = (picked.clone() * upstream).sum().backward();
 
         assert!(max_diff(fused.picked.clone(), picked) < 1e-5);
-        assert!(max_diff(fused.entropy, entropy.detach()) < 1e-5);
+        assert!(max_diff(fused.entropy, entropy) < 1e-5);
         let dh = max_diff(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
         let dw = max_diff(w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
         assert!(
