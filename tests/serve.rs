@@ -422,11 +422,17 @@ fn same_captions(a: &Value, b: &Value, request: usize) {
         for key in ["text", "tokens", "style"] {
             assert_eq!(x[key], y[key], "request {request}: {key}");
         }
-        assert!(close(&x["logprob"], &y["logprob"]), "request {request}: {x} vs {y}");
+        assert!(
+            close(&x["logprob"], &y["logprob"]),
+            "request {request}: {x} vs {y}"
+        );
         let probs = x["style_probs"].as_object().unwrap();
         assert_eq!(probs.len(), y["style_probs"].as_object().unwrap().len());
         for (style, p) in probs {
-            assert!(close(p, &y["style_probs"][style]), "request {request}: {style}");
+            assert!(
+                close(p, &y["style_probs"][style]),
+                "request {request}: {style}"
+            );
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::TrainConfig;
@@ -468,25 +469,19 @@ impl Trainer {
                 .collect::<Result<Vec<_>>>()?;
             let (model, device) = (&self.model, &self.device);
             // Each shard works on its own fork of the model: burn's autodiff graph cannot run
-            // two backward passes through shared parameter nodes at once.
-            let results: Vec<(f32, f32, NamedGrads)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batches
-                    .iter()
-                    .map(|(batch, share)| {
-                        scope.spawn(move || {
-                            let local = model.clone().fork(device);
-                            let loss = batch_loss(&local, batch);
-                            let grads = loss.backward();
-                            let named = named_gradients(&local, &grads);
-                            (loss.into_scalar::<f32>(), *share, named)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("shard thread"))
-                    .collect()
-            });
+            // two backward passes through shared parameter nodes at once. The shards run as
+            // tasks of rayon's pool, which the CPU backend's own parallel ops also use, so the
+            // two levels share the cores instead of oversubscribing them.
+            let results: Vec<(f32, f32, NamedGrads)> = batches
+                .par_iter()
+                .map(|(batch, share)| {
+                    let local = model.clone().fork(device);
+                    let loss = batch_loss(&local, batch);
+                    let grads = loss.backward();
+                    let named = named_gradients(&local, &grads);
+                    (loss.into_scalar::<f32>(), *share, named)
+                })
+                .collect();
             tokens += total;
             let mut value = 0f32;
             for (loss, share, named) in results {
