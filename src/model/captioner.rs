@@ -329,8 +329,8 @@ impl Captioner {
         ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
-        let encoded = self.encode(pixel_values);
-        self.forward_encoded(&encoded, styles, ids, attention_mask)
+        self.decoder
+            .lm_head(self.hidden(pixel_values, styles, ids, attention_mask))
     }
 
     /// The decoder's final states `[B, T, D]` under [`Self::forward`]'s logits.

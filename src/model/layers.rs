@@ -183,6 +183,9 @@ pub fn pointwise<const D: usize>(x: Tensor<D>, f: fn(f32) -> (f32, f32)) -> Tens
         .into_data()
         .try_into_vec::<f32>()
         .expect("activations are f32");
+    // Off the tape the value is all that is needed; on it, the constant c = f − x·f′, so that
+    // x·f′ + c gives back f (to rounding) with gradient f′.
+    let tracked = x.is_tracked();
     let mut value = vec![0f32; input.len()];
     let mut slope = vec![0f32; input.len()];
     const CHUNK: usize = 1 << 14;
@@ -191,17 +194,14 @@ pub fn pointwise<const D: usize>(x: Tensor<D>, f: fn(f32) -> (f32, f32)) -> Tens
         .zip(value.par_chunks_mut(CHUNK).zip(slope.par_chunks_mut(CHUNK)))
         .for_each(|(xs, (ys, ds))| {
             for ((&x, y), d) in xs.iter().zip(ys.iter_mut()).zip(ds.iter_mut()) {
-                (*y, *d) = f(x);
+                let (fx, dfx) = f(x);
+                *y = if tracked { fx - x * dfx } else { fx };
+                *d = dfx;
             }
         });
-    if !x.is_tracked() {
+    if !tracked {
         return Tensor::from_data(TensorData::new(value, shape), &device);
     }
-    // c = f − x·f′, so that x·f′ + c gives back f (to rounding) with gradient f′.
-    value
-        .iter_mut()
-        .zip(input.iter().zip(&slope))
-        .for_each(|(y, (&x, &d))| *y -= x * d);
     let offset = Tensor::<D>::from_data(TensorData::new(value, shape.clone()), &device);
     let slope = Tensor::<D>::from_data(TensorData::new(slope, shape), &device);
     x * slope + offset

@@ -218,7 +218,6 @@ pub fn composed_token_logprobs(
 mod tests {
     use super::*;
     use crate::train::loss::cross_entropy as composed_cross_entropy;
-    use burn::tensor::Distribution;
 
     const B: usize = 2;
     const T: usize = 3;
@@ -229,24 +228,21 @@ mod tests {
     /// Weights of a downstream loss on the picked log-probabilities.
     const UPSTREAM: [f32; 6] = [0.3, -1.2, 0.7, 2.0, -0.4, 0.9];
 
+    /// Fixed inputs, made without the backend's global random generator (which tests running
+    /// in parallel share).
     fn inputs(device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<2, Int>, Tensor<2>) {
-        let plain = Device::flex();
-        plain.seed(7);
-        let hidden = Tensor::<3>::random([B, T, D], Distribution::Normal(0.0, 1.0), &plain);
-        let weight = Tensor::<2>::random([V, D], Distribution::Normal(0.0, 1.0), &plain);
+        let values = |n: usize, salt: f32| -> Vec<f32> {
+            (0..n).map(|i| (i as f32 * 0.7 + salt).sin()).collect()
+        };
         (
-            Tensor::from_data(hidden.into_data(), device),
-            Tensor::from_data(weight.into_data(), device),
+            Tensor::from_data(TensorData::new(values(B * T * D, 0.3), [B, T, D]), device),
+            Tensor::from_data(TensorData::new(values(V * D, 1.9), [V, D]), device),
             Tensor::from_data(TensorData::new(TARGETS.to_vec(), [B, T]), device),
             Tensor::from_data(TensorData::new(MASK.to_vec(), [B, T]), device),
         )
     }
 
-    fn max_diff<const N: usize>(a: Tensor<N>, b: Tensor<N>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
-
-    fn host(t: Tensor<3>) -> Vec<f32> {
+    fn host<const N: usize>(t: Tensor<N>) -> Vec<f32> {
         t.into_data().try_into_vec::<f32>().unwrap()
     }
 
@@ -264,20 +260,51 @@ mod tests {
         logits.iter().map(|x| x - lse).collect()
     }
 
-    /// Central differences of `f` over every entry of `h` and `w`, against `gh` and `gw`.
-    fn check_finite_differences(
-        f: impl Fn(&[f32], &[f32]) -> f64,
-        h0: &[f32],
-        w0: &[f32],
-        gh: &[f32],
-        gw: &[f32],
-    ) {
+    /// A scalar loss of (hidden, weight, targets, mask) on the autodiff device.
+    type Loss = dyn Fn(Tensor<3>, Tensor<2>, Tensor<2, Int>, Tensor<2>) -> Tensor<1>;
+
+    /// The value and the gradients of `hidden` and `weight` under `loss`.
+    fn value_and_grads(loss: &Loss) -> (f32, Vec<f32>, Vec<f32>) {
+        let device = Device::flex().autodiff();
+        let (hidden, weight, targets, mask) = inputs(&device);
+        let (h, w) = (hidden.require_grad(), weight.require_grad());
+        let value = loss(h.clone(), w.clone(), targets, mask);
+        let grads = value.backward();
+        let (gh, gw) = (h.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+        (value.into_scalar::<f32>(), host(gh), host(gw))
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{what} differ by {diff}");
+    }
+
+    /// The fused loss against the composed one: the value and both gradients.
+    fn assert_same_as_composed(fused: &Loss, composed: &Loss) {
+        let (fv, fh, fw) = value_and_grads(fused);
+        let (cv, ch, cw) = value_and_grads(composed);
+        assert!((fv - cv).abs() < 1e-5, "{fv} vs {cv}");
+        assert_close(&fh, &ch, "hidden gradients");
+        assert_close(&fw, &cw, "weight gradients");
+    }
+
+    /// The gradients of `loss` against central finite differences of `objective`, the same
+    /// function computed in f64 from the raw numbers.
+    fn assert_finite_differences(loss: &Loss, objective: impl Fn(&[f32], &[f32]) -> f64) {
+        let (hidden, weight, _, _) = inputs(&Device::flex());
+        let (h0, w0) = (host(hidden), host(weight));
+        let (value, gh, gw) = value_and_grads(loss);
+        assert!((value as f64 - objective(&h0, &w0)).abs() < 1e-5);
         let eps = 1e-3f32;
         for i in 0..h0.len() {
-            let (mut up, mut down) = (h0.to_vec(), h0.to_vec());
+            let (mut up, mut down) = (h0.clone(), h0.clone());
             up[i] += eps;
             down[i] -= eps;
-            let fd = (f(&up, w0) - f(&down, w0)) / (2.0 * eps as f64);
+            let fd = (objective(&up, &w0) - objective(&down, &w0)) / (2.0 * eps as f64);
             assert!(
                 (fd - gh[i] as f64).abs() < 1e-4,
                 "hidden[{i}]: {fd} vs {}",
@@ -285,10 +312,10 @@ mod tests {
             );
         }
         for i in 0..w0.len() {
-            let (mut up, mut down) = (w0.to_vec(), w0.to_vec());
+            let (mut up, mut down) = (w0.clone(), w0.clone());
             up[i] += eps;
             down[i] -= eps;
-            let fd = (f(h0, &up) - f(h0, &down)) / (2.0 * eps as f64);
+            let fd = (objective(&h0, &up) - objective(&h0, &down)) / (2.0 * eps as f64);
             assert!(
                 (fd - gw[i] as f64).abs() < 1e-4,
                 "weight[{i}]: {fd} vs {}",
@@ -297,86 +324,58 @@ mod tests {
         }
     }
 
+    /// Σ upstream ⊙ picked: a downstream loss on the picked log-probabilities.
+    fn weighted(picked: Tensor<2>) -> Tensor<1> {
+        let upstream =
+            Tensor::<2>::from_data(TensorData::new(UPSTREAM.to_vec(), [B, T]), &picked.device());
+        (picked * upstream).sum()
+    }
+
     #[test]
     fn fused_cross_entropy_equals_composed() {
-        let device = Device::flex().autodiff();
-        let (hidden, weight, targets, mask) = inputs(&device);
-        let (h1, w1) = (hidden.clone().require_grad(), weight.clone().require_grad());
-        let fused = cross_entropy(h1.clone(), w1.clone(), targets.clone(), mask.clone());
-        let g1 = fused.backward();
-        let (h2, w2) = (hidden.require_grad(), weight.require_grad());
-        let logits = dense(h2.clone(), w2.clone().transpose(), None);
-        let composed = composed_cross_entropy(logits, targets, mask);
-        let g2 = composed.backward();
-        let (fv, cv) = (fused.into_scalar::<f32>(), composed.into_scalar::<f32>());
-        assert!((fv - cv).abs() < 1e-5, "{fv} vs {cv}");
-        let dh = max_diff(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
-        let dw = max_diff(w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
-        assert!(
-            dh < 1e-5 && dw < 1e-5,
-            "gradients differ: hidden {dh}, weight {dw}"
-        );
+        assert_same_as_composed(&|h, w, t, m| cross_entropy(h, w, t, m), &|h, w, t, m| {
+            composed_cross_entropy(dense(h, w.transpose(), None), t, m)
+        });
     }
 
     #[test]
     fn fused_cross_entropy_matches_finite_differences() {
-        let device = Device::flex().autodiff();
-        let (hidden, weight, targets, mask) = inputs(&device);
-        let (h0, w0) = (
-            host(hidden.clone()),
-            weight.to_data().try_into_vec::<f32>().unwrap(),
-        );
-        let loss_f64 = |h: &[f32], w: &[f32]| -> f64 {
+        let objective = |h: &[f32], w: &[f32]| -> f64 {
             let n: f64 = MASK.iter().map(|&m| m as f64).sum();
             (0..B * T)
                 .map(|r| -(MASK[r] as f64) * log_probs_f64(h, w, r)[TARGETS[r] as usize])
                 .sum::<f64>()
                 / n
         };
-        let (h, w) = (hidden.require_grad(), weight.require_grad());
-        let loss = cross_entropy(h.clone(), w.clone(), targets, mask);
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        assert!((value - loss_f64(&h0, &w0)).abs() < 1e-5);
-        let grads = loss.backward();
-        let gh = host(h.grad(&grads).unwrap());
-        let gw = w
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        check_finite_differences(loss_f64, &h0, &w0, &gh, &gw);
+        assert_finite_differences(&|h, w, t, m| cross_entropy(h, w, t, m), objective);
     }
 
     #[test]
     fn fused_token_logprobs_equal_composed() {
+        assert_same_as_composed(
+            &|h, w, t, m| weighted(token_logprobs(h, w, t, m, true).picked),
+            &|h, w, t, m| weighted(composed_token_logprobs(h, w, t, m).picked),
+        );
+        // The values themselves, the entropy, and the path without gradients.
         let device = Device::flex().autodiff();
         let (hidden, weight, targets, mask) = inputs(&device);
-        let upstream = Tensor::<2>::from_data(TensorData::new(UPSTREAM.to_vec(), [B, T]), &device);
-        let (h1, w1) = (hidden.clone().require_grad(), weight.clone().require_grad());
-        let fused = token_logprobs(h1.clone(), w1.clone(), targets.clone(), mask.clone(), true);
-        let g1 = (fused.picked.clone() * upstream.clone()).sum().backward();
-
-        let (h2, w2) = (hidden.require_grad(), weight.require_grad());
-        let composed = composed_token_logprobs(h2.clone(), w2.clone(), targets, mask);
-        let (picked, entropy) = (composed.picked, composed.entropy);
-        let g2 = (picked.clone() * upstream).sum().backward();
-
-        assert!(max_diff(fused.picked.clone(), picked) < 1e-5);
-        assert!(max_diff(fused.entropy, entropy) < 1e-5);
-        let dh = max_diff(h1.grad(&g1).unwrap(), h2.grad(&g2).unwrap());
-        let dw = max_diff(w1.grad(&g1).unwrap(), w2.grad(&g2).unwrap());
-        assert!(
-            dh < 1e-5 && dw < 1e-5,
-            "gradients differ: hidden {dh}, weight {dw}"
+        let fused = token_logprobs(
+            hidden.clone().require_grad(),
+            weight.clone().require_grad(),
+            targets.clone(),
+            mask.clone(),
+            true,
         );
-
-        // Without gradients: the same values.
-        let plain = Device::flex();
-        let (hidden, weight, targets, mask) = inputs(&plain);
+        let composed = composed_token_logprobs(hidden, weight, targets, mask);
+        assert_close(
+            &host(fused.picked.clone()),
+            &host(composed.picked),
+            "log-probs",
+        );
+        assert_close(&host(fused.entropy), &host(composed.entropy), "entropies");
+        let (hidden, weight, targets, mask) = inputs(&Device::flex());
         let frozen = token_logprobs(hidden, weight, targets, mask, false);
-        let a = frozen.picked.into_data().try_into_vec::<f32>().unwrap();
-        let b = fused.picked.into_data().try_into_vec::<f32>().unwrap();
+        let (a, b) = (host(frozen.picked), host(fused.picked));
         assert!(
             a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
             "{a:?} vs {b:?}"
@@ -385,12 +384,6 @@ mod tests {
 
     #[test]
     fn fused_token_logprobs_match_finite_differences() {
-        let device = Device::flex().autodiff();
-        let (hidden, weight, targets, mask) = inputs(&device);
-        let (h0, w0) = (
-            host(hidden.clone()),
-            weight.to_data().try_into_vec::<f32>().unwrap(),
-        );
         let objective = |h: &[f32], w: &[f32]| -> f64 {
             (0..B * T)
                 .map(|r| {
@@ -399,20 +392,9 @@ mod tests {
                 })
                 .sum()
         };
-        let (h, w) = (hidden.require_grad(), weight.require_grad());
-        let out = token_logprobs(h.clone(), w.clone(), targets, mask, true);
-        let upstream = Tensor::<2>::from_data(TensorData::new(UPSTREAM.to_vec(), [B, T]), &device);
-        let total = (out.picked * upstream).sum();
-        let value = total.clone().into_scalar::<f32>() as f64;
-        assert!((value - objective(&h0, &w0)).abs() < 1e-5);
-        let grads = total.backward();
-        let gh = host(h.grad(&grads).unwrap());
-        let gw = w
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        check_finite_differences(objective, &h0, &w0, &gh, &gw);
+        assert_finite_differences(
+            &|h, w, t, m| weighted(token_logprobs(h, w, t, m, true).picked),
+            objective,
+        );
     }
 }
