@@ -76,7 +76,12 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
             prefix_tokens: 2,
         };
         train.steps = 700;
+        // The quick chain's settings (here and for alignment's β below), tuned for it
+        // before the defaults changed.
         train.lr = 3e-3;
+        train.lr_encoder = 2e-3;
+        train.lr_cross = 2e-3;
+        train.optimizer.beta2 = 0.999;
         // More style text per batch: the styles must show within a few hundred steps.
         train.batch_size = 8;
         train.style_batch_size = 32;
@@ -96,6 +101,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         }
         align.steps = 150;
         align.lr = 3e-4;
+        align.beta = 0.02;
         align.eval_every = 50;
         // One sampled caption per picture: enough pictures that the best step is not noise.
         align.eval_images = 60;
