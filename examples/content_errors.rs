@@ -1,9 +1,10 @@
 //! Where a captioner's content errors come from, on the test and compositional splits:
 //! `cargo run --release --example content_errors -- MODEL_DIR [N] [STYLE]`.
-//! Counts, over N pictures per split (factual: greedy; another style: sampled at top-p 0.9,
-//! as `stylecap eval` does), kinds named that are not in the
-//! picture, colours wrong on a correctly named kind (and whether the wrong colour is one the
-//! kind had in training), and missed facts.
+//! Over N pictures per split (factual: greedy; another style: sampled as `stylecap eval`
+//! samples), counts kinds named that are not in the picture, colours named on a kind that is
+//! (a held-out pair, another object's colour, or one absent from the picture), colours put on
+//! a wrong kind, and missed facts. For factual captions it also asks whether the colour word
+//! steers the kind (see `colour_steering`).
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -12,27 +13,18 @@ use stylecap::data::world::checker::{check, Fact};
 use stylecap::data::world::lexicon::Lexicon;
 use stylecap::data::world::splits::Split;
 use stylecap::data::world::{World, WorldConfig};
-use stylecap::eval::captioner::LoadedCaptioner;
-use stylecap::model::{DecodeOptions, Strategy};
+use stylecap::eval::captioner::{EvalConfig, LoadedCaptioner};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(&args[1]);
     let n: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(200);
     let style = args.get(3).map(String::as_str).unwrap_or("factual");
-    let opts = if style == "factual" {
-        DecodeOptions::default()
-    } else {
-        DecodeOptions {
-            strategy: Strategy::Sample {
-                temperature: 1.0,
-                top_k: 0,
-                top_p: 0.9,
-            },
-            max_new_tokens: 48,
-            seed: 0,
-        }
-    };
+    let opts = EvalConfig {
+        greedy: style == "factual",
+        ..EvalConfig::default()
+    }
+    .decode_options();
     let device = Device::flex();
     let cap = LoadedCaptioner::load(&dir, &device)?;
     let world = World::new(WorldConfig {
@@ -97,9 +89,7 @@ fn main() -> anyhow::Result<()> {
 /// Whether the colour word steers the kind: for the first object of each compositional
 /// picture, ranks the 12 kinds by caption log-probability after its true (held-out) colour,
 /// and after a colour the kind had in training.
-#[allow(dead_code)]
-pub fn colour_steering(cap: &LoadedCaptioner, world: &World, n: u64, device: &Device) {
-    use stylecap::data::world::captions::canonical_caption;
+fn colour_steering(cap: &LoadedCaptioner, world: &World, n: u64, device: &Device) {
     use stylecap::data::world::{Colour, Kind};
     let (mut hit_true, mut hit_allowed) = (0, 0);
     for i in 0..n {
@@ -107,7 +97,7 @@ pub fn colour_steering(cap: &LoadedCaptioner, world: &World, n: u64, device: &De
         let mut objs = e.scene.objects.clone();
         objs.sort_by_key(|o| (o.column, o.row));
         let o = objs[0];
-        let caption = canonical_caption(&e.scene);
+        let caption = &e.captions[0]; // the plain caption
         let phrase = format!("{} {} {}", o.size.word(), o.colour.word(), o.kind.word());
         assert!(caption.contains(&phrase), "{caption} / {phrase}");
         let allowed = *Colour::ALL

@@ -48,6 +48,25 @@ impl Default for EvalConfig {
     }
 }
 
+impl EvalConfig {
+    /// How captions are decoded for evaluation.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            strategy: if self.greedy {
+                Strategy::Greedy
+            } else {
+                Strategy::Sample {
+                    temperature: self.temperature,
+                    top_k: 0,
+                    top_p: self.top_p,
+                }
+            },
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StyleEval {
     pub style: String,
@@ -212,19 +231,7 @@ pub fn evaluate_captioner(
         .styles
         .clone()
         .unwrap_or_else(|| captioner.model.config.style.styles.clone());
-    let opts = DecodeOptions {
-        strategy: if config.greedy {
-            Strategy::Greedy
-        } else {
-            Strategy::Sample {
-                temperature: config.temperature,
-                top_k: 0,
-                top_p: config.top_p,
-            }
-        },
-        max_new_tokens: config.max_new_tokens,
-        seed: config.seed,
-    };
+    let opts = config.decode_options();
     let lexicon = Lexicon::new();
     let (critic, tok) = judge;
     let mut out = Vec::new();

@@ -13,13 +13,11 @@ use base64::Engine as _;
 use burn::prelude::Device;
 use serde_json::Value;
 
-use super::captioner::LoadedCaptioner;
+use super::captioner::{EvalConfig, LoadedCaptioner};
 use super::plots::{line_chart, smooth, Series, BLUE_, GREEN_, GREY, ORANGE, PURPLE};
 use crate::critic::Critic;
 use crate::data::tokenizer::TextTokenizer;
 use crate::data::world::{content_fidelity, Lexicon, Split};
-use crate::model::generate::Strategy;
-use crate::model::DecodeOptions;
 use crate::train::data::CaptionSource;
 use crate::util::write_atomic;
 
@@ -287,15 +285,12 @@ fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Ve
     let ids: Vec<usize> = (0..source.len().min(o.images)).collect();
     let examples = source.get_many(&ids)?;
     let images: Vec<image::RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
-    let opts = DecodeOptions {
-        strategy: Strategy::Sample {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 0.9,
-        },
-        max_new_tokens: 48,
+    // Decoded as `stylecap eval` decodes by default.
+    let opts = EvalConfig {
         seed: o.seed,
-    };
+        ..EvalConfig::default()
+    }
+    .decode_options();
     let lexicon = Lexicon::new();
     let styles = base.model.config.style.styles.clone();
     let mut models: Vec<(&str, &LoadedCaptioner)> = vec![("base", &base)];
