@@ -34,11 +34,13 @@ pub struct DemoArgs {
     pub quiet: bool,
 }
 
-fn stage(name: &str, done: bool) -> bool {
+/// Announces a stage with the demo's elapsed time, so a log shows what each stage took.
+fn stage(name: &str, done: bool, start: Instant) -> bool {
+    let at = start.elapsed().as_secs_f64();
     if done {
-        eprintln!("== {name}: done already, skipped");
+        eprintln!("== {name}: done already, skipped [{at:.0} s]");
     } else {
-        eprintln!("== {name}");
+        eprintln!("== {name} [{at:.0} s]");
     }
     !done
 }
@@ -110,6 +112,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     if stage(
         "base captioner (stylecap train)",
         base_dir.join("eval.json").is_file(),
+        start,
     ) {
         let resume = base_dir.join("checkpoint/state.json").is_file();
         let mut t = Trainer::new(train, &base_dir, resume, &device)?;
@@ -126,6 +129,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         if stage(
             &format!("{name} (stylecap critic train)"),
             dir.join("eval.json").is_file(),
+            start,
         ) {
             let r = train_critic(config, dir, show, &device)?;
             eprintln!("   held-out accuracy {:.4}", r.accuracy);
@@ -134,13 +138,14 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
     if stage(
         "alignment (stylecap align)",
         align_dir.join("validation.json").is_file(),
+        start,
     ) {
         let _ = std::fs::remove_dir_all(&align_dir);
         align.base = base_dir.clone();
         align.critic = critic_dir.clone();
         Aligner::new(align, &align_dir, &device)?.run(show)?;
     }
-    eprintln!("== evaluation (stylecap eval)");
+    stage("evaluation (stylecap eval)", false, start);
     let judge = Critic::load(&judge_dir, &device)?;
     let images = if a.quick { 10 } else { 100 };
     let mut results = serde_json::Map::new();
@@ -161,7 +166,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         results.insert(name.into(), serde_json::to_value(&e)?);
     }
     write_json(&out.join("eval.json"), &results)?;
-    eprintln!("== report (stylecap report)");
+    stage("report (stylecap report)", false, start);
     let report_options = ReportOptions {
         images: if a.quick { 4 } else { 8 },
         ..ReportOptions::default()

@@ -137,7 +137,13 @@ impl Default for TrainConfig {
             // demo past 15 minutes.
             steps: 3500,
             batch_size: 32,
-            style_batch_size: 8,
+            // 24 style rows beside the 32 captioned pictures (was 8). The base then reads the
+            // picture under a style nearly as well as plainly (styled content 0.79 sampled, was
+            // 0.59; judge accuracy 0.95-0.99, was 0.78-0.88), which is where alignment starts,
+            // and its factual captions gain too (test 0.94, was 0.91); each step costs about a
+            // quarter more. 16 rows: styled 0.71, test 0.92. 12 rows in place of 4 pictures:
+            // test 0.85.
+            style_batch_size: 24,
             style_image_rate: 0.0,
             pair_world_mentions: true,
             world_mention_share: Some(0.85),
