@@ -1,10 +1,12 @@
-//! The whole chain at small sizes: every stage writes its outputs, the aligned captioner's
+//! The whole chain at small sizes: a demo killed mid-way finishes when run again without
+//! redoing its finished stages, every stage writes its outputs, the aligned captioner's
 //! styles score higher with the judge than the base's, the report opens in a browser, and a
 //! rerun skips finished stages.
 
 mod common;
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::browser::{chromium, Browser};
 use common::{scratch, stylecap};
@@ -16,8 +18,36 @@ fn demo(out: &std::path::Path) -> std::process::Output {
 #[test]
 fn quick_demo_runs_every_stage_and_resumes() {
     let out = scratch("demo", "quick");
+    // Killed mid-way: as soon as the base captioner is complete, in the critic's stage.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+        .args(["demo", "--quick", "--quiet", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.join("base/eval.json").is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the demo ended before its base captioner was complete"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no base captioner in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("eval.json").exists(), "killed before the end");
+    // Run again: it finishes without training the base captioner again.
     let o = demo(&out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.contains("base captioner (stylecap train): done already, skipped"),
+        "{log}"
+    );
     for file in [
         "base/model/model.safetensors",
         "base/eval.json",
