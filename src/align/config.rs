@@ -57,8 +57,8 @@ pub struct AlignConfig {
     pub kl_estimator: KlEstimator,
     /// KL coefficient β (initial value when adaptive). The controller lowers β while the KL
     /// is under target, early in a run: from 0.02 it fell to 0.007 before the KL reached the
-    /// target, which the demo's policy then overshot (7.9 against 6). From 0.05 the demo
-    /// ends at 6.0 with more styled content (0.74 against 0.72); a faster controller
+    /// target, which the demo's policy then overshot (7.9 against 6; on the base with 8 style
+    /// rows). From 0.05 that demo ended at 6.0 with more styled content (0.74 against 0.72); a faster controller
     /// (horizon 500) made it worse (7.3, 0.68).
     pub beta: f64,
     /// Adapt β toward this mean KL per caption (nats); None keeps β fixed.

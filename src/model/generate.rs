@@ -274,10 +274,13 @@ fn draw(ranked: &[usize], probs: &[f64], top_p: f32, u: f64, complete: bool) -> 
         }
     }
     // Within the nucleus, the draw is scaled by its mass rather than each probability
-    // renormalised; with the whole vocabulary the nucleus mass is 1 up to rounding.
-    let mass: f64 = probs[..keep].iter().sum();
-    let nucleus = keep < probs.len() || top_p < 1.0;
-    let target = if nucleus { u * mass } else { u };
+    // renormalised.
+    let nucleus = top_p < 1.0;
+    let target = if nucleus {
+        u * probs[..keep].iter().sum::<f64>()
+    } else {
+        u
+    };
     let mut cum = 0.0;
     for (j, p) in probs[..keep].iter().enumerate() {
         cum += p;
