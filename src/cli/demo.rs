@@ -76,6 +76,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
             vocab_size: 512,
             max_positions: 64,
             prefix_tokens: 2,
+            ..ModelShape::default()
         };
         train.steps = 700;
         // The quick chain's settings (here and for alignment's β below), tuned for it

@@ -36,6 +36,16 @@ pub struct ViTConfig {
     pub qkv_bias: bool,
     #[serde(default = "init")]
     pub initializer_range: f64,
+    /// stylecap's own addition (not in transformers): the patch embedding also sees a
+    /// colour-free outline of each patch (see [`shape_map`]), so that recognising a shape
+    /// does not have to be learnt once per colour. Off for HF checkpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shape_channel: bool,
+    /// stylecap's own addition: the patch embedding sees the colours averaged over cells of
+    /// this many pixels (1: as they are), so that with `shape_channel` fine shape comes
+    /// only from the colour-free outline and colour only from coarse cells.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub colour_blur: usize,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -57,6 +67,12 @@ fn d16() -> usize {
 }
 fn d3() -> usize {
     3
+}
+fn one() -> usize {
+    1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 fn yes() -> bool {
     true
@@ -86,11 +102,19 @@ impl ViTConfig {
             num_channels: 3,
             qkv_bias: true,
             initializer_range: init(),
+            shape_channel: false,
+            colour_blur: 1,
             extra: Default::default(),
         }
     }
 
     pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.colour_blur >= 1 && self.patch_size % self.colour_blur == 0,
+            "colour_blur {} must divide patch_size {}",
+            self.colour_blur,
+            self.patch_size
+        );
         super::layers::check_vision_shape(
             self.hidden_size,
             self.num_attention_heads,
@@ -108,6 +132,8 @@ impl ViTConfig {
 #[derive(Module, Debug)]
 pub struct ViTPatchEmbeddings {
     pub projection: Conv2d,
+    /// Embeds [`shape_map`] (one channel) beside `projection`; present with `shape_channel`.
+    pub shape_projection: Option<Conv2d>,
 }
 
 #[derive(Module, Debug)]
@@ -159,6 +185,10 @@ pub struct ViTModel {
     #[module(skip)]
     pub n_head: usize,
     #[module(skip)]
+    pub patch_size: usize,
+    #[module(skip)]
+    pub colour_blur: usize,
+    #[module(skip)]
     pub act: super::layers::ActivationName,
 }
 
@@ -174,10 +204,15 @@ impl ViTModel {
                 device,
             ))
         };
-        let projection = Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
-            .with_stride([cfg.patch_size, cfg.patch_size])
-            .with_initializer(Initializer::Normal { mean: 0.0, std })
-            .init(device);
+        let patchify = |channels: usize, bias: bool| {
+            Conv2dConfig::new([channels, d], [cfg.patch_size, cfg.patch_size])
+                .with_stride([cfg.patch_size, cfg.patch_size])
+                .with_bias(bias)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device)
+        };
+        let projection = patchify(cfg.num_channels, true);
+        let shape_projection = cfg.shape_channel.then(|| patchify(1, false));
         let layer = (0..cfg.num_hidden_layers)
             .map(|_| ViTLayer {
                 attention: ViTAttention {
@@ -204,7 +239,10 @@ impl ViTModel {
             embeddings: ViTEmbeddings {
                 cls_token: normal([1, 1, d]),
                 position_embeddings: normal([1, cfg.num_patches() + 1, d]),
-                patch_embeddings: ViTPatchEmbeddings { projection },
+                patch_embeddings: ViTPatchEmbeddings {
+                    projection,
+                    shape_projection,
+                },
             },
             encoder: ViTEncoder { layer },
             layernorm: layer_norm(d, eps, device),
@@ -212,6 +250,8 @@ impl ViTModel {
                 dense: linear(d, d, true, std, device),
             }),
             n_head: cfg.num_attention_heads,
+            patch_size: cfg.patch_size,
+            colour_blur: cfg.colour_blur,
             act: super::layers::ActivationName(
                 Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Gelu),
             ),
@@ -220,11 +260,15 @@ impl ViTModel {
 
     /// `last_hidden_state` `[B, 1 + patches, D]` for `pixel_values` `[B, C, H, W]`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
-        let patches = self
-            .embeddings
-            .patch_embeddings
-            .projection
-            .forward(pixel_values); // [B, D, h, w]
+        let embed = &self.embeddings.patch_embeddings;
+        let colours = blur(pixel_values.clone(), self.colour_blur);
+        let patches = match &embed.shape_projection {
+            Some(shape) => {
+                let outline = shape_map(pixel_values, self.patch_size);
+                embed.projection.forward(colours) + shape.forward(outline)
+            }
+            None => embed.projection.forward(colours),
+        }; // [B, D, h, w]
         let [b, d, h, w] = patches.dims();
         let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
         let cls = self.embeddings.cls_token.val().expand([b, 1, d]);
@@ -253,5 +297,91 @@ impl ViTModel {
         self.pooler
             .as_ref()
             .map(|p| apply_linear(&p.dense, last_hidden.narrow(1, 0, 1).reshape([b, d])).tanh())
+    }
+}
+
+/// Each `cell`×`cell` block of pixels replaced by its mean.
+fn blur(pixel_values: Tensor<4>, cell: usize) -> Tensor<4> {
+    if cell <= 1 {
+        return pixel_values;
+    }
+    let [b, c, hh, ww] = pixel_values.dims();
+    let (h, w) = (hh / cell, ww / cell);
+    pixel_values
+        .reshape([b, c, h, cell, w, cell])
+        .mean_dim(5)
+        .mean_dim(3)
+        .expand([b, c, h, cell, w, cell])
+        .reshape([b, c, hh, ww])
+}
+
+/// A colour-free outline of each `patch`×`patch` cell, `[B, 1, H, W]` for `[B, C, H, W]`:
+/// each pixel's distance (in colour space) from its cell's mean colour, over the cell's RMS
+/// distance. A cell holding part of an object of one colour over a background of another gives
+/// the same map whatever the two colours are (√((1−f)/f) on the object, √(f/(1−f)) around it,
+/// f its share of the cell), and a flat cell gives zeros. A linear patch embedding of raw
+/// pixels must learn a crescent separately in every colour it comes in, and a captioner trained
+/// so then reads colour as evidence of kind (a white moon, never seen, is called a white sun);
+/// from this map one set of weights recognises the crescent in any colour.
+pub fn shape_map(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
+    // A cell whose colours spread less than this (RMS, in normalised pixel units) is
+    // treated as flat rather than amplified: rain and snow dots stay faint.
+    const FLOOR: f64 = 0.05 * 0.05;
+    let [b, c, hh, ww] = pixel_values.dims();
+    let (h, w) = (hh / patch, ww / patch);
+    let cells = pixel_values.reshape([b, c, h, patch, w, patch]);
+    let mean = cells.clone().mean_dim(5).mean_dim(3);
+    let dist2 = (cells - mean).powi_scalar(2).sum_dim(1); // [b, 1, h, p, w, p]
+    let spread = dist2.clone().mean_dim(5).mean_dim(3);
+    (dist2 / (spread + FLOOR)).sqrt().reshape([b, 1, hh, ww])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two 4×4 cells over a 4×8 picture: the left one holds a shape in colour `a` on
+    /// background `b`, the right one is flat `b`. Returns `[1, 3, 4, 8]` pixel values.
+    fn picture(a: [f32; 3], b: [f32; 3], device: &Device) -> Tensor<4> {
+        let inside = |y: usize, x: usize| x < 4 && (y == 1 || x == 2);
+        let mut v = Vec::new();
+        for c in 0..3 {
+            for y in 0..4 {
+                for x in 0..8 {
+                    v.push(if inside(y, x) { a[c] } else { b[c] });
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(v, [1, 3, 4, 8]), device)
+    }
+
+    #[test]
+    fn the_shape_map_is_the_same_in_any_two_colours() {
+        let device = Device::flex();
+        let white_on_blue = shape_map(picture([1.0, 1.0, 1.0], [-0.8, -0.6, 0.4], &device), 4);
+        let red_on_grass = shape_map(picture([0.9, -0.9, -0.7], [-0.5, 0.3, -0.6], &device), 4);
+        let a: Vec<f32> = white_on_blue.to_data().to_vec().unwrap();
+        let b: Vec<f32> = red_on_grass.to_data().to_vec().unwrap();
+        // 7 of the left cell's 16 pixels are the shape: √(9/7) on it, √(7/9) off it.
+        let (on, off) = ((9.0f32 / 7.0).sqrt(), (7.0f32 / 9.0).sqrt());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() < 1e-3, "pixel {i}: {x} against {y}");
+            let (row, col) = (i / 8, i % 8);
+            if col >= 4 {
+                assert_eq!(*x, 0.0, "the flat cell at pixel {i}");
+            } else {
+                assert!(
+                    (x - on).abs() < 1e-2 || (x - off).abs() < 1e-2,
+                    "pixel {i} ({row}, {col}): {x}"
+                );
+            }
+        }
+        // And it does see the shape: another shape in the same colours gives another map.
+        let moved = shape_map(
+            picture([1.0, 1.0, 1.0], [-0.8, -0.6, 0.4], &device).flip([3]),
+            4,
+        );
+        let m: Vec<f32> = moved.to_data().to_vec().unwrap();
+        assert!(m.iter().zip(&a).any(|(p, q)| (p - q).abs() > 0.5));
     }
 }

@@ -25,6 +25,12 @@ pub struct ModelShape {
     pub max_positions: usize,
     /// Learned prefix tokens per style.
     pub prefix_tokens: usize,
+    /// The ViT's patch embedding also sees each patch's colour-free outline
+    /// (`model::vit::shape_map`), so a kind is recognised by its shape in any colour.
+    pub shape_channel: bool,
+    /// The patch embedding sees colours averaged over cells of this many pixels (1: as
+    /// they are); with `shape_channel`, fine shape then comes only from the outline.
+    pub colour_blur: usize,
 }
 
 impl Default for ModelShape {
@@ -41,6 +47,8 @@ impl Default for ModelShape {
             vocab_size: 2048,
             max_positions: 96,
             prefix_tokens: 2,
+            shape_channel: true,
+            colour_blur: 1,
         }
     }
 }

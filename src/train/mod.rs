@@ -7,4 +7,5 @@ pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod sft;
+pub mod shards;
 pub mod step;

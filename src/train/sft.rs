@@ -441,8 +441,8 @@ impl Trainer {
 
     /// One optimisation step (all micro-batches); returns the mean loss and target tokens.
     ///
-    /// Each micro-batch is split row-wise into `data_parallel` shards whose forward and backward
-    /// passes run on their own threads: the CPU backend keeps about one core busy on matrices
+    /// Each micro-batch is split into `data_parallel` shards of similar length
+    /// (`shards::by_length`) whose forward and backward passes run on their own threads: the CPU backend keeps about one core busy on matrices
     /// this small, so shards use the others. Shard gradients are weighted by their share of
     /// target tokens, which gives the gradient of the whole micro-batch's mean loss.
     pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
@@ -453,18 +453,17 @@ impl Trainer {
         let shards = self.config.data_parallel.max(1);
         for micro in 0..accum {
             let (images, rows, styles) = self.rows(step, micro)?;
-            let per = rows.len().div_ceil(shards);
-            let total: usize = rows.iter().map(|r| r.len() + 1).sum();
-            let batches = (0..rows.len())
-                .step_by(per)
-                .map(|lo| {
-                    let hi = (lo + per).min(rows.len());
-                    let share = rows[lo..hi].iter().map(|r| r.len() + 1).sum::<usize>() as f32
-                        / total as f32;
-                    Ok((
-                        self.to_batch(&images[lo..hi], &rows[lo..hi], &styles[lo..hi])?,
-                        share,
-                    ))
+            let lengths: Vec<usize> = rows.iter().map(|r| r.len() + 1).collect();
+            let total: usize = lengths.iter().sum();
+            let batches = super::shards::by_length(&lengths, shards)
+                .into_iter()
+                .map(|shard| {
+                    let share =
+                        shard.iter().map(|&i| lengths[i]).sum::<usize>() as f32 / total as f32;
+                    let im: Vec<RgbImage> = shard.iter().map(|&i| images[i].clone()).collect();
+                    let ro: Vec<Vec<u32>> = shard.iter().map(|&i| rows[i].clone()).collect();
+                    let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
+                    Ok((self.to_batch(&im, &ro, &st)?, share))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let (model, device) = (&self.model, &self.device);
@@ -785,13 +784,18 @@ fn build_model(
             (cfg, Some(enc), pre)
         }
         None => {
-            let vit = ViTConfig::new(
-                m.image_size,
-                m.patch_size,
-                m.vision_dim,
-                m.vision_layers,
-                m.vision_heads,
-            );
+            let vit = ViTConfig {
+                shape_channel: m.shape_channel,
+                colour_blur: m.colour_blur,
+                ..ViTConfig::new(
+                    m.image_size,
+                    m.patch_size,
+                    m.vision_dim,
+                    m.vision_layers,
+                    m.vision_heads,
+                )
+            };
+            vit.validate().context("config `model`")?;
             (
                 VisionConfig::Vit(vit),
                 None,

@@ -52,6 +52,7 @@ pub fn tiny_config(encoder: &str, styles: &[&str], vocab: usize) -> CaptionerCon
     let enc = serde_json::json!({
         "model_type": encoder, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 2, "image_size": 16, "patch_size": 4, "initializer_range": 0.2,
+        "shape_channel": encoder == "vit",
     });
     let mut dec = Gpt2Config::new(vocab, 40, 24, 2, 2);
     dec.initializer_range = 0.2;
@@ -89,6 +90,8 @@ pub fn tiny_model_shape() -> stylecap::train::config::ModelShape {
         vocab_size: 300,
         max_positions: 64,
         prefix_tokens: 1,
+        shape_channel: true,
+        colour_blur: 1,
     }
 }
 
