@@ -73,6 +73,8 @@ impl VisionConfig {
     }
 }
 
+// A model holds one encoder, so the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum VisionEncoder {
     Vit(ViTModel),

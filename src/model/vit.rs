@@ -110,7 +110,7 @@ impl ViTConfig {
 
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(
-            self.colour_blur >= 1 && self.patch_size % self.colour_blur == 0,
+            self.colour_blur >= 1 && self.patch_size.is_multiple_of(self.colour_blur),
             "colour_blur {} must divide patch_size {}",
             self.colour_blur,
             self.patch_size
@@ -360,8 +360,8 @@ mod tests {
         let device = Device::flex();
         let white_on_blue = shape_map(picture([1.0, 1.0, 1.0], [-0.8, -0.6, 0.4], &device), 4);
         let red_on_grass = shape_map(picture([0.9, -0.9, -0.7], [-0.5, 0.3, -0.6], &device), 4);
-        let a: Vec<f32> = white_on_blue.to_data().to_vec().unwrap();
-        let b: Vec<f32> = red_on_grass.to_data().to_vec().unwrap();
+        let a: Vec<f32> = white_on_blue.to_data().try_to_vec::<f32>().unwrap();
+        let b: Vec<f32> = red_on_grass.to_data().try_to_vec::<f32>().unwrap();
         // 7 of the left cell's 16 pixels are the shape: √(9/7) on it, √(7/9) off it.
         let (on, off) = ((9.0f32 / 7.0).sqrt(), (7.0f32 / 9.0).sqrt());
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
@@ -381,7 +381,7 @@ mod tests {
             picture([1.0, 1.0, 1.0], [-0.8, -0.6, 0.4], &device).flip([3]),
             4,
         );
-        let m: Vec<f32> = moved.to_data().to_vec().unwrap();
+        let m: Vec<f32> = moved.to_data().try_to_vec::<f32>().unwrap();
         assert!(m.iter().zip(&a).any(|(p, q)| (p - q).abs() > 0.5));
     }
 }
