@@ -324,8 +324,8 @@ fn blur(pixel_values: Tensor<4>, cell: usize) -> Tensor<4> {
 /// so then reads colour as evidence of kind (a white moon, never seen, is called a white sun);
 /// from this map one set of weights recognises the crescent in any colour.
 pub fn shape_map(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
-    // A cell whose colours spread less than this (RMS, in normalised pixel units) is
-    // treated as flat rather than amplified: rain and snow dots stay faint.
+    // Cells whose colours spread (RMS, in normalised pixel units) much less than 0.05 are
+    // damped instead of stretched to full contrast, so rain and snow dots stay faint.
     const FLOOR: f64 = 0.05 * 0.05;
     let [b, c, hh, ww] = pixel_values.dims();
     let (h, w) = (hh / patch, ww / patch);
