@@ -42,11 +42,6 @@ pub struct ViTConfig {
     /// does not have to be learnt once per colour. Off for HF checkpoints.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shape_channel: bool,
-    /// stylecap's own addition: the patch embedding sees the colours averaged over cells of
-    /// this many pixels (1: as they are), so that with `shape_channel` fine shape comes
-    /// only from the colour-free outline and colour only from coarse cells.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub colour_blur: usize,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -68,12 +63,6 @@ fn d16() -> usize {
 }
 fn d3() -> usize {
     3
-}
-fn one() -> usize {
-    1
-}
-fn is_one(v: &usize) -> bool {
-    *v == 1
 }
 fn yes() -> bool {
     true
@@ -104,18 +93,11 @@ impl ViTConfig {
             qkv_bias: true,
             initializer_range: init(),
             shape_channel: false,
-            colour_blur: 1,
             extra: Default::default(),
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            self.colour_blur >= 1 && self.patch_size.is_multiple_of(self.colour_blur),
-            "colour_blur {} must divide patch_size {}",
-            self.colour_blur,
-            self.patch_size
-        );
         anyhow::ensure!(
             !self.shape_channel || self.patch_size.is_multiple_of(2),
             "shape_channel needs an even patch_size (its finer outline halves it), got {}",
@@ -193,8 +175,6 @@ pub struct ViTModel {
     #[module(skip)]
     pub patch_size: usize,
     #[module(skip)]
-    pub colour_blur: usize,
-    #[module(skip)]
     pub act: super::layers::ActivationName,
 }
 
@@ -257,7 +237,6 @@ impl ViTModel {
             }),
             n_head: cfg.num_attention_heads,
             patch_size: cfg.patch_size,
-            colour_blur: cfg.colour_blur,
             act: super::layers::ActivationName(
                 Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Gelu),
             ),
@@ -267,13 +246,12 @@ impl ViTModel {
     /// `last_hidden_state` `[B, 1 + patches, D]` for `pixel_values` `[B, C, H, W]`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
         let embed = &self.embeddings.patch_embeddings;
-        let colours = blur(pixel_values.clone(), self.colour_blur);
         let patches = match &embed.shape_projection {
             Some(shape) => {
-                let outline = outlines(pixel_values, self.patch_size);
-                embed.projection.forward(colours) + shape.forward(outline)
+                let outline = outlines(pixel_values.clone(), self.patch_size);
+                embed.projection.forward(pixel_values) + shape.forward(outline)
             }
-            None => embed.projection.forward(colours),
+            None => embed.projection.forward(pixel_values),
         }; // [B, D, h, w]
         let [b, d, h, w] = patches.dims();
         let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
@@ -304,21 +282,6 @@ impl ViTModel {
             .as_ref()
             .map(|p| apply_linear(&p.dense, last_hidden.narrow(1, 0, 1).reshape([b, d])).tanh())
     }
-}
-
-/// Each `cell`×`cell` block of pixels replaced by its mean.
-fn blur(pixel_values: Tensor<4>, cell: usize) -> Tensor<4> {
-    if cell <= 1 {
-        return pixel_values;
-    }
-    let [b, c, hh, ww] = pixel_values.dims();
-    let (h, w) = (hh / cell, ww / cell);
-    pixel_values
-        .reshape([b, c, h, cell, w, cell])
-        .mean_dim(5)
-        .mean_dim(3)
-        .expand([b, c, h, cell, w, cell])
-        .reshape([b, c, hh, ww])
 }
 
 /// The shape channel's input `[B, 2, H, W]`: [`shape_map`] over the patches and over their

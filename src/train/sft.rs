@@ -442,8 +442,8 @@ impl Trainer {
     /// One optimisation step (all micro-batches); returns the mean loss and target tokens.
     ///
     /// Each micro-batch is split into `data_parallel` shards of similar length
-    /// (`shards::by_length`) whose forward and backward passes run on their own threads: the CPU backend keeps about one core busy on matrices
-    /// this small, so shards use the others. Shard gradients are weighted by their share of
+    /// (`shards::by_length`) whose forward and backward passes run on their own threads: the
+    /// CPU backend keeps about one core busy on matrices this small, so shards use the others. Shard gradients are weighted by their share of
     /// target tokens, which gives the gradient of the whole micro-batch's mean loss.
     pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
         let step = self.step;
@@ -786,7 +786,6 @@ fn build_model(
         None => {
             let vit = ViTConfig {
                 shape_channel: m.shape_channel,
-                colour_blur: m.colour_blur,
                 ..ViTConfig::new(
                     m.image_size,
                     m.patch_size,

@@ -91,7 +91,6 @@ pub fn tiny_model_shape() -> stylecap::train::config::ModelShape {
         max_positions: 64,
         prefix_tokens: 1,
         shape_channel: true,
-        colour_blur: 1,
     }
 }
 
