@@ -24,8 +24,10 @@ pub struct BenchArgs {
     /// Timed repetitions of each measurement (after warm-up).
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
+    /// Untimed warm-up repetitions before the timed ones.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Images per batch (one caption each in the training step).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// Caption tokens per training example.

@@ -38,6 +38,7 @@ pub struct CaptionArgs {
     /// Beam search with this many beams.
     #[arg(long)]
     pub beams: Option<usize>,
+    /// Most tokens to generate (fewer when the caption ends).
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
     /// Seed for sampling.

@@ -47,40 +47,52 @@ pub struct CriticTrainArgs {
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Optimisation steps (default 500).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Peak learning rate (default 1e-3; 5e-5 with --pretrained when neither --lr nor --config
+    /// is given).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Seed for the held-out split, initialisation and batch order (default 0; 1001 with --judge).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Skip bad data records (each is listed) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Print the held-out report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
 #[derive(Args)]
 pub struct ScoreArgs {
+    /// Critic folder (`stylecap critic train`; a judge folder works too).
     #[arg(long)]
     pub critic: PathBuf,
     /// Texts to score.
     #[arg(required = true)]
     pub texts: Vec<String>,
+    /// Print the probabilities as JSON, one object per text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct EvalArgs {
+    /// Critic or judge folder to evaluate.
     #[arg(long)]
     pub critic: PathBuf,
     /// Labelled texts: JSONL {"text","style"} or a folder of STYLE.txt.
     #[arg(long)]
     pub data: PathBuf,
+    /// Skip bad data records (each is listed) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -66,6 +66,7 @@ pub struct FetchArgs {
     /// Largest download in bytes.
     #[arg(long, default_value_t = FetchConfig::default().max_bytes)]
     pub max_bytes: u64,
+    /// Redirects followed per request.
     #[arg(long, default_value_t = FetchConfig::default().max_redirects)]
     pub max_redirects: usize,
     /// Largest image in pixels, checked before decoding.
@@ -74,17 +75,22 @@ pub struct FetchArgs {
     /// Output size in pixels.
     #[arg(long, default_value_t = FetchConfig::default().size)]
     pub size: u32,
+    /// How images are brought to --size.
     #[arg(long, value_enum, default_value = "center-crop")]
     pub resize: ResizeMode,
+    /// Output image format.
     #[arg(long, value_enum, default_value = "jpeg")]
     pub format: OutputFormat,
+    /// JPEG quality, 1 to 100 (with --format jpeg).
     #[arg(long, default_value_t = FetchConfig::default().jpeg_quality)]
     pub jpeg_quality: u8,
     /// Drop images whose shorter side is under this many pixels.
     #[arg(long, default_value_t = FetchConfig::default().min_image_side)]
     pub min_image_side: u32,
+    /// Drop records whose cleaned caption has fewer words than this.
     #[arg(long, default_value_t = FetchConfig::default().min_caption_words)]
     pub min_caption_words: usize,
+    /// Drop records whose cleaned caption has more characters than this.
     #[arg(long, default_value_t = FetchConfig::default().max_caption_chars)]
     pub max_caption_chars: usize,
     /// Perceptual-hash distance (bits, at most 7) for near duplicates; -1 turns it off.
@@ -96,6 +102,7 @@ pub struct FetchArgs {
     /// Allow loopback, private and link-local addresses (refused by default).
     #[arg(long)]
     pub allow_private: bool,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -111,6 +118,7 @@ pub struct SynthArgs {
     /// Images in each of val, test and compositional (default: n/10, at least 1).
     #[arg(long)]
     pub eval_n: Option<usize>,
+    /// Seed of the world: scenes, images and captions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Pixels per side.

@@ -30,6 +30,7 @@ pub struct DemoArgs {
     /// Small sizes: the whole chain in about a minute and a half, for a smoke test.
     #[arg(long)]
     pub quick: bool,
+    /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }

@@ -32,19 +32,25 @@ pub struct EvalArgs {
     /// Evaluate the compositional split of the built-in world instead of the test split.
     #[arg(long)]
     pub compositional: bool,
+    /// Images captioned (the first ones of the split).
     #[arg(long, default_value_t = 100)]
     pub images: usize,
     /// Comma-separated styles (default: all the captioner knows).
     #[arg(long, value_delimiter = ',')]
     pub styles: Option<Vec<String>>,
+    /// Greedy decoding instead of sampling (--temperature and --top-p are then unused).
     #[arg(long)]
     pub greedy: bool,
+    /// Sampling temperature.
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
     #[arg(long, default_value_t = 0.9)]
     pub top_p: f32,
+    /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

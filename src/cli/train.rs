@@ -34,23 +34,32 @@ pub struct TrainArgs {
     /// Pretrained GPT-2: HF folder or Hub id.
     #[arg(long)]
     pub decoder: Option<String>,
+    /// Optimisation steps (default 2000).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Image–caption examples per micro-batch (default 32).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Style-text examples per micro-batch, beside the captioned images (default 24).
     #[arg(long)]
     pub style_batch_size: Option<usize>,
+    /// Micro-batches accumulated into each optimisation step (default 1).
     #[arg(long)]
     pub grad_accum: Option<usize>,
+    /// Peak learning rate of the decoder and style prefixes (default 2e-3); the encoder and
+    /// cross-attention have their own, `lr_encoder` and `lr_cross` (1e-3 each), set with --config.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Vision layers to train from the top (0 freezes the encoder; default all).
     #[arg(long)]
     pub train_vision_layers: Option<usize>,
+    /// Seed for initialisation and data order (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Evaluate on the validation images every this many steps, and at the end (default 500).
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Save a checkpoint every this many steps, and at the end (default 250).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Skip bad data records (each is listed) instead of stopping at the first.

@@ -245,16 +245,8 @@ impl ViTModel {
 
     /// `last_hidden_state` `[B, 1 + patches, D]` for `pixel_values` `[B, C, H, W]`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
-        let embed = &self.embeddings.patch_embeddings;
-        let patches = match &embed.shape_projection {
-            Some(shape) => {
-                let outline = outlines(pixel_values.clone(), self.patch_size);
-                embed.projection.forward(pixel_values) + shape.forward(outline)
-            }
-            None => embed.projection.forward(pixel_values),
-        }; // [B, D, h, w]
-        let [b, d, h, w] = patches.dims();
-        let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2);
+        let patches = self.embed_patches(pixel_values); // [B, N, D]
+        let [b, _, d] = patches.dims();
         let cls = self.embeddings.cls_token.val().expand([b, 1, d]);
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val();
         for layer in &self.encoder.layer {
@@ -273,6 +265,60 @@ impl ViTModel {
             x = x + apply_linear(&layer.output.dense, self.act.0.forward(h));
         }
         self.layernorm.forward(x)
+    }
+
+    /// The patch embeddings `[B, N, D]`: transformers' `ViTPatchEmbeddings` (a convolution
+    /// with stride = kernel = patch), plus the shape channel's projection of [`outlines`].
+    ///
+    /// On the CPU the convolution is computed as what it is, one product of each patch's values
+    /// `[B·N, C·P·P]` (gathered on the host, where the outlines are computed anyway; the pixels
+    /// take no gradient) with the kernel flattened to `[D, C·P·P]`. burn's convolution costs
+    /// about twice as much here, forward and backward.
+    pub fn embed_patches(&self, pixel_values: Tensor<4>) -> Tensor<3> {
+        let embed = &self.embeddings.patch_embeddings;
+        let shape = embed.shape_projection.as_ref();
+        let device = pixel_values.device();
+        if !super::layers::on_cpu_backend(&device) {
+            let patches = match shape {
+                Some(shape) => {
+                    let outline = outlines(pixel_values.clone(), self.patch_size);
+                    embed.projection.forward(pixel_values) + shape.forward(outline)
+                }
+                None => embed.projection.forward(pixel_values),
+            }; // [B, D, h, w]
+            let [b, d, h, w] = patches.dims();
+            return patches.reshape([b, d, h * w]).swap_dims(1, 2);
+        }
+        let [b, c, hh, ww] = pixel_values.dims();
+        let p = self.patch_size;
+        let n = (hh / p) * (ww / p);
+        let pixels = host_pixels(pixel_values);
+        let planes = match shape {
+            // Per picture: its C colour planes, then its two outline maps.
+            Some(_) => {
+                let maps = outline_maps(&pixels, b, c, hh, ww, p);
+                pixels
+                    .chunks(c * hh * ww)
+                    .zip(maps.chunks(2 * hh * ww))
+                    .flat_map(|(px, m)| px.iter().chain(m).copied())
+                    .collect()
+            }
+            None => pixels,
+        };
+        let k = if shape.is_some() { c + 2 } else { c };
+        let rows = patch_rows(&planes, b, k, hh, ww, p);
+        let rows = Tensor::<2>::from_data(TensorData::new(rows, [b * n, k * p * p]), &device);
+        let flat = |conv: &Conv2d| {
+            let [d, ch, _, _] = conv.weight.dims();
+            conv.weight.val().reshape([d, ch * p * p])
+        };
+        let kernel = match shape {
+            Some(shape) => Tensor::cat(vec![flat(&embed.projection), flat(shape)], 1),
+            None => flat(&embed.projection),
+        };
+        let d = kernel.dims()[0];
+        let bias = embed.projection.bias.as_ref().map(|b| b.val());
+        super::layers::dense(rows, kernel.transpose(), bias).reshape([b, n, d])
     }
 
     /// transformers' `pooler_output`: tanh(dense(CLS)).
@@ -294,11 +340,20 @@ impl ViTModel {
 pub fn outlines(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
     let device = pixel_values.device();
     let [b, c, h, w] = pixel_values.dims();
-    let pixels = pixel_values
+    let maps = outline_maps(&host_pixels(pixel_values), b, c, h, w, patch);
+    Tensor::from_data(TensorData::new(maps, [b, 2, h, w]), &device)
+}
+
+fn host_pixels(pixel_values: Tensor<4>) -> Vec<f32> {
+    pixel_values
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .expect("f32 pixels");
+        .expect("f32 pixels")
+}
+
+/// [`outlines`] of host pixels `[B, C, H, W]`, as `[B, 2, H, W]`.
+fn outline_maps(pixels: &[f32], b: usize, c: usize, h: usize, w: usize, patch: usize) -> Vec<f32> {
     let mut out = vec![0f32; b * 2 * h * w];
     out.par_chunks_mut(2 * h * w)
         .zip(pixels.par_chunks(c * h * w))
@@ -307,7 +362,30 @@ pub fn outlines(pixel_values: Tensor<4>, patch: usize) -> Tensor<4> {
             outline_into(image, c, h, w, patch, coarse);
             outline_into(image, c, h, w, (patch / 2).max(1), fine);
         });
-    Tensor::from_data(TensorData::new(out, [b, 2, h, w]), &device)
+    out
+}
+
+/// The values under each `p`×`p` patch of `[B, K, H, W]` planes, one row `[K·P·P]` per patch
+/// (patches in row-major order), ordered as a convolution kernel `[D, K, P, P]` flattens.
+fn patch_rows(planes: &[f32], b: usize, k: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+    let (ph, pw) = (h / p, w / p);
+    let row = k * p * p;
+    let mut out = vec![0f32; b * ph * pw * row];
+    out.par_chunks_mut(ph * pw * row)
+        .zip(planes.par_chunks(k * h * w))
+        .for_each(|(rows, image)| {
+            for (i, dst) in rows.chunks_mut(row).enumerate() {
+                let (py, px) = (i / pw, i % pw);
+                for ch in 0..k {
+                    for y in 0..p {
+                        let src = ch * h * w + (py * p + y) * w + px * p;
+                        let at = (ch * p + y) * p;
+                        dst[at..at + p].copy_from_slice(&image[src..src + p]);
+                    }
+                }
+            }
+        });
+    out
 }
 
 /// [`shape_map`] of one `[C, H, W]` picture with `cell`-pixel cells, written into `out` `[H, W]`.
@@ -396,6 +474,49 @@ mod tests {
         assert_eq!(host.len(), reference.len());
         for (i, (a, b)) in host.iter().zip(&reference).enumerate() {
             assert!((a - b).abs() < 1e-4, "value {i}: {a} against {b}");
+        }
+    }
+
+    /// The patch embedding computed as one product over gathered patches equals burn's
+    /// convolutions of the pixels and the outlines, with and without the shape channel.
+    #[test]
+    fn patch_products_equal_the_convolutions() {
+        let device = Device::flex();
+        for shape_channel in [false, true] {
+            let cfg: ViTConfig = serde_json::from_value(serde_json::json!({
+                "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "intermediate_size": 16, "image_size": 16, "patch_size": 4,
+                "shape_channel": shape_channel,
+            }))
+            .unwrap();
+            let model = ViTModel::new(&cfg, false, &device);
+            let v: Vec<f32> = (0..2 * 3 * 16 * 16)
+                .map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0)
+                .collect();
+            let pixels = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 16, 16]), &device);
+            let embed = &model.embeddings.patch_embeddings;
+            let mut conv = embed.projection.forward(pixels.clone());
+            if let Some(shape) = &embed.shape_projection {
+                conv = conv + shape.forward(outlines(pixels.clone(), 4));
+            }
+            let conv: Vec<f32> = conv
+                .reshape([2, 8, 16])
+                .swap_dims(1, 2)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let ours: Vec<f32> = model
+                .embed_patches(pixels)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            assert_eq!(conv.len(), ours.len());
+            for (i, (a, b)) in conv.iter().zip(&ours).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "shape {shape_channel}, value {i}: {a} against {b}"
+                );
+            }
         }
     }
 

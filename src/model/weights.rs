@@ -306,6 +306,25 @@ impl ParamReader for Values {
     }
 }
 
+/// Reads parameter values in burn's own layout (nothing transposed), noting for each
+/// parameter, in visiting order, whether checkpoints store it transposed: for the optimizer,
+/// whose update does not depend on the layout, so that no step pays for transposed copies.
+#[derive(Default)]
+pub struct NativeValues {
+    pub transposed: Vec<bool>,
+}
+
+impl ParamReader for NativeValues {
+    fn read<const D: usize>(
+        &mut self,
+        param: &Param<Tensor<D>>,
+        transpose: bool,
+    ) -> Option<StoredTensor> {
+        self.transposed.push(transpose);
+        Some(stored(param.val(), false))
+    }
+}
+
 /// The module path of the parameter being visited, from burn's enter/exit callbacks.
 #[derive(Default)]
 struct ParamPath(Vec<(String, String)>);
@@ -360,6 +379,8 @@ struct NamedReplacer<'a, F> {
     prefix: &'a str,
     path: ParamPath,
     f: F,
+    /// Values come in burn's layout (see [`replace_native`]), not the checkpoint's.
+    native: bool,
 }
 
 impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedReplacer<'_, F> {
@@ -371,6 +392,7 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
+        let transpose = transpose && !self.native;
         let mut shape = param.lazy_shape().to_vec();
         if transpose {
             shape.reverse();
@@ -386,16 +408,27 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
         // A fresh tensor does not track gradients; keep the parameter's setting, or a trained
         // parameter would silently stop learning after its first update.
         let require_grad = param.val().is_require_grad();
-        let tensor = Tensor::<D>::from_data(TensorData::new(new.values, new.shape), &device);
-        param.map(|_| {
-            let t = if transpose {
-                tensor.transpose()
-            } else {
-                tensor
-            };
-            t.set_require_grad(require_grad)
-        })
+        // Transposed on the host, so that every parameter is a contiguous tensor in burn's
+        // layout however it was set: a transposed view would take other kernels (and other
+        // rounding) than the contiguous weight the optimizer writes back.
+        let (values, shape) = match (transpose, new.shape.as_slice()) {
+            (true, &[rows, cols]) => (transpose_2d(&new.values, rows, cols), vec![cols, rows]),
+            _ => (new.values, new.shape),
+        };
+        let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
+        param.map(|_| tensor.set_require_grad(require_grad))
     }
+}
+
+/// `[rows, cols]` values, row-major, as `[cols, rows]`.
+pub fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for (i, row) in values.chunks(cols).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            out[j * rows + i] = x;
+        }
+    }
+    out
 }
 
 struct NamedFreezer<'a, F> {
@@ -442,6 +475,21 @@ pub fn replace_named<M: Module>(
         prefix,
         path: ParamPath::default(),
         f,
+        native: false,
+    })
+}
+
+/// [`replace_named`] with values in burn's own layout, as [`NativeValues`] reads them.
+pub fn replace_native<M: Module>(
+    module: M,
+    prefix: &str,
+    f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
+) -> M {
+    module.map(&mut NamedReplacer {
+        prefix,
+        path: ParamPath::default(),
+        f,
+        native: true,
     })
 }
 

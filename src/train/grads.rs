@@ -6,7 +6,11 @@ use burn::tensor::Gradients;
 
 use crate::model::weights::{read_named, stored, ParamReader, StoredTensor};
 
-struct Grads<'a>(&'a Gradients);
+/// Reads gradients, in checkpoint layout or (`native`) in burn's own.
+struct Grads<'a> {
+    grads: &'a Gradients,
+    native: bool,
+}
 
 impl ParamReader for Grads<'_> {
     fn read<const D: usize>(
@@ -14,8 +18,20 @@ impl ParamReader for Grads<'_> {
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor> {
-        param.val().grad(self.0).map(|g| stored(g, transpose))
+        let transpose = transpose && !self.native;
+        param.val().grad(self.grads).map(|g| stored(g, transpose))
     }
+}
+
+fn read_gradients<M: Module>(
+    module: &M,
+    grads: &Gradients,
+    native: bool,
+) -> Vec<(String, Option<Vec<f32>>)> {
+    read_named(module, "", &mut Grads { grads, native })
+        .into_iter()
+        .map(|(name, g)| (name, g.map(|g| g.values)))
+        .collect()
 }
 
 /// Every parameter's checkpoint name with its gradient in checkpoint layout (None when it
@@ -24,8 +40,14 @@ pub fn named_gradients<M: Module>(
     module: &M,
     grads: &Gradients,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    read_named(module, "", &mut Grads(grads))
-        .into_iter()
-        .map(|(name, g)| (name, g.map(|g| g.values)))
-        .collect()
+    read_gradients(module, grads, false)
+}
+
+/// Every parameter's checkpoint name with its gradient in burn's own layout, as the optimizer
+/// takes them (see [`crate::model::weights::NativeValues`]).
+pub fn native_gradients<M: Module>(
+    module: &M,
+    grads: &Gradients,
+) -> Vec<(String, Option<Vec<f32>>)> {
+    read_gradients(module, grads, true)
 }

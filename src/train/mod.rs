@@ -1,5 +1,6 @@
 //! Training: the supervised captioner (`sft`), its data, optimizer and schedule.
 
+pub mod batches;
 pub mod config;
 pub mod data;
 pub mod grads;

@@ -1,11 +1,14 @@
 //! AdamW over named parameters, with per-group learning rates, global-norm gradient clipping
 //! and gradient accumulation.
 //!
-//! The optimizer works in checkpoint names and layout, so its state is saved beside the model
-//! as one more safetensors file (`exp_avg.NAME`, `exp_avg_sq.NAME`) and a resumed run continues
-//! exactly. burn's own optimizer clips per tensor, not by the global norm most trainers use.
+//! The optimizer works in checkpoint names, so its state is saved beside the model as one more
+//! safetensors file (`exp_avg.NAME`, `exp_avg_sq.NAME`, in checkpoint layout) and a resumed run
+//! continues exactly. In memory it keeps burn's own layout: the update is element-wise, and
+//! reading and writing the weights that checkpoints store transposed (`nn.Linear`) would cost
+//! transposed copies every step. burn's own optimizer clips per tensor, not by the global norm
+//! most trainers use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -15,9 +18,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::weights::{
-    read_named, replace_named, write_safetensors, SafetensorsFile, StoredTensor, Values,
+    read_named, replace_native, transpose_2d, write_safetensors, NativeValues, SafetensorsFile,
+    StoredTensor,
 };
-use crate::train::grads::named_gradients;
+use crate::train::grads::native_gradients;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -43,7 +47,7 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Gradients summed over micro-batches, by parameter name.
+/// Gradients summed over micro-batches, by parameter name, in burn's layout.
 #[derive(Default)]
 pub struct Accumulated {
     grads: BTreeMap<String, Vec<f32>>,
@@ -53,10 +57,10 @@ pub struct Accumulated {
 impl Accumulated {
     /// Adds `scale` × the gradients of one micro-batch.
     pub fn add<M: Module>(&mut self, model: &M, grads: &Gradients, scale: f32) {
-        self.add_named(named_gradients(model, grads), scale);
+        self.add_named(native_gradients(model, grads), scale);
     }
 
-    /// Adds `scale` × gradients already read by name.
+    /// Adds `scale` × gradients already read by name (by [`native_gradients`]).
     pub fn add_named(&mut self, named: Vec<(String, Option<Vec<f32>>)>, scale: f32) {
         for (name, g) in named {
             let Some(g) = g else { continue };
@@ -84,7 +88,12 @@ pub struct AdamW {
     pub config: AdamWConfig,
     /// Updates done so far (for bias correction).
     pub step: u64,
+    /// First and second moments by checkpoint name, in burn's layout.
     moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// Parameters whose checkpoint layout is the transpose of burn's `[rows, cols]`.
+    transposed: BTreeMap<String, [usize; 2]>,
+    /// Moments read from a file and not used since: still in checkpoint layout.
+    from_file: BTreeSet<String>,
 }
 
 /// What one update did, for logging.
@@ -99,6 +108,8 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
+            transposed: BTreeMap::new(),
+            from_file: BTreeSet::new(),
         }
     }
 
@@ -106,7 +117,7 @@ impl AdamW {
     pub fn update<M: Module>(
         &mut self,
         model: M,
-        grads: Accumulated,
+        mut grads: Accumulated,
         lr: impl Fn(&str) -> f64,
     ) -> (M, UpdateStats) {
         let c = self.config.clone();
@@ -119,44 +130,63 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let values: BTreeMap<String, StoredTensor> = read_named(&model, "", &mut Values)
-            .into_iter()
-            .filter(|(name, _)| grads.grads.contains_key(name))
-            .map(|(name, v)| (name, v.expect("values are always read")))
-            .collect();
-        let mut updated: BTreeMap<String, StoredTensor> = BTreeMap::new();
-        for (name, g) in grads.grads {
-            let Some(mut p) = values.get(&name).cloned() else {
+        let mut reader = NativeValues::default();
+        let read = read_named(&model, "", &mut reader);
+        let mut params: BTreeMap<String, StoredTensor> = BTreeMap::new();
+        for ((name, value), transposed) in read.into_iter().zip(reader.transposed) {
+            if !grads.grads.contains_key(&name) {
                 continue;
-            };
-            let rate = lr(&name);
+            }
+            let p = value.expect("values are always read");
+            if transposed && p.shape.len() == 2 {
+                self.transposed
+                    .insert(name.clone(), [p.shape[0], p.shape[1]]);
+            }
             let (m, v) = self
                 .moments
                 .entry(name.clone())
-                .or_insert_with(|| (vec![0.0; g.len()], vec![0.0; g.len()]));
-            let decay = if p.shape.len() >= 2 {
-                c.weight_decay
-            } else {
-                0.0
-            };
-            let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-            let (clip, bc1, bc2, eps) = (clip as f32, bc1 as f32, bc2 as f32, c.eps as f32);
-            let (rate, shrink) = (rate as f32, (1.0 - rate * decay) as f32);
-            p.values
-                .par_iter_mut()
-                .zip(m.par_iter_mut())
-                .zip(v.par_iter_mut())
-                .zip(g.par_iter())
-                .for_each(|(((p, m), v), &g)| {
+                .or_insert_with(|| (vec![0.0; p.values.len()], vec![0.0; p.values.len()]));
+            if self.from_file.remove(&name) {
+                if let Some(&[rows, cols]) = self.transposed.get(&name) {
+                    *m = transpose_2d(m, cols, rows);
+                    *v = transpose_2d(v, cols, rows);
+                }
+            }
+            params.insert(name, p);
+        }
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let (clip, bc1, bc2, eps) = (clip as f32, bc1 as f32, bc2 as f32, c.eps as f32);
+        // One task per tensor (the update is memory-bound: a plain loop over four slices,
+        // which vectorizes, beats splitting every small tensor across threads).
+        let jobs: Vec<_> = self
+            .moments
+            .iter_mut()
+            .filter_map(|(name, mv)| {
+                let p = params.remove(name)?;
+                let g = grads.grads.remove(name)?;
+                Some((name, mv, p, g, lr(name)))
+            })
+            .collect();
+        let mut updated: BTreeMap<String, StoredTensor> = jobs
+            .into_par_iter()
+            .map(|(name, (m, v), mut p, g, rate)| {
+                let decay = if p.shape.len() >= 2 {
+                    c.weight_decay
+                } else {
+                    0.0
+                };
+                let (rate, shrink) = (rate as f32, (1.0 - rate * decay) as f32);
+                for (((p, m), v), &g) in p.values.iter_mut().zip(m).zip(v).zip(&g) {
                     let g = g * clip;
                     *m = b1 * *m + (1.0 - b1) * g;
                     *v = b2 * *v + (1.0 - b2) * g * g;
                     let step = (*m / bc1) / ((*v / bc2).sqrt() + eps);
                     *p = *p * shrink - rate * step;
-                });
-            updated.insert(name, p);
-        }
-        let model = replace_named(model, "", |name, _| updated.remove(name));
+                }
+                (name.clone(), p)
+            })
+            .collect();
+        let model = replace_native(model, "", |name, _| updated.remove(name));
         (
             model,
             UpdateStats {
@@ -169,8 +199,22 @@ impl AdamW {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = vec![("step".to_string(), vec![1], vec![self.step as f32])];
         for (name, (m, v)) in &self.moments {
-            tensors.push((format!("exp_avg.{name}"), vec![m.len()], m.clone()));
-            tensors.push((format!("exp_avg_sq.{name}"), vec![v.len()], v.clone()));
+            let checkpoint_layout = |x: &Vec<f32>| match self.transposed.get(name) {
+                Some(&[rows, cols]) if !self.from_file.contains(name) => {
+                    transpose_2d(x, rows, cols)
+                }
+                _ => x.clone(),
+            };
+            tensors.push((
+                format!("exp_avg.{name}"),
+                vec![m.len()],
+                checkpoint_layout(m),
+            ));
+            tensors.push((
+                format!("exp_avg_sq.{name}"),
+                vec![v.len()],
+                checkpoint_layout(v),
+            ));
         }
         write_safetensors(path, &tensors)
     }
@@ -195,7 +239,100 @@ impl AdamW {
         Ok(AdamW {
             config,
             step,
+            from_file: moments.keys().cloned().collect(),
             moments,
+            transposed: BTreeMap::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::Linear;
+    use burn::prelude::*;
+
+    use crate::model::weights::read_named;
+
+    /// A `[3, 2]` linear layer (stored transposed in checkpoints) with a bias.
+    fn layer(device: &Device) -> Linear {
+        let w: Vec<f32> = (0..6).map(|i| i as f32 * 0.1 - 0.2).collect();
+        Linear {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [3, 2]), device)),
+            bias: Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![0.5f32, -0.5], [2]),
+                device,
+            ))),
+        }
+    }
+
+    /// Gradients in burn's layout, different at each step.
+    fn grads(step: usize) -> Accumulated {
+        let mut acc = Accumulated::default();
+        let g = |n: usize| (0..n).map(|i| ((i + step) as f32 * 0.7).sin()).collect();
+        acc.add_named(
+            vec![
+                ("weight".to_string(), Some(g(6))),
+                ("bias".to_string(), Some(g(2))),
+            ],
+            1.0,
+        );
+        acc
+    }
+
+    fn values(m: &Linear) -> Vec<f32> {
+        read_named(m, "", &mut crate::model::weights::Values)
+            .into_iter()
+            .flat_map(|(_, v)| v.unwrap().values)
+            .collect()
+    }
+
+    /// The state saved in checkpoint layout and read back continues exactly as the optimizer
+    /// that never stopped, and is saved again unchanged before its first update.
+    #[test]
+    fn saved_state_continues_exactly() {
+        let device = Device::flex();
+        let dir = std::env::temp_dir().join(format!("stylecap-adamw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        let mut whole = AdamW::new(config.clone());
+        let mut model = layer(&device);
+        for step in 0..2 {
+            model = whole.update(model, grads(step), |_| 0.01).0;
+        }
+        whole.save(&dir.join("a.safetensors")).unwrap();
+        // Checkpoint layout: the weight's first moment is the transpose of burn's [3, 2].
+        let file = SafetensorsFile::open(&dir.join("a.safetensors")).unwrap();
+        let m = &file.tensors["exp_avg.weight"].values;
+        let (burn_m, _) = &whole.moments["weight"];
+        assert_eq!(
+            m[1], burn_m[2],
+            "checkpoint [2, 3] row 0 col 1 = burn [3, 2] row 1 col 0"
+        );
+
+        let mut resumed = AdamW::load(config, &dir.join("a.safetensors")).unwrap();
+        resumed.save(&dir.join("b.safetensors")).unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("a.safetensors")).unwrap(),
+            std::fs::read(dir.join("b.safetensors")).unwrap()
+        );
+        let mut copy = layer(&device);
+        copy = replace_native(copy, "", |name, _| {
+            let (n, v) = read_named(&model, "", &mut NativeValues::default())
+                .into_iter()
+                .find(|(n, _)| n == name)?;
+            assert_eq!(n, name);
+            v
+        });
+        for step in 2..5 {
+            model = whole.update(model, grads(step), |_| 0.01).0;
+            copy = resumed.update(copy, grads(step), |_| 0.01).0;
+        }
+        assert_eq!(values(&model), values(&copy));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -17,14 +19,14 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::batches::{RowSource, StepRows};
 use super::config::TrainConfig;
-use super::data::{CaptionSource, EpochOrder, TrainData};
-use super::grads::named_gradients;
+use super::data::{CaptionSource, TrainData};
+use super::grads::native_gradients;
 use super::optim::{Accumulated, AdamW};
 use super::schedule::warmup_cosine;
 use super::step::{batch_loss, caption_batch, teacher_forcing, CaptionBatch};
 use crate::data::image::PreprocessorConfig;
-use crate::data::rng::Rng;
 use crate::data::tokenizer::TextTokenizer;
 use crate::data::world::{content_fidelity, Lexicon};
 use crate::eval::text_metrics::{bleu4, cider_d};
@@ -40,6 +42,8 @@ pub const FACTUAL: &str = "factual";
 
 /// Gradients by parameter name (None where a parameter got none).
 type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
+/// The rows of (step, micro-batch), being made on another thread.
+type RowsAhead = ((usize, usize), JoinHandle<Result<StepRows>>);
 const CHECKPOINT: &str = "checkpoint";
 const LOG_EVERY: usize = 10;
 
@@ -123,15 +127,12 @@ pub struct Trainer {
     pub optim: AdamW,
     /// Steps completed.
     pub step: usize,
-    data: TrainData,
-    image_order: EpochOrder,
-    style_order: EpochOrder,
+    data: Arc<TrainData>,
     style_ids: BTreeMap<String, usize>,
-    /// Style texts that name world things, and the others.
-    style_pools: (Vec<usize>, Vec<usize>),
-    world_order: EpochOrder,
-    other_order: EpochOrder,
-    lexicon: Lexicon,
+    rows: Arc<RowSource>,
+    /// The rows of the next micro-batch, being prepared on another thread while the
+    /// optimizer applies this step (they depend only on the seed and the step).
+    ahead: Option<RowsAhead>,
     device: Device,
     plain: Device,
 }
@@ -171,7 +172,7 @@ impl Trainer {
             eprintln!("skipped: {s}");
         }
         let styles = style_names(&data);
-        let style_ids = styles
+        let style_ids: BTreeMap<String, usize> = styles
             .iter()
             .enumerate()
             .map(|(i, s)| (s.clone(), i))
@@ -212,15 +213,17 @@ impl Trainer {
                 freeze_named(model, "", |name| !vision_trainable(name, layers, k))
             }
         };
-        let lexicon = Lexicon::new();
-        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) = (0..data.styles.len())
-            .partition(|&i| !lexicon.mentions(&data.styles[i].text).is_empty());
+        let data = Arc::new(data);
+        let rows = Arc::new(RowSource::new(
+            config.clone(),
+            data.clone(),
+            tokenizer.clone(),
+            style_ids.clone(),
+            model.config.encoder.image_size() as u32,
+        ));
         Ok(Trainer {
-            world_order: EpochOrder::new(config.seed, 18, world_texts.len().max(1)),
-            other_order: EpochOrder::new(config.seed, 19, other_texts.len().max(1)),
-            style_pools: (world_texts, other_texts),
-            image_order: EpochOrder::new(config.seed, 11, data.train.len()),
-            style_order: EpochOrder::new(config.seed, 13, data.styles.len().max(1)),
+            rows,
+            ahead: None,
             config,
             run: run.to_path_buf(),
             model,
@@ -230,183 +233,13 @@ impl Trainer {
             step,
             data,
             style_ids,
-            lexicon,
             device,
             plain,
         })
     }
 
-    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.tokenizer.encode(text)?;
-        ids.truncate(self.config.max_caption_tokens);
-        Ok(ids)
-    }
-
     fn eot(&self) -> u32 {
         self.model.config.decoder_start_token_id
-    }
-
-    /// The rows of a micro-batch: images, caption tokens and style indices.
-    #[allow(clippy::type_complexity)]
-    fn rows(
-        &self,
-        step: usize,
-        micro: usize,
-    ) -> Result<(Vec<RgbImage>, Vec<Vec<u32>>, Vec<usize>)> {
-        let c = &self.config;
-        let k0 = (step * c.grad_accum + micro) * c.batch_size;
-        let indices: Vec<usize> = (k0..k0 + c.batch_size)
-            .map(|k| self.image_order.at(k))
-            .collect();
-        let examples = self.data.train.get_many(&indices)?;
-        let factual = self.style_ids[FACTUAL];
-        let mut images: Vec<RgbImage> = Vec::new();
-        let mut tokens = Vec::new();
-        let mut styles = Vec::new();
-        for (e, k) in examples.into_iter().zip(k0..) {
-            let mut rng = Rng::for_item(c.seed, 12, k as u64);
-            let pick = if rng.chance(c.first_caption_rate) {
-                0
-            } else {
-                rng.below(e.captions.len())
-            };
-            tokens.push(self.encode_text(&e.captions[pick])?);
-            images.push(e.image);
-            styles.push(factual);
-        }
-        if !self.data.styles.is_empty() {
-            let s0 = (step * c.grad_accum + micro) * c.style_batch_size;
-            let size = self.preprocess_size();
-            let mut with_image = Vec::new();
-            let mut matched: Vec<Option<RgbImage>> = Vec::new();
-            for k in s0..s0 + c.style_batch_size {
-                let t = &self.data.styles[self.style_text(k)];
-                tokens.push(self.encode_text(&t.text)?);
-                styles.push(self.style_ids[&t.style]);
-                let mut rng = Rng::for_item(c.seed, 15, k as u64);
-                let picture = if c.pair_world_mentions {
-                    self.picture_of_mentions(&t.text, &mut rng)
-                } else {
-                    None
-                };
-                with_image.push(
-                    (picture.is_none() && rng.chance(c.style_image_rate))
-                        .then(|| rng.below(self.data.train.len())),
-                );
-                matched.push(picture);
-            }
-            let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
-            let mut shown = self.data.train.get_many(&shown)?.into_iter();
-            for (w, m) in with_image.into_iter().zip(matched) {
-                images.push(match (m, w) {
-                    (Some(picture), _) => picture,
-                    (None, Some(_)) => shown.next().expect("one per index").image,
-                    (None, None) => RgbImage::new(size, size),
-                });
-            }
-        }
-        Ok((images, tokens, styles))
-    }
-
-    /// The style text of style row `k`: from the sentences that name world things with
-    /// probability `world_mention_share`, else from the others (each pool in its own seeded
-    /// epoch order).
-    fn style_text(&self, k: usize) -> usize {
-        let Some(share) = self.config.world_mention_share else {
-            return self.style_order.at(k);
-        };
-        let (world, other) = &self.style_pools;
-        let mut rng = Rng::for_item(self.config.seed, 17, k as u64);
-        let use_world = rng.chance(share);
-        match (use_world, world.is_empty(), other.is_empty()) {
-            (true, false, _) | (false, false, true) => world[self.world_order.at(k)],
-            (_, _, false) => other[self.other_order.at(k)],
-            _ => self.style_order.at(k),
-        }
-    }
-
-    /// A picture of the world things a style sentence names ("the crimson automobile ... in
-    /// the fog": a red car in fog, other details random), so the decoder learns to take
-    /// those words from the image under any style. None when the sentence names no object, or
-    /// names a pair held out of training, or the data is not the built-in world.
-    fn picture_of_mentions(&self, text: &str, rng: &mut Rng) -> Option<RgbImage> {
-        use crate::data::world::checker::{claimed_facts, Fact};
-        use crate::data::world::lexicon::Concept;
-        use crate::data::world::scene::{Column, Row, SceneObject, Size};
-        use crate::data::world::{Background, Colour, Kind};
-        let CaptionSource::World { world, .. } = &self.data.train else {
-            return None;
-        };
-        let facts = claimed_facts(&self.lexicon, text);
-        let mut background = None;
-        // Objects in the order the sentence names them, which is left to right in the picture.
-        let mut objects: Vec<(Kind, Option<Colour>)> = self
-            .lexicon
-            .mentions(text)
-            .iter()
-            .filter_map(|m| match m.concept {
-                Concept::Kind(k) => Some(k),
-                _ => None,
-            })
-            .fold(Vec::new(), |mut kinds, k| {
-                if !kinds.contains(&(k, None)) {
-                    kinds.push((k, None));
-                }
-                kinds
-            });
-        for f in &facts {
-            match *f {
-                Fact::Background(b) => background = Some(b),
-                Fact::Kind(k) if !objects.iter().any(|o| o.0 == k) => objects.push((k, None)),
-                Fact::Coloured(c, k) => match objects.iter_mut().find(|o| o.0 == k) {
-                    Some(o) => o.1 = Some(c),
-                    None => objects.push((k, Some(c))),
-                },
-                _ => {}
-            }
-        }
-        if objects.is_empty() || objects.len() > 3 {
-            return None;
-        }
-        let held = world.held_out_pairs();
-        let mut slots: Vec<(Column, Row)> = Column::ALL
-            .iter()
-            .flat_map(|&c| Row::ALL.iter().map(move |&r| (c, r)))
-            .collect();
-        rng.shuffle(&mut slots);
-        slots.truncate(objects.len());
-        slots.sort();
-        let mut scene_objects = Vec::new();
-        for ((kind, colour), (column, row)) in objects.into_iter().zip(slots) {
-            let colour = match colour {
-                Some(c) if held.contains(&(kind, c)) => return None,
-                Some(c) => c,
-                None => {
-                    let allowed: Vec<Colour> = Colour::ALL
-                        .iter()
-                        .copied()
-                        .filter(|&c| !held.contains(&(kind, c)))
-                        .collect();
-                    *rng.pick(&allowed)
-                }
-            };
-            scene_objects.push(SceneObject {
-                kind,
-                colour,
-                size: *rng.pick(Size::ALL),
-                column,
-                row,
-            });
-        }
-        let scene = crate::data::world::Scene {
-            background: background.unwrap_or(*rng.pick(Background::ALL)),
-            objects: scene_objects,
-        };
-        Some(crate::data::world::render::render(
-            &scene,
-            world.config.image_size,
-            rng.next_u64(),
-        ))
     }
 
     fn to_batch(
@@ -424,8 +257,23 @@ impl Trainer {
         ))
     }
 
-    fn preprocess_size(&self) -> u32 {
-        self.model.config.encoder.image_size() as u32
+    /// The rows of micro-batch `micro` of `step`: those prepared ahead if they are these.
+    fn take_rows(&mut self, step: usize, micro: usize) -> Result<StepRows> {
+        match self.ahead.take() {
+            Some((key, handle)) if key == (step, micro) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            _ => self.rows.rows(step, micro),
+        }
+    }
+
+    /// Starts preparing the rows of micro-batch `micro` of `step` on another thread.
+    fn prepare_rows(&mut self, step: usize, micro: usize) {
+        self.ahead = (step < self.config.steps).then(|| {
+            let rows = self.rows.clone();
+            let handle = std::thread::spawn(move || rows.rows(step, micro));
+            ((step, micro), handle)
+        });
     }
 
     /// The learning rate of a group (see `lr_group`) at `step`.
@@ -443,8 +291,11 @@ impl Trainer {
     ///
     /// Each micro-batch is split into `data_parallel` shards of similar length
     /// (`shards::by_length`) whose forward and backward passes run on their own threads: the
-    /// CPU backend keeps about one core busy on matrices this small, so shards use the others. Shard gradients are weighted by their share of
-    /// target tokens, which gives the gradient of the whole micro-batch's mean loss.
+    /// CPU backend keeps about one core busy on matrices this small, so shards use the others.
+    /// Shard gradients are weighted by their share of target tokens, which gives the gradient
+    /// of the whole micro-batch's mean loss. The next micro-batch's rows are made (pictures
+    /// drawn, texts tokenized) while this one's gradients are summed and applied, which runs
+    /// mostly on one core.
     pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
         let step = self.step;
         let mut acc = Accumulated::default();
@@ -452,7 +303,11 @@ impl Trainer {
         let accum = self.config.grad_accum.max(1);
         let shards = self.config.data_parallel.max(1);
         for micro in 0..accum {
-            let (images, rows, styles) = self.rows(step, micro)?;
+            let StepRows {
+                images,
+                tokens: rows,
+                styles,
+            } = self.take_rows(step, micro)?;
             let lengths: Vec<usize> = rows.iter().map(|r| r.len() + 1).collect();
             let total: usize = lengths.iter().sum();
             let batches = super::shards::by_length(&lengths, shards)
@@ -477,10 +332,14 @@ impl Trainer {
                     let local = model.clone().fork(device);
                     let loss = batch_loss(&local, batch);
                     let grads = loss.backward();
-                    let named = named_gradients(&local, &grads);
+                    let named = native_gradients(&local, &grads);
                     (loss.into_scalar::<f32>(), *share, named)
                 })
                 .collect();
+            match micro + 1 < accum {
+                true => self.prepare_rows(step, micro + 1),
+                false => self.prepare_rows(step + 1, 0),
+            }
             tokens += total;
             let mut value = 0f32;
             for (loss, share, named) in results {
@@ -549,10 +408,11 @@ impl Trainer {
         write_json(&dir.join("preprocessor_config.json"), &self.preprocess)
     }
 
-    /// Validation on a caption source: teacher-forced loss on the first caption, greedy
-    /// factual captions, content fidelity (with scene graphs), BLEU-4 and CIDEr-D.
-    pub fn evaluate(&self, name: &str, source: &CaptionSource) -> Result<EvalResult> {
-        let n = source.len().min(self.config.eval_images);
+    /// Validation on the first `limit` images of a caption source: teacher-forced loss on the
+    /// first caption, greedy factual captions, content fidelity (with scene graphs), BLEU-4 and
+    /// CIDEr-D.
+    pub fn evaluate(&self, name: &str, source: &CaptionSource, limit: usize) -> Result<EvalResult> {
+        let n = source.len().min(limit);
         if n == 0 {
             return Ok(EvalResult {
                 split: name.to_string(),
@@ -573,7 +433,7 @@ impl Trainer {
             let pixels = self.preprocess.batch(&images, &self.plain)?;
             let tokens = examples
                 .iter()
-                .map(|e| self.encode_text(&e.captions[0]))
+                .map(|e| self.rows.encode_text(&e.captions[0]))
                 .collect::<Result<Vec<_>>>()?;
             let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.plain);
             let styles = Tensor::from_data(
@@ -659,7 +519,7 @@ impl Trainer {
                 window_start = Instant::now();
             }
             if step.is_multiple_of(c.eval_every) || step == c.steps {
-                let e = self.evaluate("val", &self.data.val)?;
+                let e = self.evaluate("val", &self.data.val, c.eval_images)?;
                 let mut record = serde_json::to_value(&e)?;
                 record["step"] = step.into();
                 writeln!(metrics, "{record}")?;
@@ -689,7 +549,7 @@ impl Trainer {
         }
         bar.finish_and_clear();
         for (name, source) in &self.data.tests {
-            evals.push(self.evaluate(name, source)?);
+            evals.push(self.evaluate(name, source, c.test_images)?);
         }
         self.save_model(&self.run.join("model"))?;
         let summary = TrainSummary {

@@ -1,0 +1,238 @@
+//! What each step trains on: the rows of its micro-batches, a pure function of the seed, the
+//! step and the micro-batch (every order is a seeded epoch permutation), so a resumed run sees
+//! exactly the rows an uninterrupted one would, and the trainer may prepare a step's rows while
+//! the previous step is still being applied.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use image::RgbImage;
+
+use super::config::TrainConfig;
+use super::data::{CaptionSource, EpochOrder, TrainData};
+use super::sft::FACTUAL;
+use crate::data::rng::Rng;
+use crate::data::tokenizer::TextTokenizer;
+use crate::data::world::Lexicon;
+
+/// The rows of one micro-batch: picture, caption tokens and style index of each.
+pub struct StepRows {
+    pub images: Vec<RgbImage>,
+    pub tokens: Vec<Vec<u32>>,
+    pub styles: Vec<usize>,
+}
+
+/// Image–caption rows (style `factual`) and style-text rows, mixed as the configuration says.
+pub struct RowSource {
+    config: TrainConfig,
+    data: Arc<TrainData>,
+    tokenizer: TextTokenizer,
+    style_ids: BTreeMap<String, usize>,
+    /// Side of the pictures (and of the blank one shown with a style text).
+    image_size: u32,
+    image_order: EpochOrder,
+    style_order: EpochOrder,
+    /// Style texts that name world things, and the others.
+    style_pools: (Vec<usize>, Vec<usize>),
+    world_order: EpochOrder,
+    other_order: EpochOrder,
+    lexicon: Lexicon,
+}
+
+impl RowSource {
+    pub fn new(
+        config: TrainConfig,
+        data: Arc<TrainData>,
+        tokenizer: TextTokenizer,
+        style_ids: BTreeMap<String, usize>,
+        image_size: u32,
+    ) -> Self {
+        let lexicon = Lexicon::new();
+        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) = (0..data.styles.len())
+            .partition(|&i| !lexicon.mentions(&data.styles[i].text).is_empty());
+        let seed = config.seed;
+        RowSource {
+            world_order: EpochOrder::new(seed, 18, world_texts.len().max(1)),
+            other_order: EpochOrder::new(seed, 19, other_texts.len().max(1)),
+            style_pools: (world_texts, other_texts),
+            image_order: EpochOrder::new(seed, 11, data.train.len()),
+            style_order: EpochOrder::new(seed, 13, data.styles.len().max(1)),
+            config,
+            data,
+            tokenizer,
+            style_ids,
+            image_size,
+            lexicon,
+        }
+    }
+
+    /// Tokens of a text, cut to `max_caption_tokens`.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(text)?;
+        ids.truncate(self.config.max_caption_tokens);
+        Ok(ids)
+    }
+
+    /// The rows of micro-batch `micro` of `step`.
+    pub fn rows(&self, step: usize, micro: usize) -> Result<StepRows> {
+        let c = &self.config;
+        let k0 = (step * c.grad_accum + micro) * c.batch_size;
+        let indices: Vec<usize> = (k0..k0 + c.batch_size)
+            .map(|k| self.image_order.at(k))
+            .collect();
+        let examples = self.data.train.get_many(&indices)?;
+        let factual = self.style_ids[FACTUAL];
+        let mut images: Vec<RgbImage> = Vec::new();
+        let mut tokens = Vec::new();
+        let mut styles = Vec::new();
+        for (e, k) in examples.into_iter().zip(k0..) {
+            let mut rng = Rng::for_item(c.seed, 12, k as u64);
+            let pick = if rng.chance(c.first_caption_rate) {
+                0
+            } else {
+                rng.below(e.captions.len())
+            };
+            tokens.push(self.encode_text(&e.captions[pick])?);
+            images.push(e.image);
+            styles.push(factual);
+        }
+        if !self.data.styles.is_empty() {
+            let s0 = (step * c.grad_accum + micro) * c.style_batch_size;
+            let size = self.image_size;
+            let mut with_image = Vec::new();
+            let mut matched: Vec<Option<RgbImage>> = Vec::new();
+            for k in s0..s0 + c.style_batch_size {
+                let t = &self.data.styles[self.style_text(k)];
+                tokens.push(self.encode_text(&t.text)?);
+                styles.push(self.style_ids[&t.style]);
+                let mut rng = Rng::for_item(c.seed, 15, k as u64);
+                let picture = if c.pair_world_mentions {
+                    self.picture_of_mentions(&t.text, &mut rng)
+                } else {
+                    None
+                };
+                with_image.push(
+                    (picture.is_none() && rng.chance(c.style_image_rate))
+                        .then(|| rng.below(self.data.train.len())),
+                );
+                matched.push(picture);
+            }
+            let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
+            let mut shown = self.data.train.get_many(&shown)?.into_iter();
+            for (w, m) in with_image.into_iter().zip(matched) {
+                images.push(match (m, w) {
+                    (Some(picture), _) => picture,
+                    (None, Some(_)) => shown.next().expect("one per index").image,
+                    (None, None) => RgbImage::new(size, size),
+                });
+            }
+        }
+        Ok(StepRows {
+            images,
+            tokens,
+            styles,
+        })
+    }
+
+    /// The style text of style row `k`: from the sentences that name world things with
+    /// probability `world_mention_share`, else from the others (each pool in its own seeded
+    /// epoch order).
+    fn style_text(&self, k: usize) -> usize {
+        let Some(share) = self.config.world_mention_share else {
+            return self.style_order.at(k);
+        };
+        let (world, other) = &self.style_pools;
+        let mut rng = Rng::for_item(self.config.seed, 17, k as u64);
+        let use_world = rng.chance(share);
+        match (use_world, world.is_empty(), other.is_empty()) {
+            (true, false, _) | (false, false, true) => world[self.world_order.at(k)],
+            (_, _, false) => other[self.other_order.at(k)],
+            _ => self.style_order.at(k),
+        }
+    }
+
+    /// A picture of the world things a style sentence names ("the crimson automobile ... in
+    /// the fog": a red car in fog, other details random), so the decoder learns to take
+    /// those words from the image under any style. None when the sentence names no object, or
+    /// names a pair held out of training, or the data is not the built-in world.
+    fn picture_of_mentions(&self, text: &str, rng: &mut Rng) -> Option<RgbImage> {
+        use crate::data::world::checker::{claimed_facts, Fact};
+        use crate::data::world::lexicon::Concept;
+        use crate::data::world::scene::{Column, Row, SceneObject, Size};
+        use crate::data::world::{Background, Colour, Kind};
+        let CaptionSource::World { world, .. } = &self.data.train else {
+            return None;
+        };
+        let facts = claimed_facts(&self.lexicon, text);
+        let mut background = None;
+        // Objects in the order the sentence names them, which is left to right in the picture.
+        let mut objects: Vec<(Kind, Option<Colour>)> = self
+            .lexicon
+            .mentions(text)
+            .iter()
+            .filter_map(|m| match m.concept {
+                Concept::Kind(k) => Some(k),
+                _ => None,
+            })
+            .fold(Vec::new(), |mut kinds, k| {
+                if !kinds.contains(&(k, None)) {
+                    kinds.push((k, None));
+                }
+                kinds
+            });
+        for f in &facts {
+            match *f {
+                Fact::Background(b) => background = Some(b),
+                Fact::Kind(k) if !objects.iter().any(|o| o.0 == k) => objects.push((k, None)),
+                Fact::Coloured(c, k) => match objects.iter_mut().find(|o| o.0 == k) {
+                    Some(o) => o.1 = Some(c),
+                    None => objects.push((k, Some(c))),
+                },
+                _ => {}
+            }
+        }
+        if objects.is_empty() || objects.len() > 3 {
+            return None;
+        }
+        let held = world.held_out_pairs();
+        let mut slots: Vec<(Column, Row)> = Column::ALL
+            .iter()
+            .flat_map(|&c| Row::ALL.iter().map(move |&r| (c, r)))
+            .collect();
+        rng.shuffle(&mut slots);
+        slots.truncate(objects.len());
+        slots.sort();
+        let mut scene_objects = Vec::new();
+        for ((kind, colour), (column, row)) in objects.into_iter().zip(slots) {
+            let colour = match colour {
+                Some(c) if held.contains(&(kind, c)) => return None,
+                Some(c) => c,
+                None => {
+                    let allowed: Vec<Colour> = Colour::ALL
+                        .iter()
+                        .copied()
+                        .filter(|&c| !held.contains(&(kind, c)))
+                        .collect();
+                    *rng.pick(&allowed)
+                }
+            };
+            scene_objects.push(SceneObject {
+                kind,
+                colour,
+                size: *rng.pick(Size::ALL),
+                column,
+                row,
+            });
+        }
+        let scene = crate::data::world::Scene {
+            background: background.unwrap_or(*rng.pick(Background::ALL)),
+            objects: scene_objects,
+        };
+        Some(crate::data::world::render::render(
+            &scene,
+            world.config.image_size,
+            rng.next_u64(),
+        ))
+    }
+}
