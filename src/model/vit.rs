@@ -293,20 +293,12 @@ impl ViTModel {
         let p = self.patch_size;
         let n = (hh / p) * (ww / p);
         let pixels = host_pixels(pixel_values);
-        let planes = match shape {
-            // Per picture: its C colour planes, then its two outline maps.
-            Some(_) => {
-                let maps = outline_maps(&pixels, b, c, hh, ww, p);
-                pixels
-                    .chunks(c * hh * ww)
-                    .zip(maps.chunks(2 * hh * ww))
-                    .flat_map(|(px, m)| px.iter().chain(m).copied())
-                    .collect()
-            }
-            None => pixels,
-        };
-        let k = if shape.is_some() { c + 2 } else { c };
-        let rows = patch_rows(&planes, b, k, hh, ww, p);
+        // Each patch's row: its C colour planes, then its two outline maps.
+        let maps = shape.map(|_| outline_maps(&pixels, b, c, hh, ww, p));
+        let mut sources = vec![(pixels.as_slice(), c)];
+        sources.extend(maps.as_deref().map(|m| (m, 2)));
+        let k = sources.iter().map(|s| s.1).sum::<usize>();
+        let rows = patch_rows(&sources, b, hh, ww, p);
         let rows = Tensor::<2>::from_data(TensorData::new(rows, [b * n, k * p * p]), &device);
         let flat = |conv: &Conv2d| {
             let [d, ch, _, _] = conv.weight.dims();
@@ -365,22 +357,27 @@ fn outline_maps(pixels: &[f32], b: usize, c: usize, h: usize, w: usize, patch: u
     out
 }
 
-/// The values under each `p`×`p` patch of `[B, K, H, W]` planes, one row `[K·P·P]` per patch
-/// (patches in row-major order), ordered as a convolution kernel `[D, K, P, P]` flattens.
-fn patch_rows(planes: &[f32], b: usize, k: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+/// The values under each `p`×`p` patch of `[B, K, H, W]` planes, one row per patch (patches
+/// in row-major order), ordered as a convolution kernel `[D, K, P, P]` flattens; the K planes
+/// are those of each source `(values [B, k, H, W], k)` in turn.
+fn patch_rows(sources: &[(&[f32], usize)], b: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
     let (ph, pw) = (h / p, w / p);
-    let row = k * p * p;
+    let row = sources.iter().map(|s| s.1).sum::<usize>() * p * p;
     let mut out = vec![0f32; b * ph * pw * row];
     out.par_chunks_mut(ph * pw * row)
-        .zip(planes.par_chunks(k * h * w))
-        .for_each(|(rows, image)| {
+        .enumerate()
+        .for_each(|(picture, rows)| {
             for (i, dst) in rows.chunks_mut(row).enumerate() {
                 let (py, px) = (i / pw, i % pw);
-                for ch in 0..k {
-                    for y in 0..p {
-                        let src = ch * h * w + (py * p + y) * w + px * p;
-                        let at = (ch * p + y) * p;
-                        dst[at..at + p].copy_from_slice(&image[src..src + p]);
+                let mut at = 0;
+                for &(values, k) in sources {
+                    let image = &values[picture * k * h * w..(picture + 1) * k * h * w];
+                    for ch in 0..k {
+                        for y in 0..p {
+                            let src = ch * h * w + (py * p + y) * w + px * p;
+                            dst[at..at + p].copy_from_slice(&image[src..src + p]);
+                            at += p;
+                        }
                     }
                 }
             }

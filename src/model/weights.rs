@@ -471,12 +471,7 @@ pub fn replace_named<M: Module>(
     prefix: &str,
     f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
 ) -> M {
-    module.map(&mut NamedReplacer {
-        prefix,
-        path: ParamPath::default(),
-        f,
-        native: false,
-    })
+    replace(module, prefix, f, false)
 }
 
 /// [`replace_named`] with values in burn's own layout, as [`NativeValues`] reads them.
@@ -485,11 +480,20 @@ pub fn replace_native<M: Module>(
     prefix: &str,
     f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
 ) -> M {
+    replace(module, prefix, f, true)
+}
+
+fn replace<M: Module>(
+    module: M,
+    prefix: &str,
+    f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
+    native: bool,
+) -> M {
     module.map(&mut NamedReplacer {
         prefix,
         path: ParamPath::default(),
         f,
-        native: true,
+        native,
     })
 }
 

@@ -138,7 +138,7 @@ impl AdamW {
                 continue;
             }
             let p = value.expect("values are always read");
-            if transposed && p.shape.len() == 2 {
+            if transposed && p.shape.len() == 2 && !self.transposed.contains_key(&name) {
                 self.transposed
                     .insert(name.clone(), [p.shape[0], p.shape[1]]);
             }
