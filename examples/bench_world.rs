@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use stylecap::data::synth::encode_png;
-use stylecap::data::world::{Split, World, WorldConfig};
+use stylecap::world::{Split, World, WorldConfig};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use stylecap::data::world::checker::{check, Fact};
-use stylecap::data::world::lexicon::Lexicon;
-use stylecap::data::world::splits::Split;
-use stylecap::data::world::{World, WorldConfig};
-use stylecap::eval::captioner::{EvalConfig, LoadedCaptioner};
+use stylecap::eval::captioner::EvalConfig;
+use stylecap::model::folder::LoadedCaptioner;
+use stylecap::world::checker::{check, Fact};
+use stylecap::world::lexicon::Lexicon;
+use stylecap::world::splits::Split;
+use stylecap::world::{World, WorldConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -90,7 +91,7 @@ fn main() -> anyhow::Result<()> {
 /// picture, ranks the 12 kinds by caption log-probability after its true (held-out) colour,
 /// and after a colour the kind had in training.
 fn colour_steering(cap: &LoadedCaptioner, world: &World, n: u64, device: &Device) {
-    use stylecap::data::world::{Colour, Kind};
+    use stylecap::world::{Colour, Kind};
     let (mut hit_true, mut hit_allowed) = (0, 0);
     for i in 0..n {
         let e = world.example(Split::Compositional, i);

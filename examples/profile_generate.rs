@@ -9,7 +9,7 @@ use stylecap::model::{generate, Captioner, DecodeOptions};
 fn main() {
     stylecap::util::keep_freed_memory();
     let device = Device::flex();
-    let model = Captioner::new(stylecap::cli::bench_config(), &device);
+    let model = Captioner::new(stylecap::bench::bench_model_config(), &device);
     let pixels = Tensor::<4>::random([16, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let opts = DecodeOptions {
         max_new_tokens: 32,

@@ -1,17 +1,17 @@
-//! Rough split of one benchmark training step: forward, loss, backward, optimizer.
+//! Rough split of one benchmark training step: forward, loss, backward, the trainers' AdamW.
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use stylecap::model::lm_head;
 use stylecap::model::Captioner;
-use stylecap::train::step::teacher_forcing;
+use stylecap::optim::{Accumulated, AdamW, AdamWConfig};
+use stylecap::sft::step::teacher_forcing;
 
 fn main() {
     stylecap::util::keep_freed_memory();
     let device = Device::flex().autodiff();
-    let cfg = stylecap::cli::bench_config();
+    let cfg = stylecap::bench::bench_model_config();
     let mut model = Captioner::new(cfg, &device);
     let captions: Vec<Vec<u32>> = (0..16)
         .map(|i| {
@@ -22,7 +22,7 @@ fn main() {
         .collect();
     let (ids, targets, mask) = teacher_forcing(&captions, 0, 0, 0, &device);
     let px = Tensor::<4>::random([16, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-    let mut optim = AdamWConfig::new().init();
+    let mut optim = AdamW::new(AdamWConfig::default());
     let mut rows: Vec<[f64; 5]> = Vec::new();
     for _ in 0..12 {
         let t0 = Instant::now();
@@ -38,8 +38,9 @@ fn main() {
         let t3 = Instant::now();
         let grads = loss.backward();
         let t4 = Instant::now();
-        let grads = GradientsParams::from_grads(grads, &model);
-        model = optim.step(1e-4, model, grads);
+        let mut acc = Accumulated::default();
+        acc.add(&model, &grads, 1.0);
+        model = optim.update(model, acc, |_| 1e-4).0;
         let t5 = Instant::now();
         rows.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4].map(|d| d.as_secs_f64()));
     }

@@ -1,13 +1,33 @@
 //! stylecap: train and serve image captioners that write in a requested style.
 //!
-//! The modules follow the pipeline: `data` → `model` → `train`.
+//! The modules follow the pipeline, and every import points down this list (a test,
+//! `tests/layers.rs`, checks it from the source):
+//! - foundations: [`rng`], [`run`], [`tensor`], [`util`];
+//! - [`world`] (the built-in scene world) and [`data`] (datasets, style corpora, images,
+//!   tokenization, text metrics);
+//! - [`model`] (encoders, decoder, captioner, decoding, captioner folders);
+//! - [`optim`] (AdamW, schedule, gradients);
+//! - the stages: [`sft`], [`critic`], [`align`], [`eval`], [`bench`], [`demo`], [`serve`];
+//! - [`cli`], which only parses arguments and prints.
+
+pub mod rng;
+pub mod run;
+pub mod tensor;
+pub mod util;
+
+pub mod data;
+pub mod world;
+
+pub mod model;
+
+pub mod optim;
 
 pub mod align;
-pub mod cli;
+pub mod bench;
 pub mod critic;
-pub mod data;
+pub mod demo;
 pub mod eval;
-pub mod model;
 pub mod serve;
-pub mod train;
-pub mod util;
+pub mod sft;
+
+pub mod cli;

@@ -12,15 +12,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     w.commit()
 }
 
-/// A captioner folder given as itself or as the run folder holding it in `model/`.
-pub fn model_dir(path: &Path) -> std::path::PathBuf {
-    if path.join("model").join("config.json").is_file() {
-        path.join("model")
-    } else {
-        path.to_path_buf()
-    }
-}
-
 /// Reads and parses a JSON file, naming the file (and serde's line/column) on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =

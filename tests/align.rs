@@ -9,8 +9,8 @@ use common::scratch;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::trainer::Aligner;
-use stylecap::data::rng::Rng;
 use stylecap::model::weights::{read_named, Values};
+use stylecap::rng::Rng;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()

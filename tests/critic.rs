@@ -8,7 +8,7 @@ use common::*;
 use stylecap::critic::model::{Critic, CriticInfo};
 use stylecap::critic::train::{train_critic, CriticTrainConfig};
 use stylecap::data::tokenizer::TextTokenizer;
-use stylecap::train::grads::named_gradients;
+use stylecap::optim::grads::named_gradients;
 
 #[test]
 fn bert_matches_transformers() {

@@ -54,7 +54,7 @@ fn quick_demo_runs_every_stage_and_resumes() {
         "critic/eval.json",
         "judge/eval.json",
         "align/model/model.safetensors",
-        "align/validation.json",
+        "align/eval.json",
         "eval.json",
         "report.html",
     ] {

@@ -8,8 +8,8 @@ use std::path::Path;
 use burn::prelude::*;
 use common::{scratch, serial, tiny_model_shape};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
-use stylecap::train::config::TrainConfig;
-use stylecap::train::sft::{RunOptions, Trainer};
+use stylecap::sft::config::TrainConfig;
+use stylecap::sft::trainer::{RunOptions, Trainer};
 
 fn tiny() -> TrainConfig {
     TrainConfig {

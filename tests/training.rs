@@ -4,15 +4,15 @@
 
 mod common;
 
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::*;
 use stylecap::data::tokenizer::TextTokenizer;
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::model::{generate, Captioner, DecodeOptions, Strategy};
-use stylecap::train::grads::named_gradients;
-use stylecap::train::step::{batch_loss, teacher_forcing, train_step, CaptionBatch};
+use stylecap::optim::grads::named_gradients;
+use stylecap::optim::{Accumulated, AdamW, AdamWConfig};
+use stylecap::sft::step::{batch_loss, teacher_forcing, CaptionBatch};
 
 fn batch(model: &Captioner, device: &Device, styled: bool) -> CaptionBatch {
     let captions = vec![vec![5, 9, 12, 7], vec![3, 3, 20], vec![40, 2, 11, 6, 8]];
@@ -182,7 +182,7 @@ fn tiny_captioner_overfits_eight_pairs() {
         targets,
         mask,
     };
-    let mut optim = AdamWConfig::new().init();
+    let mut optim = optimizer();
     let mut loss = f32::MAX;
     for _ in 0..400 {
         let (m, l) = train_step(model, &mut optim, &b, 3e-3);
@@ -297,7 +297,7 @@ fn same_seed_same_training_run() {
         let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
         device.seed(9);
         let b = batch(&model, &device, true);
-        let mut optim = AdamWConfig::new().init();
+        let mut optim = optimizer();
         let mut losses = Vec::new();
         for _ in 0..3 {
             let (m, l) = train_step(model, &mut optim, &b, 1e-3);
@@ -309,6 +309,25 @@ fn same_seed_same_training_run() {
     let (a, b) = (run(), run());
     assert_eq!(a, b);
     assert!(a[2] < a[0], "loss should fall: {a:?}");
+}
+
+/// The trainers' AdamW, without gradient clipping and with light weight decay.
+fn optimizer() -> AdamW {
+    AdamW::new(AdamWConfig {
+        weight_decay: 1e-4,
+        clip_norm: 0.0,
+        ..AdamWConfig::default()
+    })
+}
+
+/// Forward, backward and one AdamW update; the updated model and the loss.
+fn train_step(model: Captioner, optim: &mut AdamW, b: &CaptionBatch, lr: f64) -> (Captioner, f32) {
+    let loss = batch_loss(&model, b);
+    let grads = loss.backward();
+    let value = loss.into_scalar::<f32>();
+    let mut acc = Accumulated::default();
+    acc.add(&model, &grads, 1.0);
+    (optim.update(model, acc, |_| lr).0, value)
 }
 
 pub fn tempdir(name: &str) -> std::path::PathBuf {

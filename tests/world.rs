@@ -7,13 +7,13 @@ use std::collections::HashSet;
 
 use common::scratch;
 use stylecap::data::probe::{length_punctuation_probe, marker_words};
-use stylecap::data::rng::Rng;
-use stylecap::data::styles::{self, builtin_corpora, builtin_styles};
 use stylecap::data::synth::{synth, SynthConfig};
-use stylecap::data::world::captions::{canonical_caption, captions};
-use stylecap::data::world::checker::{check, claimed_facts, Fact};
-use stylecap::data::world::scene::{Column, Row, SceneObject, Size};
-use stylecap::data::world::{Background, Colour, Kind, Lexicon, Scene, Split, World, WorldConfig};
+use stylecap::rng::Rng;
+use stylecap::world::captions::{canonical_caption, captions};
+use stylecap::world::checker::{check, claimed_facts, Fact};
+use stylecap::world::scene::{Column, Row, SceneObject, Size};
+use stylecap::world::styles::{self, builtin_corpora, builtin_styles};
+use stylecap::world::{Background, Colour, Kind, Lexicon, Scene, Split, World, WorldConfig};
 
 fn small_config(seed: u64) -> SynthConfig {
     SynthConfig {

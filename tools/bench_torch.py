@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """PyTorch reference for `stylecap bench`: the same captioner (ViT 64x64 patch 8 d=192 4 layers
 + GPT-2 4 layers d=256 4 heads vocab 8192 with cross-attention) built with transformers,
-timed the same way: median of --runs training steps (forward + backward + AdamW, batch 16 x 64
-tokens), of greedy generation of 32 tokens (batch 16, KV cache), and of an RL step (sample 4
-captions of 32 tokens per image for 16 images, score them under a frozen reference, one
-policy-gradient update with AdamW: the loop `stylecap bench` times), after --warmup runs.
+timed the same way: median of --runs training steps (forward + backward + AdamW with the
+gradient norm clipped to 1, batch 16 x 64 tokens: `stylecap train`'s step), of greedy
+generation of 32 tokens (batch 16, KV cache), and of an alignment step (sample 4 captions of 32
+tokens per image for 16 images, score them under a frozen reference, RLOO advantages with the
+KL in the reward, one policy-gradient update with clipped AdamW: `stylecap align`'s step with
+a synthetic reward and no supervised anchor, as `stylecap bench` times it), after --warmup runs.
 
     python3 tools/bench_torch.py --threads 2 [--json]
 """
@@ -65,13 +67,14 @@ def main():
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sync()
         if i >= a.warmup:
             train.append(time.perf_counter() - t)
     peak_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    # RL step: as `stylecap bench` (RLOO with the KL in the reward, a synthetic reward).
+    # Alignment step: as `stylecap bench` (RLOO with the KL in the reward, a synthetic reward).
     reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -101,6 +104,7 @@ def main():
         loss = -(logp * adv).sum() / logp.numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sync()
         if i >= a.warmup:

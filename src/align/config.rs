@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::advantage::Algo;
 use super::kl::KlEstimator;
-use crate::train::optim::AdamWConfig;
+use crate::optim::adamw::AdamWConfig;
 
 /// How the critic's opinion becomes the style reward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -56,10 +56,7 @@ pub struct AlignConfig {
     /// KL estimator in the reward (GRPO's loss term always uses k3).
     pub kl_estimator: KlEstimator,
     /// KL coefficient β (initial value when adaptive). The controller lowers β while the KL
-    /// is under target, early in a run: from 0.02 it fell to 0.007 before the KL reached the
-    /// target, which the demo's policy then overshot (7.9 against 6; on the base with 8 style
-    /// rows). From 0.05 that demo ended at 6.0 with more styled content (0.74 against 0.72); a faster controller
-    /// (horizon 500) made it worse (7.3, 0.68).
+    /// is under target, so too small a start lets the policy overshoot the target.
     pub beta: f64,
     /// Adapt β toward this mean KL per caption (nats); None keeps β fixed.
     pub target_kl: Option<f64>,
@@ -96,9 +93,8 @@ pub struct AlignConfig {
     pub prefix_blend: f32,
     pub optimizer: AdamWConfig,
     pub eval_every: usize,
-    /// Validation pictures (one sampled caption each), which pick the kept policy: with 48,
-    /// the noise of the validation reward (about ±0.03 in content) decided between steps as
-    /// often as training did.
+    /// Validation pictures (one sampled caption each), which pick the kept policy; enough that
+    /// the validation reward's noise does not decide between steps.
     pub eval_images: usize,
     pub world_seed: u64,
     pub world_train: usize,

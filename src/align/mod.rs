@@ -1,9 +1,12 @@
-//! Style alignment by reinforcement learning: rollouts, rewards, KL to the frozen base,
-//! advantages (REINFORCE, moving baseline, SCST, RLOO, GRPO, PPO) and the update loop.
+//! Style alignment by reinforcement learning: the loop (`trainer`), generating and scoring
+//! (`rollout`, `reward`, `kl`), and the update (`update`, `advantage`, `loss`) for REINFORCE,
+//! a moving baseline, SCST, RLOO, GRPO and PPO.
 
 pub mod advantage;
 pub mod config;
 pub mod kl;
 pub mod loss;
 pub mod reward;
+pub mod rollout;
 pub mod trainer;
+pub mod update;

@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::config::AlignConfig;
 use crate::critic::Critic;
+use crate::data::text_metrics::tokens;
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{content_fidelity, Lexicon, Scene};
-use crate::eval::text_metrics::tokens;
+use crate::world::{content_fidelity, Lexicon, Scene};
 use anyhow::Result;
 use burn::prelude::Device;
 

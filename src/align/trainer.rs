@@ -3,8 +3,7 @@
 //! to the frozen reference), and updates the policy from one batched teacher-forced pass over
 //! the sampled tokens. Gradients never flow through sampling (what broke the seed system).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -12,26 +11,38 @@ use burn::prelude::*;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::advantage::{group_normalised, leave_one_out, self_critical, Algo, MovingBaseline};
+use super::advantage::{Algo, MovingBaseline};
 use super::config::AlignConfig;
-use super::kl::{kl_token, AdaptiveKl, KlEstimator};
-use super::loss::{k3_loss, pg_loss, ppo_loss};
+use super::kl::AdaptiveKl;
 use super::reward::{Rewarder, RunningStats, Terms};
+use super::rollout::{self, Rollout};
+use super::update::{self, Update};
 use crate::critic::Critic;
-use crate::data::rng::Rng;
+use crate::data::image::PreprocessorConfig;
+use crate::data::sources::EpochOrder;
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{Lexicon, Scene, Split, World, WorldConfig};
-use crate::eval::captioner::LoadedCaptioner;
-use crate::model::captioner::EncodedImages;
-use crate::model::generate::{sample_or_greedy, Strategy};
-use crate::model::score;
-use crate::model::weights::freeze_named;
+use crate::model::folder::{self, model_dir, LoadedCaptioner};
+use crate::model::generate::Strategy;
+use crate::model::style::FACTUAL;
+use crate::model::weights::{freeze_named, read_named, replace_named, StoredTensor, Values};
 use crate::model::{Captioner, DecodeOptions};
-use crate::train::data::EpochOrder;
-use crate::train::optim::{Accumulated, AdamW};
-use crate::train::sft::FACTUAL;
-use crate::train::step::{batch_loss, caption_batch, CaptionBatch};
-use crate::util::{model_dir, progress_bar, write_json};
+use crate::optim::AdamW;
+use crate::rng::streams;
+use crate::run::RunFolder;
+use crate::sft::step::{caption_batch, CaptionBatch};
+use crate::util::progress_bar;
+use crate::world::{Lexicon, Scene, Split, World, WorldConfig};
+
+/// The sampling seed of validation captions (the same pictures and seed at every validation).
+const VALIDATION_SEED: u64 = 7;
+
+/// A target style: its name, and its index among the captioner's and the critic's styles.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub captioner: usize,
+    pub critic: usize,
+}
 
 /// What one step measured, logged to `metrics.jsonl`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -65,32 +76,16 @@ pub struct ValResult {
     pub samples: Vec<String>,
 }
 
-/// A rollout: sampled captions and everything the update needs.
-struct Rollout {
-    /// Encoder input for the policy pass (one row per image).
-    pixels: Tensor<4>,
-    /// The same on the plain device, for the reference.
-    plain_pixels: Tensor<4>,
-    /// Row → image index (each image repeated K times).
-    image_of_row: Vec<usize>,
-    styles: Vec<usize>,
-    tokens: Vec<Vec<u32>>,
-    /// Per-token log-probabilities when sampled (the policy before this update).
-    old_logprobs: Vec<Vec<f32>>,
-    texts: Vec<String>,
-}
-
 pub struct Aligner {
     pub config: AlignConfig,
-    pub run: PathBuf,
+    pub run: RunFolder,
     pub policy: Captioner,
     pub reference: Captioner,
     pub tokenizer: TextTokenizer,
-    preprocess: crate::data::image::PreprocessorConfig,
+    preprocess: PreprocessorConfig,
     critic: Critic,
     critic_tokenizer: TextTokenizer,
-    /// Target styles as captioner indices and critic indices.
-    styles: Vec<(String, usize, usize)>,
+    targets: Vec<Target>,
     world: World,
     order: EpochOrder,
     ptx_order: EpochOrder,
@@ -105,12 +100,6 @@ pub struct Aligner {
 
 impl Aligner {
     pub fn new(config: AlignConfig, run: &Path, device: &Device) -> Result<Self> {
-        if run.join("config.json").exists() {
-            bail!(
-                "{} already holds a run; choose another --out",
-                run.display()
-            );
-        }
         device.seed(config.seed);
         let plain = device.clone();
         let ad = device.clone().autodiff();
@@ -133,14 +122,14 @@ impl Aligner {
         if names.is_empty() {
             bail!("no target styles: the base captioner has none besides factual");
         }
-        let styles = names
+        let targets = names
             .iter()
             .map(|s| {
-                Ok((
-                    s.clone(),
-                    base.model.config.style_index(s)?,
-                    critic.style_index(s)?,
-                ))
+                Ok(Target {
+                    name: s.clone(),
+                    captioner: base.model.config.style_index(s)?,
+                    critic: critic.style_index(s)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         if config.samples < 2 && matches!(config.algo, Algo::Rloo | Algo::Grpo | Algo::Ppo) {
@@ -148,7 +137,7 @@ impl Aligner {
         }
         let mut base = base;
         if config.prefix_blend != 1.0 {
-            base.model = blend_prefixes(base.model, config.prefix_blend, &styles)?;
+            base.model = blend_prefixes(base.model, config.prefix_blend, &targets)?;
         }
         let policy = base.model.clone().to_device(&ad).train();
         let policy = if config.train_encoder {
@@ -156,16 +145,19 @@ impl Aligner {
         } else {
             freeze_named(policy, "", |n| n.starts_with("encoder."))
         };
-        std::fs::create_dir_all(run)?;
-        write_json(&run.join("config.json"), &config)?;
+        let run = RunFolder::create(run, &config)?;
         let world = World::new(WorldConfig {
             seed: config.world_seed,
             image_size: base.model.config.encoder.image_size() as u32,
             ..WorldConfig::default()
         });
         Ok(Aligner {
-            order: EpochOrder::new(config.seed, 31, config.world_train),
-            ptx_order: EpochOrder::new(config.seed, 37, config.world_train),
+            order: EpochOrder::new(config.seed, streams::ALIGN_IMAGE_ORDER, config.world_train),
+            ptx_order: EpochOrder::new(
+                config.seed,
+                streams::ALIGN_ANCHOR_ORDER,
+                config.world_train,
+            ),
             optim: AdamW::new(config.optimizer.clone()),
             kl: AdaptiveKl {
                 beta: config.beta,
@@ -180,10 +172,10 @@ impl Aligner {
             policy,
             critic,
             critic_tokenizer,
-            styles,
+            targets,
             world,
             config,
-            run: run.to_path_buf(),
+            run,
             step: 0,
             device: ad,
             plain,
@@ -207,7 +199,7 @@ impl Aligner {
             .collect()
     }
 
-    /// Samples `k` captions per image with the current policy (no gradient).
+    /// Samples `k` captions per image with the current policy (no gradient), and decodes them.
     fn rollout(
         &self,
         images: &[RgbImage],
@@ -215,73 +207,28 @@ impl Aligner {
         k: usize,
         strategy: Strategy,
         seed: u64,
-    ) -> Result<Rollout> {
-        let policy = self.policy.clone().valid();
+    ) -> Result<(Rollout, Vec<String>)> {
         let pixels = self.preprocess.batch(images, &self.plain)?;
-        let encoded = policy.encode(pixels.clone());
-        let image_of_row: Vec<usize> = (0..images.len())
-            .flat_map(|i| std::iter::repeat_n(i, k))
-            .collect();
-        let encoded = encoded.select(index(&image_of_row, &self.plain));
-        let row_styles: Vec<usize> = image_of_row.iter().map(|&i| styles[i]).collect();
         let opts = DecodeOptions {
             strategy,
             max_new_tokens: self.config.max_new_tokens,
             seed,
         };
-        let gens = sample_or_greedy(
-            &policy,
-            &encoded,
-            Some(&row_styles),
-            row_styles.len(),
-            &opts,
-        );
-        let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
-        Ok(Rollout {
-            pixels: pixels.clone().to_device(&self.device),
-            plain_pixels: pixels,
-            image_of_row,
-            styles: row_styles,
-            texts: self.decode_texts(&tokens)?,
-            old_logprobs: gens.into_iter().map(|g| g.logprobs).collect(),
-            tokens,
-        })
+        let rollout = rollout::sample(&self.policy, pixels, Some(styles), k, &opts, &self.device);
+        let texts = self.decode_texts(&rollout.tokens)?;
+        Ok((rollout, texts))
     }
 
-    /// Teacher-forced log-probabilities of the sampled tokens `[N, T]` under `model` (with
-    /// gradient when `differentiable`; the model must then live on the autodiff device), the
-    /// token mask, and the mean entropy.
-    fn token_logprobs(
-        model: &Captioner,
-        encoded: &EncodedImages,
-        rows: &[usize],
-        rollout: &Rollout,
-        differentiable: bool,
-        device: &Device,
-    ) -> (Tensor<2>, Tensor<2>, f32) {
-        let styles: Vec<usize> = rows.iter().map(|&r| rollout.styles[r]).collect();
-        let enc = encoded.select(index(
-            &rows
-                .iter()
-                .map(|&r| rollout.image_of_row[r])
-                .collect::<Vec<_>>(),
-            device,
-        ));
-        let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
-        let (picked, mask, entropy) = score::token_logprobs(
-            model,
-            &enc,
-            Some(index(&styles, device)),
-            &tokens,
-            differentiable,
-            device,
-        );
-        let entropy = ((entropy * mask.clone()).sum() / mask.clone().sum().clamp_min(1.0))
-            .into_scalar::<f32>();
-        (picked, mask, entropy)
+    fn sampling(&self) -> Strategy {
+        Strategy::Sample {
+            temperature: self.config.temperature,
+            top_k: 0,
+            top_p: self.config.top_p,
+        }
     }
 
-    /// One alignment step.
+    /// One alignment step: sample K captions per picture and target style, score them (style,
+    /// content, penalties, KL to the reference), and update the policy from the advantages.
     pub fn train_step(&mut self, bad_in_a_row: &mut usize) -> Result<StepLog> {
         let c = self.config.clone();
         let started = Instant::now();
@@ -293,188 +240,58 @@ impl Aligner {
             .collect();
         let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
         let scenes: Vec<&Scene> = examples.iter().map(|e| &e.scene).collect();
-        let targets: Vec<&(String, usize, usize)> = (0..b)
-            .map(|i| &self.styles[(self.step * b + i) % self.styles.len()])
+        let targets: Vec<&Target> = (0..b)
+            .map(|i| &self.targets[(self.step * b + i) % self.targets.len()])
             .collect();
-        let cap_styles: Vec<usize> = targets.iter().map(|t| t.1).collect();
-        let sample = Strategy::Sample {
-            temperature: c.temperature,
-            top_k: 0,
-            top_p: c.top_p,
-        };
+        let cap_styles: Vec<usize> = targets.iter().map(|t| t.captioner).collect();
         let seed = c
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(self.step as u64);
-        let rollout = self.rollout(&images, &cap_styles, k, sample, seed)?;
-        let n = rollout.tokens.len();
-        let critic_targets: Vec<usize> =
-            rollout.image_of_row.iter().map(|&i| targets[i].2).collect();
+        let (rollout, texts) = self.rollout(&images, &cap_styles, k, self.sampling(), seed)?;
+        let n = rollout.len();
+        let critic_targets: Vec<usize> = rollout
+            .image_of_row
+            .iter()
+            .map(|&i| targets[i].critic)
+            .collect();
         let row_scenes: Vec<&Scene> = rollout.image_of_row.iter().map(|&i| scenes[i]).collect();
-        let terms: Vec<Terms> =
-            self.rewarder()
-                .terms(&rollout.texts, &critic_targets, &row_scenes)?;
+        let terms: Vec<Terms> = self
+            .rewarder()
+            .terms(&texts, &critic_targets, &row_scenes)?;
 
-        // KL to the reference from the sampled tokens.
-        let reference_encoded = self.reference.encode(rollout.plain_pixels.clone());
-        let all: Vec<usize> = (0..n).collect();
-        let (ref_lp, _, _) = Self::token_logprobs(
-            &self.reference,
-            &reference_encoded,
-            &all,
-            &rollout,
-            false,
-            &self.plain,
-        );
-        let refs: Vec<&[u32]> = rollout.tokens.iter().map(Vec::as_slice).collect();
-        let ref_lp = score::to_rows(ref_lp, &refs);
-        let kl_of = |est: KlEstimator, lp: &[f32], rp: &[f32]| -> f32 {
-            lp.iter().zip(rp).map(|(&a, &r)| kl_token(est, a, r)).sum()
-        };
-        let kls: Vec<f32> = rollout
-            .old_logprobs
-            .iter()
-            .zip(&ref_lp)
-            .map(|(lp, rp)| kl_of(c.kl_estimator, lp, rp))
-            .collect();
+        let ref_lp = rollout::reference_logprobs(&self.reference, &rollout);
+        let kls = rollout::caption_kls(c.kl_estimator, &rollout.old_logprobs, &ref_lp);
         let beta = self.kl.beta;
-        let mut rewards: Vec<f32> = terms
-            .iter()
-            .zip(&kls)
-            .map(|(t, &kl)| {
-                let r = t.total(&c);
-                if c.algo.kl_in_reward() {
-                    r - beta as f32 * kl
-                } else {
-                    r
-                }
-            })
-            .collect();
-        if c.normalize_rewards {
-            self.stats.push_all(&rewards);
-            let (m, s) = (self.stats.mean as f32, self.stats.std() as f32);
-            rewards.iter_mut().for_each(|r| *r = (*r - m) / s);
-        }
-        rewards
-            .iter_mut()
-            .for_each(|r| *r = r.clamp(-c.reward_clip, c.reward_clip));
-        let advantages = match c.algo {
-            Algo::Reinforce => rewards.clone(),
-            Algo::ReinforceBaseline => self.baseline.advantages(&rewards, c.baseline_decay),
-            Algo::Rloo | Algo::Ppo => leave_one_out(&rewards, k),
-            Algo::Grpo => group_normalised(&rewards, k),
-            Algo::Scst => {
-                let greedy = self.rollout(&images, &cap_styles, 1, Strategy::Greedy, seed)?;
-                let gt: Vec<usize> = (0..b).map(|i| targets[i].2).collect();
-                let gterms = self.rewarder().terms(&greedy.texts, &gt, &scenes)?;
-                let base: Vec<f32> = gterms.iter().map(|t| t.total(&c)).collect();
-                self_critical(&rewards, &base, k)
-            }
-        };
-
-        let ptx = self.ptx_batch()?;
-
-        // The update: one pass (REINFORCE family, GRPO) or PPO epochs over minibatches.
-        let (epochs, minibatches) = if c.algo == Algo::Ppo {
-            (c.ppo_epochs.max(1), c.ppo_minibatches.max(1))
+        let scores: Vec<f32> = terms.iter().map(|t| t.total(&c)).collect();
+        let rewards = update::rewards(&c, &scores, &kls, beta, &mut self.stats);
+        let greedy = if c.algo == Algo::Scst {
+            let (_, greedy) = self.rollout(&images, &cap_styles, 1, Strategy::Greedy, seed)?;
+            let gt: Vec<usize> = targets.iter().map(|t| t.critic).collect();
+            let gterms = self.rewarder().terms(&greedy, &gt, &scenes)?;
+            Some(gterms.iter().map(|t| t.total(&c)).collect::<Vec<f32>>())
         } else {
-            (1, 1)
+            None
         };
-        let (mut loss_sum, mut entropy, mut clipped, mut counted, mut approx_kl) =
-            (0f32, 0f32, 0f32, 0f32, 0f32);
-        let mut skipped = 0;
-        let (mut ptx_sum, mut ptx_count) = (0f32, 0f32);
-        let mut order: Vec<usize> = (0..n).collect();
-        for epoch in 0..epochs {
-            if epoch > 0 {
-                Rng::for_item(c.seed, 33 + epoch as u64, self.step as u64).shuffle(&mut order);
-            }
-            for mb in order.chunks(n.div_ceil(minibatches)) {
-                let rows = mb.to_vec();
-                // Encoded afresh each time: every update changes the cross-attention keys.
-                let encoded = self.policy.encode(rollout.pixels.clone());
-                let (logp, mask, ent) = Self::token_logprobs(
-                    &self.policy,
-                    &encoded,
-                    &rows,
-                    &rollout,
-                    true,
-                    &self.device,
-                );
-                entropy = ent;
-                let [m, t] = logp.dims();
-                let adv: Vec<f32> = rows.iter().map(|&r| advantages[r]).collect();
-                let adv = Tensor::<2>::from_data(TensorData::new(adv, [m, 1]), &self.device);
-                let tokens = mask.clone().sum().clamp_min(1.0).detach();
-                let loss = if c.algo == Algo::Ppo {
-                    let mut old = vec![0f32; m * t];
-                    for (i, &r) in rows.iter().enumerate() {
-                        for (j, &v) in rollout.old_logprobs[r].iter().enumerate() {
-                            old[i * t + j] = v;
-                        }
-                    }
-                    let old = Tensor::<2>::from_data(TensorData::new(old, [m, t]), &self.device);
-                    let log_ratio = (logp.clone() - old.clone()) * mask.clone();
-                    let ratio = log_ratio.clone().detach().exp();
-                    let max_ratio = ratio.clone().max().into_scalar::<f32>();
-                    // A NaN ratio is skipped too.
-                    if max_ratio.is_nan() || max_ratio > c.max_ratio {
-                        skipped += 1;
-                        continue;
-                    }
-                    let outside =
-                        (ratio - 1.0).abs().greater_elem(c.ppo_clip).float() * mask.clone();
-                    clipped += (outside.sum() / tokens.clone()).into_scalar::<f32>();
-                    approx_kl += ((log_ratio.detach().neg() * mask.clone()).sum() / tokens.clone())
-                        .into_scalar::<f32>();
-                    counted += 1.0;
-                    ppo_loss(logp, old, mask, adv, c.ppo_clip)
-                } else if c.algo == Algo::Grpo {
-                    // KL as a loss term (k3, differentiable in the policy's log-probs).
-                    let mut rp = vec![0f32; m * t];
-                    for (i, &r) in rows.iter().enumerate() {
-                        for (j, &v) in ref_lp[r].iter().enumerate() {
-                            rp[i * t + j] = v;
-                        }
-                    }
-                    let rp = Tensor::<2>::from_data(TensorData::new(rp, [m, t]), &self.device);
-                    pg_loss(logp.clone(), mask.clone(), adv) + k3_loss(logp, rp, mask) * beta
-                } else {
-                    pg_loss(logp, mask, adv)
-                };
-                let loss = match &ptx {
-                    Some(batch) => {
-                        let ce = batch_loss(&self.policy, batch);
-                        ptx_sum += ce.clone().into_scalar::<f32>();
-                        ptx_count += 1.0;
-                        loss + ce * c.ptx_coef
-                    }
-                    None => loss,
-                };
-                let value = loss.clone().into_scalar::<f32>();
-                let grads = loss.backward();
-                let mut acc = Accumulated::default();
-                acc.add(&self.policy, &grads, 1.0);
-                let norm = acc.global_norm();
-                if !value.is_finite() || !norm.is_finite() {
-                    skipped += 1;
-                    *bad_in_a_row += 1;
-                    if *bad_in_a_row >= c.max_bad_batches {
-                        bail!(
-                            "step {}: {} batches in a row had a non-finite loss or gradient; \
-                             stopped (lower --lr, or raise --beta)",
-                            self.step + 1,
-                            bad_in_a_row
-                        );
-                    }
-                    continue;
-                }
-                *bad_in_a_row = 0;
-                loss_sum += value;
-                let lr = c.lr;
-                self.policy = self.optim.update(self.policy.clone(), acc, |_| lr).0;
-            }
-        }
+        let advantages = update::advantages(&c, &rewards, &mut self.baseline, greedy.as_deref());
+
+        let anchor = self.ptx_batch()?;
+        let (policy, u) = update::update_policy(
+            self.policy.clone(),
+            &mut self.optim,
+            &Update {
+                config: &c,
+                rollout: &rollout,
+                advantages: &advantages,
+                ref_logprobs: &ref_lp,
+                anchor: anchor.as_ref(),
+                beta,
+                step: self.step,
+            },
+            bad_in_a_row,
+            &self.device,
+        )?;
+        self.policy = policy;
         let mean_kl = kls.iter().sum::<f32>() / n as f32;
         if c.target_kl.is_some() {
             self.kl.update(mean_kl as f64, n);
@@ -494,24 +311,12 @@ impl Aligner {
             penalty: mean(&|t| t.penalty),
             kl: mean_kl,
             beta,
-            entropy,
-            loss: loss_sum / (epochs * minibatches) as f32,
-            ptx_loss: if ptx_count > 0.0 {
-                ptx_sum / ptx_count
-            } else {
-                0.0
-            },
-            clip_fraction: if counted > 0.0 {
-                clipped / counted
-            } else {
-                0.0
-            },
-            approx_kl: if counted > 0.0 {
-                approx_kl / counted
-            } else {
-                0.0
-            },
-            skipped,
+            entropy: u.entropy,
+            loss: u.loss,
+            ptx_loss: u.ptx_loss,
+            clip_fraction: u.clip_fraction,
+            approx_kl: u.approx_kl,
+            skipped: u.skipped,
             tokens_per_s: ntok as f32 / started.elapsed().as_secs_f32(),
             elapsed_s: 0.0,
         })
@@ -556,25 +361,20 @@ impl Aligner {
             .map(|i| self.world.example(Split::Val, i as u64))
             .collect();
         let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
-        let styles: Vec<&(String, usize, usize)> = (0..n)
-            .map(|i| &self.styles[i % self.styles.len()])
+        let targets: Vec<&Target> = (0..n)
+            .map(|i| &self.targets[i % self.targets.len()])
             .collect();
-        let sample = Strategy::Sample {
-            temperature: self.config.temperature,
-            top_k: 0,
-            top_p: self.config.top_p,
-        };
-        let r = self.rollout(
+        let (_, texts) = self.rollout(
             &images,
-            &styles.iter().map(|s| s.1).collect::<Vec<_>>(),
+            &targets.iter().map(|t| t.captioner).collect::<Vec<_>>(),
             1,
-            sample,
-            7,
+            self.sampling(),
+            VALIDATION_SEED,
         )?;
         let scenes: Vec<&Scene> = examples.iter().map(|e| &e.scene).collect();
         let terms = self.rewarder().terms(
-            &r.texts,
-            &styles.iter().map(|s| s.2).collect::<Vec<_>>(),
+            &texts,
+            &targets.iter().map(|t| t.critic).collect::<Vec<_>>(),
             &scenes,
         )?;
         let m = |f: &dyn Fn(&Terms) -> f32| terms.iter().map(f).sum::<f32>() / n.max(1) as f32;
@@ -583,23 +383,26 @@ impl Aligner {
             reward: m(&|t| t.total(&self.config)),
             style_prob: m(&|t| t.style_prob),
             content: m(&|t| t.content),
-            samples: r
-                .texts
+            samples: texts
                 .iter()
-                .zip(&styles)
-                .take(self.styles.len())
-                .map(|(t, s)| format!("[{}] {t}", s.0))
+                .zip(&targets)
+                .take(self.targets.len())
+                .map(|(text, t)| format!("[{}] {text}", t.name))
                 .collect(),
         })
     }
 
     fn save_policy(&self, dir: &Path) -> Result<()> {
-        self.policy.clone().valid().save(dir)?;
-        self.tokenizer.save(&dir.join("tokenizer.json"))?;
-        write_json(&dir.join("preprocessor_config.json"), &self.preprocess)
+        folder::save(
+            dir,
+            &self.policy.clone().valid(),
+            &self.tokenizer,
+            &self.preprocess,
+        )
     }
 
-    /// Runs all steps; keeps the policy with the best validation reward as `model/`.
+    /// Runs all steps; keeps the policy with the best validation reward as `model/`, and the
+    /// validations as the run's `eval.json`.
     pub fn run(&mut self, show_progress: bool) -> Result<Vec<ValResult>> {
         let c = self.config.clone();
         let bar = progress_bar(
@@ -607,20 +410,18 @@ impl Aligner {
             &format!("align {}", c.algo.name()),
             show_progress,
         );
-        let path = self.run.join("metrics.jsonl");
-        let mut metrics = std::fs::File::create(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut metrics = self.run.metrics()?;
         let start = Instant::now();
         let mut vals = Vec::new();
         let mut best = f32::NEG_INFINITY;
         let mut bad = 0;
         let first = self.validate()?;
-        writeln!(metrics, "{}", serde_json::json!({"validation": first}))?;
+        metrics.log(&serde_json::json!({"validation": first}))?;
         vals.push(first);
         while self.step < c.steps {
             let mut log = self.train_step(&mut bad)?;
             log.elapsed_s = start.elapsed().as_secs_f64();
-            writeln!(metrics, "{}", serde_json::to_string(&log)?)?;
+            metrics.log(&log)?;
             bar.inc(1);
             bar.set_message(format!(
                 "reward {:.3} style {:.3} content {:.3} KL {:.2}",
@@ -628,10 +429,10 @@ impl Aligner {
             ));
             if self.step.is_multiple_of(c.eval_every) || self.step == c.steps {
                 let v = self.validate()?;
-                writeln!(metrics, "{}", serde_json::json!({"validation": v}))?;
+                metrics.log(&serde_json::json!({"validation": v}))?;
                 if v.reward > best {
                     best = v.reward;
-                    self.save_policy(&self.run.join("model"))?;
+                    self.save_policy(&self.run.model_dir())?;
                 }
                 bar.println(format!(
                     "step {}: validation reward {:.3} (style {:.3}, content {:.3}); {}",
@@ -652,28 +453,24 @@ impl Aligner {
             }
         }
         bar.finish_and_clear();
-        if !self.run.join("model").join("config.json").is_file() {
-            self.save_policy(&self.run.join("model"))?;
+        if !self.run.model_dir().join("config.json").is_file() {
+            self.save_policy(&self.run.model_dir())?;
         }
-        write_json(&self.run.join("validation.json"), &vals)?;
+        self.run.write_eval(&vals)?;
         Ok(vals)
     }
 }
 
 /// The starting policy (and so the reference): each target style's prefix blended with the
 /// factual one.
-fn blend_prefixes(
-    model: Captioner,
-    alpha: f32,
-    styles: &[(String, usize, usize)],
-) -> Result<Captioner> {
+fn blend_prefixes(model: Captioner, alpha: f32, targets: &[Target]) -> Result<Captioner> {
     let factual = model.config.style_index(FACTUAL)?;
-    let targets: Vec<usize> = styles.iter().map(|s| s.1).collect();
+    let targets: Vec<usize> = targets.iter().map(|t| t.captioner).collect();
     Ok(blend_values(model, alpha, factual, &targets))
 }
 
 fn blend_values(model: Captioner, alpha: f32, factual: usize, targets: &[usize]) -> Captioner {
-    let values = crate::model::weights::read_named(&model, "", &mut crate::model::weights::Values);
+    let values = read_named(&model, "", &mut Values);
     let Some((_, Some(prefix))) = values.into_iter().find(|(n, _)| n == "style_prefix") else {
         return model;
     };
@@ -685,20 +482,10 @@ fn blend_values(model: Captioner, alpha: f32, factual: usize, targets: &[usize])
                 + (1.0 - alpha) * prefix.values[factual * per + j];
         }
     }
-    crate::model::weights::replace_named(model, "", |name, shape| {
-        (name == "style_prefix").then(|| crate::model::weights::StoredTensor {
+    replace_named(model, "", |name, shape| {
+        (name == "style_prefix").then(|| StoredTensor {
             shape: shape.to_vec(),
             values: v.clone(),
         })
     })
-}
-
-fn index(ids: &[usize], device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(
-        TensorData::new(
-            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [ids.len()],
-        ),
-        device,
-    )
 }

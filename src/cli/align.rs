@@ -19,7 +19,7 @@ pub struct AlignArgs {
     /// The reward critic folder (`stylecap critic train`).
     #[arg(long)]
     pub critic: PathBuf,
-    /// Output run folder (config.json, metrics.jsonl, validation.json, model/).
+    /// Output run folder (config.json, metrics.jsonl, model/, eval.json).
     #[arg(long)]
     pub out: PathBuf,
     /// Settings file (JSON or TOML); flags override it.
@@ -28,44 +28,44 @@ pub struct AlignArgs {
     /// Comma-separated target styles, or `all` (every style but factual).
     #[arg(long, default_value = "all")]
     pub styles: String,
-    /// Policy-gradient algorithm (default rloo).
+    /// Policy-gradient algorithm.
     #[arg(long, value_enum)]
     pub algo: Option<Algo>,
-    /// Alignment steps (default 600).
+    /// Alignment steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Learning rate, constant through the run (default 1e-4).
+    /// Learning rate, constant through the run.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Captions sampled per image (K; default 4).
+    /// Captions sampled per image (K).
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Images per step; each gets one target style (cycling) and --samples captions (default 8).
+    /// Images per step; each gets one target style (cycling) and --samples captions.
     #[arg(long)]
     pub images_per_step: Option<usize>,
-    /// KL coefficient (initial value when adaptive; default 0.05).
+    /// KL coefficient (initial value when adaptive).
     #[arg(long)]
     pub beta: Option<f64>,
-    /// Target mean KL per caption for the adaptive β (default 6); `0` keeps β fixed.
+    /// Target mean KL per caption for the adaptive β; `0` keeps β fixed.
     #[arg(long)]
     pub target_kl: Option<f64>,
-    /// KL estimator in the reward (default k1); GRPO's KL loss term always uses k3.
+    /// KL estimator in the reward; GRPO's KL loss term always uses k3.
     #[arg(long, value_enum)]
     pub kl_estimator: Option<KlEstimator>,
-    /// How the critic's probability of the target style becomes the style reward (default prob).
+    /// How the critic's probability of the target style becomes the style reward.
     #[arg(long, value_enum)]
     pub style_reward: Option<StyleReward>,
-    /// Weight of the style reward (default 1.0).
+    /// Weight of the style reward.
     #[arg(long)]
     pub w_style: Option<f32>,
-    /// Weight of the content reward, the caption's content fidelity to the picture (default 1.0).
+    /// Weight of the content reward, the caption's content fidelity to the picture.
     #[arg(long)]
     pub w_content: Option<f32>,
     /// Weight of the supervised anchor (cross-entropy on plain captions of training pictures
-    /// each step, keeping the decoder's reading of pictures; default 1); 0 turns it off.
+    /// each step, keeping the decoder's reading of pictures); 0 turns it off.
     #[arg(long)]
     pub ptx_coef: Option<f32>,
-    /// Seed for sampling and image order (default 0).
+    /// Seed for sampling and image order.
     #[arg(long)]
     pub seed: Option<u64>,
     /// No progress bar.

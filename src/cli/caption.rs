@@ -6,10 +6,9 @@ use anyhow::{ensure, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 
-use crate::data::image::{open_rgb, PreprocessorConfig};
-use crate::data::tokenizer::TextTokenizer;
+use crate::data::image::open_rgb;
 use crate::model::pretrained::resolve;
-use crate::model::{generate, Captioner, DecodeOptions, Strategy};
+use crate::model::{generate, DecodeOptions, LoadedCaptioner, Strategy};
 
 #[derive(Args)]
 pub struct CaptionArgs {
@@ -39,10 +38,10 @@ pub struct CaptionArgs {
     #[arg(long)]
     pub beams: Option<usize>,
     /// Most tokens to generate (fewer when the caption ends).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DecodeOptions::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Seed for sampling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DecodeOptions::default().seed)]
     pub seed: u64,
     /// Print one JSON object: caption, style, token_ids (without the start token), logprobs.
     #[arg(long)]
@@ -72,20 +71,19 @@ impl CaptionArgs {
 
 pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
     let dir = resolve(&args.model)?;
-    let model = Captioner::load(&dir, &device)?;
-    let tok_path = dir.join("tokenizer.json");
-    let tokenizer = TextTokenizer::load(&tok_path)?;
+    let LoadedCaptioner {
+        model,
+        tokenizer,
+        preprocess: pre,
+    } = LoadedCaptioner::load(&dir, &device)?;
     let pre_path = dir.join("preprocessor_config.json");
-    let pre = if pre_path.exists() {
-        PreprocessorConfig::load(&pre_path)?
-    } else {
+    if !pre_path.exists() {
         let s = model.config.encoder.image_size();
         eprintln!(
             "note: {} not found; resizing to {s}x{s} with mean=std=0.5",
             pre_path.display()
         );
-        PreprocessorConfig::square(model.config.encoder.image_size())
-    };
+    }
     let styles = &model.config.style.styles;
     let style = match (&args.style, styles.first()) {
         (Some(s), _) => Some((s.clone(), model.config.style_index(s)?)),

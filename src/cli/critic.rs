@@ -7,10 +7,10 @@ use burn::prelude::Device;
 use clap::{Args, Subcommand};
 
 use crate::critic::metrics::{evaluate, render};
-use crate::critic::train::{train_critic, CriticTrainConfig};
+use crate::critic::train::{train_critic, CriticTrainConfig, FINE_TUNE_LR};
 use crate::critic::Critic;
 use crate::data::records::LoadOptions;
-use crate::train::data::load_styles;
+use crate::data::sources::load_styles;
 
 #[derive(Args)]
 pub struct CriticArgs {
@@ -47,14 +47,14 @@ pub struct CriticTrainArgs {
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Optimisation steps (default 500).
+    /// Optimisation steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Peak learning rate (default 1e-3; 5e-5 with --pretrained when neither --lr nor --config
-    /// is given).
+    /// Peak learning rate (with --pretrained and neither --lr nor --config: the fine-tuning
+    /// rate, 5e-5).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Seed for the held-out split, initialisation and batch order (default 0; 1001 with --judge).
+    /// Seed for the held-out split, initialisation and batch order (--judge has its own).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Skip bad data records (each is listed) instead of stopping at the first.
@@ -112,7 +112,7 @@ pub fn run(args: CriticArgs, device: Device) -> Result<()> {
                 c.pretrained = a.pretrained.clone();
                 // Fine-tuning wants a much smaller step than training from scratch.
                 if a.lr.is_none() && a.config.is_none() {
-                    c.lr = 5e-5;
+                    c.lr = FINE_TUNE_LR;
                 }
             }
             if let Some(v) = a.steps {

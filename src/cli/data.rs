@@ -11,7 +11,7 @@ use crate::data::fetch::{
 };
 use crate::data::inspect;
 use crate::data::synth::{self, SynthConfig, CONTACT_SHEET};
-use crate::data::world::WorldConfig;
+use crate::world::WorldConfig;
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -52,7 +52,7 @@ pub struct FetchArgs {
     #[arg(long, default_value_t = FetchConfig::default().parallel)]
     pub parallel: usize,
     /// Requests per second to one host (0: unlimited).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = FetchConfig::default().per_host_rps)]
     pub per_host_rps: f64,
     /// Seconds allowed for each request (connect, headers, body).
     #[arg(long, default_value_t = FetchConfig::default().timeout_s)]
@@ -113,22 +113,22 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Training images.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = SynthConfig::default().train)]
     pub n: usize,
     /// Images in each of val, test and compositional (default: n/10, at least 1).
     #[arg(long)]
     pub eval_n: Option<usize>,
     /// Seed of the world: scenes, images and captions.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = WorldConfig::default().seed)]
     pub seed: u64,
     /// Pixels per side.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = WorldConfig::default().image_size)]
     pub size: u32,
     /// Distinct factual captions per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = WorldConfig::default().captions_per_image)]
     pub captions: usize,
     /// Sentences per built-in style.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = SynthConfig::default().style_texts)]
     pub style_texts: usize,
     /// No progress bar.
     #[arg(long)]

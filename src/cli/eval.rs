@@ -7,12 +7,10 @@ use burn::prelude::Device;
 use clap::Args;
 
 use crate::critic::Critic;
-use crate::data::loaders::{self, Format};
-use crate::data::records::LoadOptions;
-use crate::data::world::Split;
-use crate::eval::captioner::{evaluate_captioner, render, EvalConfig, LoadedCaptioner};
-use crate::train::data::{load_captions, CaptionSource};
-use crate::util::model_dir;
+use crate::data::sources::CaptionSource;
+use crate::eval::captioner::{evaluate_captioner, render, EvalConfig};
+use crate::model::folder::{model_dir, LoadedCaptioner};
+use crate::world::Split;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -33,7 +31,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub compositional: bool,
     /// Images captioned (the first ones of the split).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = EvalConfig::default().images)]
     pub images: usize,
     /// Comma-separated styles (default: all the captioner knows).
     #[arg(long, value_delimiter = ',')]
@@ -42,13 +40,13 @@ pub struct EvalArgs {
     #[arg(long)]
     pub greedy: bool,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = EvalConfig::default().temperature)]
     pub temperature: f32,
     /// Nucleus sampling: keep the smallest set of tokens with this much probability.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = EvalConfig::default().top_p)]
     pub top_p: f32,
     /// Seed for sampling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = EvalConfig::default().seed)]
     pub seed: u64,
     /// Print the result as JSON.
     #[arg(long)]
@@ -67,21 +65,8 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
     } else {
         Split::Test
     };
-    let source = match &a.data {
-        None => CaptionSource::world(
-            0,
-            captioner.model.config.encoder.image_size(),
-            split,
-            a.images,
-        ),
-        Some(path) if loaders::detect(path)? == Format::World => {
-            let file = path.join(format!("{}.jsonl", split.name()));
-            CaptionSource::Records(
-                crate::data::loaders::manifest::load(&file, LoadOptions::default())?.records,
-            )
-        }
-        Some(path) => CaptionSource::Records(load_captions(path, LoadOptions::default())?.records),
-    };
+    let size = captioner.model.config.encoder.image_size();
+    let source = CaptionSource::held_out(a.data.as_deref(), split, size, a.images)?;
     let config = EvalConfig {
         images: a.images,
         styles: a.styles,

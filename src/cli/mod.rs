@@ -1,7 +1,7 @@
 //! The `stylecap` command line.
 
 mod align;
-pub mod bench;
+mod bench;
 mod caption;
 mod critic;
 mod data;
@@ -12,7 +12,7 @@ mod serve;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -57,14 +57,69 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Make the built-in scene world, fetch a dataset from URL lists, or inspect a dataset.
     Data(data::DataArgs),
-    /// Time a training step and greedy generation on the reference benchmark model.
+    /// Time the product's supervised step, alignment step and greedy generation on the
+    /// reference benchmark model (tools/bench_torch.py times the same in PyTorch).
     Bench(bench::BenchArgs),
 }
 
-pub use bench::bench_config;
+/// Appends its default to the help of each flag of the subcommand at `path` that sets a key
+/// of `defaults` (the stage's default configuration, serialized): defaults are written once,
+/// in the configuration structs, and `--help` reads them from there.
+fn show_defaults(cmd: clap::Command, path: &[&str], defaults: &serde_json::Value) -> clap::Command {
+    let Some((first, rest)) = path.split_first() else {
+        let ids: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| {
+                a.get_action().takes_values()
+                    && a.get_default_values().is_empty()
+                    && !a.is_required_set()
+            })
+            .map(|a| a.get_id().to_string())
+            .collect();
+        return ids.into_iter().fold(cmd, |cmd, id| {
+            let Some(value) = defaults.get(&id).filter(|v| !v.is_null() && *v != "") else {
+                return cmd;
+            };
+            let shown = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            cmd.mut_arg(&id, |a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                a.help(format!("{help} [default: {shown}]"))
+            })
+        });
+    };
+    cmd.mut_subcommand(*first, |sub| show_defaults(sub, rest, defaults))
+}
+
+/// The command line, with each stage's defaults in its `--help`.
+pub fn command() -> clap::Command {
+    let json = |v: serde_json::Result<serde_json::Value>| v.expect("configs serialize");
+    let cmd = Cli::command();
+    let cmd = show_defaults(
+        cmd,
+        &["train"],
+        &json(serde_json::to_value(crate::sft::TrainConfig::default())),
+    );
+    let cmd = show_defaults(
+        cmd,
+        &["critic", "train"],
+        &json(serde_json::to_value(
+            crate::critic::train::CriticTrainConfig::default(),
+        )),
+    );
+    show_defaults(
+        cmd,
+        &["align"],
+        &json(serde_json::to_value(
+            crate::align::config::AlignConfig::default(),
+        )),
+    )
+}
 
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches())?;
     crate::util::keep_freed_memory();
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()

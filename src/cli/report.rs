@@ -19,7 +19,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = ReportOptions::default().images)]
     pub images: usize,
     /// Sampling seed for the gallery captions.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = ReportOptions::default().seed)]
     pub seed: u64,
 }
 

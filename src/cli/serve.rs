@@ -54,7 +54,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs, device: Device) -> Result<()> {
-    let model = crate::util::model_dir(&a.model);
+    let model = crate::model::folder::model_dir(&a.model);
     let config = ServeConfig {
         max_body_bytes: a.max_body_bytes,
         max_pixels: a.max_pixels,

@@ -6,8 +6,8 @@ use anyhow::Result;
 use burn::prelude::Device;
 use clap::Args;
 
-use crate::train::config::TrainConfig;
-use crate::train::sft::{RunOptions, Trainer};
+use crate::sft::config::TrainConfig;
+use crate::sft::trainer::{RunOptions, Trainer};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -34,32 +34,32 @@ pub struct TrainArgs {
     /// Pretrained GPT-2: HF folder or Hub id.
     #[arg(long)]
     pub decoder: Option<String>,
-    /// Optimisation steps (default 2000).
+    /// Optimisation steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Image–caption examples per micro-batch (default 32).
+    /// Image–caption examples per micro-batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Style-text examples per micro-batch, beside the captioned images (default 24).
+    /// Style-text examples per micro-batch, beside the captioned images.
     #[arg(long)]
     pub style_batch_size: Option<usize>,
-    /// Micro-batches accumulated into each optimisation step (default 1).
+    /// Micro-batches accumulated into each optimisation step.
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// Peak learning rate of the decoder and style prefixes (default 2e-3); the encoder and
-    /// cross-attention have their own, `lr_encoder` and `lr_cross` (1e-3 each), set with --config.
+    /// Peak learning rate of the decoder and style prefixes; the encoder and cross-attention
+    /// have their own, `lr_encoder` and `lr_cross`, set with --config.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Vision layers to train from the top (0 freezes the encoder; default all).
     #[arg(long)]
     pub train_vision_layers: Option<usize>,
-    /// Seed for initialisation and data order (default 0).
+    /// Seed for initialisation and data order.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Evaluate on the validation images every this many steps, and at the end (default 500).
+    /// Evaluate on the validation images every this many steps, and at the end.
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Save a checkpoint every this many steps, and at the end (default 250).
+    /// Save a checkpoint every this many steps, and at the end.
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Skip bad data records (each is listed) instead of stopping at the first.
@@ -115,7 +115,6 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         eprintln!("resuming {} at step {}", args.out.display(), trainer.step);
     }
     let summary = trainer.run(&RunOptions {
-        resume: args.resume,
         show_progress: !args.quiet,
         stop_after: None,
     })?;

@@ -75,7 +75,14 @@ impl Critic {
         tokenizer.save(&dir.join("tokenizer.json"))
     }
 
+    /// Loads a critic folder, given as itself or as the run folder holding it in `model/`.
     pub fn load(dir: &Path, device: &Device) -> Result<(Self, TextTokenizer)> {
+        let model_dir = dir.join(crate::run::MODEL);
+        let dir = if model_dir.join("critic.json").is_file() {
+            model_dir.as_path()
+        } else {
+            dir
+        };
         let info: CriticInfo = read_json(&dir.join("critic.json"))?;
         let bert_config = read_bert_config(dir)?;
         let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
@@ -165,11 +172,7 @@ impl Critic {
             let (ids, mask) = self.encode(tokenizer, chunk, device)?;
             let p = softmax(self.forward(ids, mask), 1);
             let s = self.info.styles.len();
-            let values = p
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32");
+            let values = crate::tensor::floats(p);
             out.extend(values.chunks(s).map(<[f32]>::to_vec));
         }
         Ok(out)

@@ -5,21 +5,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use super::bert::BertConfig;
 use super::metrics::{evaluate, CriticReport};
 use super::model::{Critic, CriticInfo};
 use crate::data::records::{LoadOptions, StyleText};
-use crate::data::rng::Rng;
+use crate::data::sources::{builtin_style_texts, load_styles, EpochOrder};
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{Split, World, WorldConfig};
+use crate::model::loss::classification_cross_entropy;
 use crate::model::pretrained::resolve;
-use crate::train::data::{builtin_style_texts, load_styles, EpochOrder};
-use crate::train::optim::{Accumulated, AdamW, AdamWConfig};
-use crate::train::schedule::warmup_cosine;
-use crate::util::{progress_bar, write_json};
+use crate::model::style::FACTUAL;
+use crate::optim::adamw::{Accumulated, AdamW, AdamWConfig};
+use crate::optim::schedule::warmup_cosine;
+use crate::rng::{streams, Rng};
+use crate::run::RunFolder;
+use crate::util::progress_bar;
+use crate::world::{Split, World, WorldConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,17 +89,21 @@ impl CriticTrainConfig {
     }
 }
 
+/// The peak learning rate of a critic fine-tuned from a pretrained encoder (`--pretrained`
+/// without `--lr`): much smaller than training from scratch wants.
+pub const FINE_TUNE_LR: f64 = 5e-5;
+
 /// The built-in labelled corpus: style sentences, plus factual captions of the world.
 pub fn builtin_corpus(config: &CriticTrainConfig) -> Vec<StyleText> {
     let mut texts = builtin_style_texts(config.texts_per_style, 0);
     let world = World::new(WorldConfig::default());
     let source = crate::data::records::Source::file(Path::new("<built-in world captions>"));
-    let mut rng = Rng::new(config.seed ^ 0xfac7);
+    let mut rng = Rng::keyed(config.seed, streams::KEY_CRITIC_WORLD_CAPTIONS);
     for i in 0..config.world_captions {
         let e = world.example(Split::Train, i as u64);
         texts.push(StyleText {
             text: rng.pick(&e.captions).clone(),
-            style: "factual".into(),
+            style: FACTUAL.into(),
             source: source.clone(),
         });
     }
@@ -107,21 +113,14 @@ pub fn builtin_corpus(config: &CriticTrainConfig) -> Vec<StyleText> {
 /// Splits indices into (train, held-out) by a seeded shuffle.
 pub fn split(n: usize, held_out: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
-    Rng::new(seed ^ 0xc817).shuffle(&mut order);
+    Rng::keyed(seed, streams::KEY_CRITIC_SPLIT).shuffle(&mut order);
     let k = ((n as f32 * held_out).round() as usize).clamp(1, n.saturating_sub(1).max(1));
     let held = order[..k].to_vec();
     (order[k..].to_vec(), held)
 }
 
-fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let b = logits.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([b, 1]))
-        .mean()
-        .neg()
-}
-
-/// Trains a critic into `out`; returns its held-out report (also in `out/eval.json`).
+/// Trains a critic in the run folder `out` (the critic in `model/`); returns its held-out
+/// report (also the run's `eval.json`).
 pub fn train_critic(
     config: &CriticTrainConfig,
     out: &Path,
@@ -191,12 +190,11 @@ pub fn train_critic(
             (Critic::new(bert, info, &ad), tokenizer)
         }
     };
-    std::fs::create_dir_all(out)?;
-    write_json(&out.join("train_config.json"), config)?;
+    let run = RunFolder::create(out, config)?;
+    let mut metrics = run.metrics()?;
     let mut optim = AdamW::new(config.optimizer.clone());
-    let order = EpochOrder::new(config.seed, 21, train_ids.len());
+    let order = EpochOrder::new(config.seed, streams::CRITIC_ORDER, train_ids.len());
     let bar = progress_bar(config.steps as u64, "critic", show_progress);
-    let mut metrics = String::new();
     for step in 0..config.steps {
         let batch: Vec<usize> = (0..config.batch_size)
             .map(|j| train_ids[order.at(step * config.batch_size + j)])
@@ -205,7 +203,7 @@ pub fn train_critic(
         let (ids, mask) = critic.encode(&tokenizer, &batch_texts, &ad)?;
         let y: Vec<i64> = batch.iter().map(|&i| labels[i] as i64).collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &ad);
-        let loss = cross_entropy(critic.forward(ids, mask), y);
+        let loss = classification_cross_entropy(critic.forward(ids, mask), y);
         let grads = loss.backward();
         let value = loss.into_scalar::<f32>();
         if !value.is_finite() {
@@ -221,22 +219,18 @@ pub fn train_critic(
         bar.inc(1);
         if (step + 1) % 10 == 0 {
             bar.set_message(format!("loss {value:.3}"));
-            metrics.push_str(
-                &serde_json::json!({"step": step + 1, "loss": value, "lr": lr}).to_string(),
-            );
-            metrics.push('\n');
+            metrics.log(&serde_json::json!({"step": step + 1, "loss": value, "lr": lr}))?;
         }
     }
     bar.finish_and_clear();
     // `valid` drops autodiff; `to_device` would keep taping every op of the evaluation
     // (15 GB for MiniLM's held-out pass).
     let plain_critic = critic.valid();
-    plain_critic.save(out, &tokenizer)?;
-    crate::util::write_atomic(&out.join("metrics.jsonl"), metrics.as_bytes())?;
+    plain_critic.save(&run.model_dir(), &tokenizer)?;
     let held_texts: Vec<&str> = held_ids.iter().map(|&i| texts[i].text.as_str()).collect();
     let probs = plain_critic.probabilities(&tokenizer, &held_texts, device)?;
     let held_labels: Vec<usize> = held_ids.iter().map(|&i| labels[i]).collect();
     let report = evaluate(&styles, &probs, &held_labels);
-    write_json(&out.join("eval.json"), &report)?;
+    run.write_eval(&report)?;
     Ok(report)
 }

@@ -13,7 +13,7 @@ use crate::data::probe::{self, LengthPunctuationProbe, MarkerWord};
 use crate::data::records::{CaptionRecord, LoadOptions, Loaded, Problem, StyleText};
 use crate::data::stream::image_chunks;
 use crate::data::synth::{DatasetInfo, STYLES_FILE};
-use crate::data::world::Split;
+use crate::world::Split;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {

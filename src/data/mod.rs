@@ -1,5 +1,6 @@
-//! Data: the built-in scene world and styles, loaders for real datasets, image preprocessing
-//! and tokenization.
+//! Data: records and loaders of real datasets and style corpora, the caption and style sources
+//! the trainers draw from, fetching and inspecting datasets, image preprocessing, tokenization
+//! and text metrics. The built-in world (`crate::world`) is one source among them.
 
 pub mod contact_sheet;
 pub mod fetch;
@@ -10,9 +11,8 @@ pub mod loaders;
 pub mod probe;
 pub mod records;
 pub mod resize;
-pub mod rng;
+pub mod sources;
 pub mod stream;
-pub mod styles;
 pub mod synth;
+pub mod text_metrics;
 pub mod tokenizer;
-pub mod world;

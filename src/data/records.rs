@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::data::world::Scene;
+use crate::world::Scene;
 
 /// Where a record or a problem is: a file and, when the file has them, a line (JSONL, text) or
 /// a field path (`annotations[12]` in COCO JSON).

@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::styles;
-use crate::data::world::{Colour, Example, Kind, Split, World, WorldConfig};
 use crate::util::{progress_bar, write_atomic, write_json, AtomicWriter};
+use crate::world::styles;
+use crate::world::{Colour, Example, Kind, Split, World, WorldConfig};
 
 pub const DATASET_FILE: &str = "dataset.json";
 pub const STYLES_FILE: &str = "styles.jsonl";

@@ -2,25 +2,22 @@
 //! (never the reward critic), checked for content, and measured for diversity.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use anyhow::Result;
 use burn::prelude::*;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::text_metrics::{bleu4, cider_d, tokens};
 use crate::critic::Critic;
-use crate::data::image::PreprocessorConfig;
+use crate::data::sources::CaptionSource;
+use crate::data::text_metrics::{bleu4, cider_d, tokens};
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{content_fidelity, Lexicon};
 use crate::model::generate::Strategy;
-use crate::model::score::caption_logprobs;
-use crate::model::{generate, Captioner, DecodeOptions, Generation};
-use crate::train::data::CaptionSource;
+use crate::model::{DecodeOptions, LoadedCaptioner};
+use crate::world::{content_fidelity, Lexicon};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Images captioned (the first ones of the split).
     pub images: usize,
@@ -96,88 +93,6 @@ pub struct CaptionerEval {
     pub images: usize,
     pub config: EvalConfig,
     pub styles: Vec<StyleEval>,
-}
-
-/// A captioner folder: model, tokenizer and preprocessing.
-pub struct LoadedCaptioner {
-    pub model: Captioner,
-    pub tokenizer: TextTokenizer,
-    pub preprocess: PreprocessorConfig,
-}
-
-impl LoadedCaptioner {
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let model = Captioner::load(dir, device)?;
-        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
-        let pre = dir.join("preprocessor_config.json");
-        let preprocess = if pre.is_file() {
-            PreprocessorConfig::load(&pre)?
-        } else {
-            PreprocessorConfig::square(model.config.encoder.image_size())
-        };
-        Ok(LoadedCaptioner {
-            model,
-            tokenizer,
-            preprocess,
-        })
-    }
-
-    /// One caption per image in `style`.
-    pub fn caption(
-        &self,
-        images: &[RgbImage],
-        style: &str,
-        opts: &DecodeOptions,
-        device: &Device,
-    ) -> Result<Vec<String>> {
-        Ok(self.generate(images, style, opts, device)?.0)
-    }
-
-    /// One caption per image in `style`, with its tokens and their log-probabilities.
-    pub fn generate(
-        &self,
-        images: &[RgbImage],
-        style: &str,
-        opts: &DecodeOptions,
-        device: &Device,
-    ) -> Result<(Vec<String>, Vec<Generation>)> {
-        let s = self.model.config.style_index(style)?;
-        let (mut texts, mut gens) = (Vec::new(), Vec::new());
-        for (k, chunk) in images.chunks(50).enumerate() {
-            let pixels = self.preprocess.batch(chunk, device)?;
-            let opts = DecodeOptions {
-                seed: opts.seed.wrapping_add(k as u64),
-                ..opts.clone()
-            };
-            for g in generate(&self.model, pixels, Some(&vec![s; chunk.len()]), &opts)? {
-                texts.push(self.tokenizer.decode(&g.tokens)?.trim().to_string());
-                gens.push(g);
-            }
-        }
-        Ok((texts, gens))
-    }
-
-    /// Log-probabilities of given token sequences, caption `i` for image `i` in `style`.
-    pub fn score(
-        &self,
-        images: &[RgbImage],
-        style: &str,
-        tokens: &[Vec<u32>],
-        device: &Device,
-    ) -> Result<Vec<Vec<f32>>> {
-        let s = self.model.config.style_index(style)?;
-        let mut out = Vec::with_capacity(tokens.len());
-        for (imgs, toks) in images.chunks(50).zip(tokens.chunks(50)) {
-            let pixels = self.preprocess.batch(imgs, device)?;
-            out.extend(caption_logprobs(
-                &self.model,
-                pixels,
-                Some(&vec![s; imgs.len()]),
-                toks,
-            ));
-        }
-        Ok(out)
-    }
 }
 
 /// Self-BLEU: corpus BLEU-4 of each caption against all the others.

@@ -13,15 +13,17 @@ use base64::Engine as _;
 use burn::prelude::Device;
 use serde_json::Value;
 
-use super::captioner::{EvalConfig, LoadedCaptioner};
+use super::captioner::EvalConfig;
 use super::plots::{line_chart, smooth, Series, BLUE_, GREEN_, GREY, ORANGE, PURPLE};
 use crate::critic::Critic;
+use crate::data::sources::CaptionSource;
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{content_fidelity, Lexicon, Split};
-use crate::train::data::CaptionSource;
+use crate::model::folder::LoadedCaptioner;
 use crate::util::write_atomic;
+use crate::world::{content_fidelity, Lexicon, Split};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReportOptions {
     /// Test pictures in the gallery.
     pub images: usize,

@@ -12,26 +12,15 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::gpt2::{DecoderCache, Gpt2Config, Gpt2LmHeadModel, KeyValue};
 use super::layers::{apply_linear, linear};
+pub use super::style::StyleConfig;
 use super::vision::{VisionConfig, VisionEncoder};
 use super::weights::{
     collect_module, load_module, unused_tensors, write_safetensors, SafetensorsFile,
 };
-
-/// stylecap's own section of the captioner's `config.json` (transformers keeps unknown keys).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StyleConfig {
-    /// Style names, in the order of the rows of `style_prefix`.
-    #[serde(default)]
-    pub styles: Vec<String>,
-    /// Soft prefix tokens per style.
-    #[serde(default)]
-    pub prefix_tokens: usize,
-}
 
 /// The whole captioner `config.json`, in transformers' `VisionEncoderDecoderConfig` layout.
 #[derive(Debug, Clone)]
@@ -147,20 +136,7 @@ impl CaptionerConfig {
 
     /// Index of a style name, or an error that lists the known styles.
     pub fn style_index(&self, name: &str) -> Result<usize> {
-        self.style
-            .styles
-            .iter()
-            .position(|s| s == name)
-            .with_context(|| {
-                if self.style.styles.is_empty() {
-                    format!("unknown style `{name}`: this captioner has no styles")
-                } else {
-                    format!(
-                        "unknown style `{name}` (known styles: {})",
-                        self.style.styles.join(", ")
-                    )
-                }
-            })
+        self.style.index(name)
     }
 }
 
@@ -407,10 +383,7 @@ impl Captioner {
             tensors.push((
                 "style_prefix".into(),
                 t.dims().to_vec(),
-                t.into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .expect("f32 data"),
+                crate::tensor::floats(t),
             ));
         }
         write_safetensors(&dir.join("model.safetensors"), &tensors)?;

@@ -66,13 +66,6 @@ fn style_tensor(
     })
 }
 
-fn to_host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-}
-
 /// Captions for a batch of images. `styles` gives one style index per image when the
 /// captioner has styles.
 pub fn generate(
@@ -169,7 +162,7 @@ pub fn decode_rows(
     let (mut cache, mut logits) =
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     for step in 0..longest {
-        let lp = to_host(log_softmax(logits, 1));
+        let lp = crate::tensor::floats(log_softmax(logits, 1));
         let mut next = Vec::with_capacity(batch);
         for (i, row) in lp.chunks_exact(vocab).enumerate() {
             if done[i] {
@@ -250,7 +243,7 @@ pub fn sample_token(
 fn unnormalised(row: &[f32], temperature: f32) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) / temperature;
     row.iter()
-        .map(|&l| crate::model::layers::exp(l / temperature - max))
+        .map(|&l| super::kernels::exp(l / temperature - max))
         .collect()
 }
 
@@ -345,7 +338,7 @@ fn beam_search(
     let mut done = vec![false; batch];
     let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
     for step in 0..max_new_tokens {
-        let lp = to_host(log_softmax(logits, 1));
+        let lp = crate::tensor::floats(log_softmax(logits, 1));
         let mut parent = Vec::with_capacity(batch * beams);
         let mut next_tokens = Vec::with_capacity(batch * beams);
         for b in 0..batch {

@@ -15,30 +15,16 @@ use burn::tensor::activation::log_softmax;
 use rayon::prelude::*;
 
 use super::layers::{dense, on_cpu_backend};
+use crate::tensor::{floats, indices};
 
 /// Logits `hidden · weightᵀ` as a host buffer, rows of length V, computed off the tape.
 fn logits_off_tape(hidden: &Tensor<2>, weight: &Tensor<2>) -> Vec<f32> {
-    hidden
-        .clone()
-        .detach()
-        .matmul(weight.clone().detach().transpose())
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("logits are f32")
-}
-
-fn host_ints(t: Tensor<2, Int>) -> Vec<usize> {
-    t.into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .expect("integer tensor")
-        .into_iter()
-        .map(|x| x as usize)
-        .collect()
-}
-
-fn host_floats(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
+    floats(
+        hidden
+            .clone()
+            .detach()
+            .matmul(weight.clone().detach().transpose()),
+    )
 }
 
 /// Replaces a row of logits x by e = exp(x − max x) and returns (max x, Σ e, Σ e·x): one
@@ -56,7 +42,7 @@ fn exponentiate(row: &mut [f32]) -> (f32, f32, f32) {
 }
 
 /// Mean cross-entropy `cross_entropy(hidden · weightᵀ, targets, mask)` (see
-/// [`crate::train::loss::cross_entropy`]) for decoder states `hidden` `[B, T, D]` and the tied
+/// [`crate::model::loss::cross_entropy`]) for decoder states `hidden` `[B, T, D]` and the tied
 /// embedding matrix `weight` `[V, D]`: same value, same gradients.
 ///
 /// Row n's gradient is `mask_n / count · (softmax_n − onehot(target_n))`, known in the forward
@@ -72,14 +58,14 @@ pub fn cross_entropy(
     let device = hidden.device();
     if !on_cpu_backend(&device) {
         let logits = dense(hidden, weight.transpose(), None);
-        return crate::train::loss::cross_entropy(logits, targets, mask);
+        return crate::model::loss::cross_entropy(logits, targets, mask);
     }
     let [b, t, d] = hidden.dims();
     let [v, _] = weight.dims();
     let h = hidden.reshape([b * t, d]);
     let mut g = logits_off_tape(&h, &weight);
-    let targets = host_ints(targets);
-    let mask = host_floats(mask);
+    let targets = indices(targets);
+    let mask = floats(mask);
     let count = mask.iter().sum::<f32>().max(1.0);
 
     let losses: Vec<f32> = g
@@ -151,8 +137,8 @@ pub fn token_logprobs(
     let [v, _] = weight.dims();
     let h = hidden.reshape([b * t, d]);
     let mut j = logits_off_tape(&h, &weight);
-    let targets = host_ints(targets);
-    let mask = host_floats(mask);
+    let targets = indices(targets);
+    let mask = floats(mask);
 
     let rows: Vec<(f32, f32)> = j
         .par_chunks_mut(v)
@@ -217,7 +203,7 @@ pub fn composed_token_logprobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::loss::cross_entropy as composed_cross_entropy;
+    use crate::model::loss::cross_entropy as composed_cross_entropy;
 
     const B: usize = 2;
     const T: usize = 3;
@@ -240,10 +226,6 @@ mod tests {
             Tensor::from_data(TensorData::new(TARGETS.to_vec(), [B, T]), device),
             Tensor::from_data(TensorData::new(MASK.to_vec(), [B, T]), device),
         )
-    }
-
-    fn host<const N: usize>(t: Tensor<N>) -> Vec<f32> {
-        t.into_data().try_into_vec::<f32>().unwrap()
     }
 
     /// log softmax of row r of hidden · weightᵀ, in f64 from the raw numbers.
@@ -271,7 +253,7 @@ mod tests {
         let value = loss(h.clone(), w.clone(), targets, mask);
         let grads = value.backward();
         let (gh, gw) = (h.grad(&grads).unwrap(), w.grad(&grads).unwrap());
-        (value.into_scalar::<f32>(), host(gh), host(gw))
+        (value.into_scalar::<f32>(), floats(gh), floats(gw))
     }
 
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
@@ -296,7 +278,7 @@ mod tests {
     /// function computed in f64 from the raw numbers.
     fn assert_finite_differences(loss: &Loss, objective: impl Fn(&[f32], &[f32]) -> f64) {
         let (hidden, weight, _, _) = inputs(&Device::flex());
-        let (h0, w0) = (host(hidden), host(weight));
+        let (h0, w0) = (floats(hidden), floats(weight));
         let (value, gh, gw) = value_and_grads(loss);
         assert!((value as f64 - objective(&h0, &w0)).abs() < 1e-5);
         let eps = 1e-3f32;
@@ -368,14 +350,18 @@ mod tests {
         );
         let composed = composed_token_logprobs(hidden, weight, targets, mask);
         assert_close(
-            &host(fused.picked.clone()),
-            &host(composed.picked),
+            &floats(fused.picked.clone()),
+            &floats(composed.picked),
             "log-probs",
         );
-        assert_close(&host(fused.entropy), &host(composed.entropy), "entropies");
+        assert_close(
+            &floats(fused.entropy),
+            &floats(composed.entropy),
+            "entropies",
+        );
         let (hidden, weight, targets, mask) = inputs(&Device::flex());
         let frozen = token_logprobs(hidden, weight, targets, mask, false);
-        let (a, b) = (host(frozen.picked), host(fused.picked));
+        let (a, b) = (floats(frozen.picked), floats(fused.picked));
         assert!(
             a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
             "{a:?} vs {b:?}"

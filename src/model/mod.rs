@@ -3,15 +3,21 @@
 
 pub mod captioner;
 pub mod clip;
+pub mod folder;
 pub mod generate;
 pub mod gpt2;
+pub mod kernels;
 pub mod layers;
 pub mod lm_head;
+pub mod loss;
 pub mod pretrained;
 pub mod score;
+pub mod style;
 pub mod vision;
 pub mod vit;
 pub mod weights;
 
-pub use captioner::{Captioner, CaptionerConfig, StyleConfig};
+pub use captioner::{Captioner, CaptionerConfig};
+pub use folder::LoadedCaptioner;
 pub use generate::{generate, DecodeOptions, Generation, Strategy};
+pub use style::{StyleConfig, FACTUAL};

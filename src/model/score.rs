@@ -51,11 +51,7 @@ pub fn token_logprobs(
 /// Host rows of a masked `[N, T]` tensor, each cut to its caption's length.
 pub fn to_rows(t: Tensor<2>, tokens: &[&[u32]]) -> Vec<Vec<f32>> {
     let [_, w] = t.dims();
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32");
+    let v = crate::tensor::floats(t);
     tokens
         .iter()
         .enumerate()

@@ -276,11 +276,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
 pub fn stored<const D: usize>(t: Tensor<D>, transpose: bool) -> StoredTensor {
     let t = if transpose { t.transpose() } else { t };
     let shape = t.dims().to_vec();
-    let values = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data");
+    let values = crate::tensor::floats(t);
     StoredTensor { shape, values }
 }
 

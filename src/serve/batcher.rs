@@ -22,10 +22,10 @@ use super::config::ServeConfig;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::critic::Critic;
-use crate::data::rng::Rng;
 use crate::data::tokenizer::TextTokenizer;
-use crate::eval::captioner::LoadedCaptioner;
+use crate::model::folder::LoadedCaptioner;
 use crate::model::generate::{argmax, decode_rows, sample_token};
+use crate::rng::{streams, Rng};
 
 /// What the decoding thread owns.
 pub struct Engine {
@@ -243,7 +243,9 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
                 let stream = (si * j.n + k) as u64;
                 pickers.push((
                     j.decoding,
-                    StdRng::seed_from_u64(Rng::for_item(j.decoding.seed, 0, stream).next_u64()),
+                    StdRng::seed_from_u64(
+                        Rng::for_item(j.decoding.seed, streams::SERVE_SAMPLING, stream).next_u64(),
+                    ),
                 ));
             }
         }

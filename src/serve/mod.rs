@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::Device;
 
 use crate::critic::Critic;
-use crate::eval::captioner::LoadedCaptioner;
+use crate::model::folder::LoadedCaptioner;
 use batcher::{Batcher, Engine};
 use config::ServeConfig;
 use http::{router, AppState};

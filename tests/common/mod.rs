@@ -77,8 +77,8 @@ pub fn stylecap(args: &[&str]) -> std::process::Output {
 }
 
 /// A captioner small enough to train a few steps in a test.
-pub fn tiny_model_shape() -> stylecap::train::config::ModelShape {
-    stylecap::train::config::ModelShape {
+pub fn tiny_model_shape() -> stylecap::sft::config::ModelShape {
+    stylecap::sft::config::ModelShape {
         image_size: 32,
         patch_size: 16,
         vision_dim: 16,
@@ -107,8 +107,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// in scratch folders of `suite`: `(run dir, critic dir)`.
 pub fn tiny_base_and_critic(suite: &str, steps: usize) -> (PathBuf, PathBuf) {
     use stylecap::critic::train::{train_critic, CriticTrainConfig};
-    use stylecap::train::config::TrainConfig;
-    use stylecap::train::sft::{RunOptions, Trainer};
+    use stylecap::sft::config::TrainConfig;
+    use stylecap::sft::trainer::{RunOptions, Trainer};
     let _turn = serial();
     let device = Device::flex();
     let base = scratch(suite, "base");

@@ -7,11 +7,12 @@ pub mod lexicon;
 pub mod render;
 pub mod scene;
 pub mod splits;
+pub mod styles;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::data::rng::Rng;
+use crate::rng::{streams, Rng};
 pub use checker::{check, content_fidelity, ContentCheck};
 pub use lexicon::Lexicon;
 pub use scene::{Background, Colour, Kind, Scene};
@@ -68,7 +69,11 @@ impl World {
     }
 
     pub fn scene(&self, split: Split, index: u64) -> Scene {
-        let mut rng = Rng::for_item(self.config.seed, split as u64, index);
+        let mut rng = Rng::for_item(
+            self.config.seed,
+            streams::WORLD_SCENES + split as u64,
+            index,
+        );
         Scene::sample(&mut rng, &|k, c| {
             splits::allows(split, &self.held_out, k, c)
         })
@@ -76,7 +81,11 @@ impl World {
 
     pub fn example(&self, split: Split, index: u64) -> Example {
         let scene = self.scene(split, index);
-        let mut rng = Rng::for_item(self.config.seed, 100 + split as u64, index);
+        let mut rng = Rng::for_item(
+            self.config.seed,
+            streams::WORLD_PICTURES + split as u64,
+            index,
+        );
         let captions = captions::captions(&scene, self.config.captions_per_image, &mut rng);
         let image = render::render(&scene, self.config.image_size, rng.next_u64());
         Example {

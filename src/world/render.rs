@@ -11,7 +11,7 @@ use tiny_skia::{
 };
 
 use super::scene::{Background, Colour, Column, Kind, Row, Scene, SceneObject, Size};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 const CANVAS: f32 = 64.0;
 const HORIZON: f32 = 46.0;

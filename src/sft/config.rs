@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::optim::AdamWConfig;
+use crate::data::sources::DataSpec;
+use crate::optim::adamw::AdamWConfig;
 
 /// The shape of a captioner trained from scratch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,9 +27,9 @@ pub struct ModelShape {
     /// Learned prefix tokens per style.
     pub prefix_tokens: usize,
     /// The ViT's patch embedding also sees each patch's colour-free outline
-    /// (`model::vit::outlines`), so a kind is recognised by its shape in any colour:
-    /// compositional content 0.78 after 2,000 steps, against 0.46 after 3,500 without it.
-    /// transformers' `ViTModel` has no such input; turn it off for a plain ViT.
+    /// (`model::vit::outlines`), so a kind is recognised by its shape in any colour
+    /// (docs/experiments.md measures it). transformers' `ViTModel` has no such input; turn it
+    /// off for a plain ViT.
     pub shape_channel: bool,
 }
 
@@ -101,17 +102,13 @@ pub struct TrainConfig {
     pub data_parallel: usize,
     /// Learning rate of the decoder and style prefixes.
     pub lr: f64,
-    /// Learning rate of the vision encoder. On the built-in world, 1e-3 for every group beat
-    /// 2e-3 (validation content 0.79 against 0.74 after 2,500 steps; 4e-3 stalled at 0.45);
-    /// the decoder at 1e-3 or 2e-3 made no clear difference after 4,000 steps (test content
-    /// 0.95 / 0.94), so it keeps 2e-3.
+    /// Learning rate of the vision encoder.
     pub lr_encoder: f64,
     /// Learning rate of the projection and the cross-attention blocks.
     pub lr_cross: f64,
     pub warmup_steps: usize,
     pub min_lr_ratio: f64,
-    /// AdamW, with β₂ = 0.95 as nanoGPT trains GPT-2 (validation content 0.78 against 0.74
-    /// with 0.999, after 2,500 steps).
+    /// AdamW, with β₂ = 0.95 as nanoGPT trains GPT-2.
     pub optimizer: AdamWConfig,
     /// Vision layers to train, counted from the top; None trains the whole encoder, 0 freezes it.
     pub train_vision_layers: Option<usize>,
@@ -119,8 +116,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Validation images captioned at each evaluation.
     pub eval_images: usize,
-    /// Images of each test split captioned at the end: all 200 of the built-in world's (100
-    /// left a few hundredths of sampling noise in the figure the run reports).
+    /// Images of each test split captioned at the end (the built-in world's test splits have
+    /// 200).
     pub test_images: usize,
     pub max_caption_tokens: usize,
     /// Skip bad data records (listed in the run's log) instead of stopping.
@@ -140,18 +137,8 @@ impl Default for TrainConfig {
             decoder: None,
             model: ModelShape::default(),
             seed: 0,
-            // With the two-channel outline and the 24 style rows below, 2,000 steps reach
-            // test content 0.97 and compositional 0.78 in 305 s on 2 cores (0.62 with the
-            // patch outline alone, which needed 3,500 steps and 7.7 minutes for 0.99 / 0.74).
             steps: 2000,
             batch_size: 32,
-            // 24 style rows beside the 32 captioned pictures (was 8). Before the shape
-            // channel, the base then read the picture under a style nearly as well as plainly
-            // (styled content 0.79 sampled, was 0.59; judge accuracy 0.95-0.99, was
-            // 0.78-0.88), which is where alignment starts, and its factual captions gained too
-            // (test 0.94, was 0.91); each step costs about a quarter more. 16 rows: styled
-            // 0.71, test 0.92. 12 rows in place of 4 pictures: test 0.85. With the shape
-            // channel: styled content 0.95-0.97 sampled, test 0.99.
             style_batch_size: 24,
             style_image_rate: 0.0,
             pair_world_mentions: true,
@@ -180,6 +167,22 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The data part of the configuration.
+    pub fn data_spec(&self) -> DataSpec<'_> {
+        DataSpec {
+            data: self.data.as_deref(),
+            styles: self.styles.as_deref(),
+            skip_bad: self.skip_bad,
+            seed: self.seed,
+            max_val: self.eval_images,
+            world_seed: self.world_seed,
+            world_train: self.world_train,
+            world_val: self.world_val,
+            image_size: self.model.image_size,
+            style_texts: self.style_texts,
+        }
+    }
+
     /// Reads a config file: `.toml`, or JSON otherwise. Missing settings take defaults.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::util::read_config_file(path)

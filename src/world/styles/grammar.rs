@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 
 use super::vocab::Vocabulary;
-use crate::data::rng::Rng;
-use crate::data::world::captions::{join, sentence, synonym};
-use crate::data::world::lexicon::{colour_words, kind_words};
-use crate::data::world::scene::MAX_OBJECTS;
-use crate::data::world::{Background, Scene};
+use crate::rng::{streams, Rng};
+use crate::world::captions::{join, sentence, synonym};
+use crate::world::lexicon::{colour_words, kind_words};
+use crate::world::scene::MAX_OBJECTS;
+use crate::world::{Background, Scene};
 
 /// Slots: {n} noun, {a} adjective, {v} intransitive verb, {t} transitive verb, {p} place phrase,
 /// {m} time phrase, {r} adverb.
@@ -239,7 +239,7 @@ pub struct LengthProfile {
 
 impl LengthProfile {
     pub fn pooled(styles: &[StyleWords], seed: u64) -> Self {
-        let mut rng = Rng::new(seed ^ 0x1e47);
+        let mut rng = Rng::keyed(seed, streams::KEY_STYLE_LENGTHS);
         let sample = |shape: Shape, objects: usize, rng: &mut Rng| -> Vec<usize> {
             (0..400)
                 .map(|_| {
@@ -308,9 +308,9 @@ fn fix_articles(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::styles::vocab::VOCABULARIES;
-    use crate::data::world::checker::{claimed_facts, scene_facts};
-    use crate::data::world::Lexicon;
+    use crate::world::checker::{claimed_facts, scene_facts};
+    use crate::world::styles::vocab::VOCABULARIES;
+    use crate::world::Lexicon;
 
     /// A description of a picture claims exactly the picture's facts, in every style and on
     /// every skeleton: the checker reads it as complete and correct (F1 = 1).

@@ -2,13 +2,11 @@
 //!
 //! Each step trains on a batch of image + factual caption rows (style `factual`) and style-text
 //! rows (their style, with a blank image or an unrelated one), teacher-forced. The run folder
-//! holds `config.json` (the resolved configuration), `metrics.jsonl`, `checkpoint/` (model,
-//! tokenizer, optimizer state, step: replaced atomically) and, at the end, `model/` (a
-//! captioner folder for `stylecap caption`) and `eval.json`.
+//! is `crate::run`'s: its checkpoint holds a captioner folder, the optimizer state and the
+//! step; at the end `model/` is the captioner folder for `stylecap caption`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -16,42 +14,36 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::batches::{RowSource, StepRows};
 use super::config::TrainConfig;
-use super::data::{CaptionSource, TrainData};
-use super::grads::native_gradients;
-use super::optim::{Accumulated, AdamW};
-use super::schedule::warmup_cosine;
-use super::step::{batch_loss, caption_batch, teacher_forcing, CaptionBatch};
+use super::step::{batch_loss, micro_step, teacher_forcing, CaptionBatch};
 use crate::data::image::PreprocessorConfig;
+use crate::data::sources::{CaptionSource, TrainData};
+use crate::data::text_metrics::{bleu4, cider_d};
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::{content_fidelity, Lexicon};
-use crate::eval::text_metrics::{bleu4, cider_d};
+use crate::model::folder;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::pretrained::{load_gpt2, load_vision, resolve};
+use crate::model::style::{style_names, FACTUAL};
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
 use crate::model::weights::{freeze_named, replace_named, StoredTensor};
 use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleConfig};
-use crate::util::{progress_bar, read_json, write_json};
+use crate::optim::adamw::{Accumulated, AdamW};
+use crate::optim::schedule::warmup_cosine;
+use crate::run::RunFolder;
+use crate::util::progress_bar;
+use crate::world::{content_fidelity, Lexicon};
 
-pub const FACTUAL: &str = "factual";
-
-/// Gradients by parameter name (None where a parameter got none).
-type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
 /// The rows of (step, micro-batch), being made on another thread.
 type RowsAhead = ((usize, usize), JoinHandle<Result<StepRows>>);
-const CHECKPOINT: &str = "checkpoint";
 const LOG_EVERY: usize = 10;
 
 /// How to run (not part of the configuration: it does not change the result).
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Continue the run in the folder from its last checkpoint.
-    pub resume: bool,
     pub show_progress: bool,
     /// Stop after this step as if killed (after its checkpoint, if one is due): for tests.
     pub stop_after: Option<usize>,
@@ -76,11 +68,6 @@ pub struct TrainSummary {
     pub seconds: f64,
     pub final_loss: f32,
     pub evals: Vec<EvalResult>,
-}
-
-/// Where the run is: checkpoint name → path helpers.
-fn checkpoint_dir(run: &Path) -> PathBuf {
-    run.join(CHECKPOINT)
 }
 
 /// The learning rate group of a parameter: the encoder, the bridge (projection and
@@ -120,7 +107,7 @@ fn vision_trainable(name: &str, layers: usize, k: usize) -> bool {
 
 pub struct Trainer {
     pub config: TrainConfig,
-    pub run: PathBuf,
+    pub run: RunFolder,
     pub model: Captioner,
     pub tokenizer: TextTokenizer,
     pub preprocess: PreprocessorConfig,
@@ -137,71 +124,61 @@ pub struct Trainer {
     plain: Device,
 }
 
-fn style_names(data: &TrainData) -> Vec<String> {
-    let mut names: Vec<String> = data.styles.iter().map(|t| t.style.clone()).collect();
-    names.push(FACTUAL.to_string());
-    names.sort();
-    names.dedup();
-    names
-}
-
 impl Trainer {
     /// Prepares a new run in `run` (which must not hold one), or resumes the one there.
     pub fn new(config: TrainConfig, run: &Path, resume: bool, device: &Device) -> Result<Self> {
-        let ckpt = checkpoint_dir(run);
-        let config = if resume {
-            if !ckpt.join("state.json").is_file() {
-                bail!("{}: no checkpoint to resume from", run.display());
-            }
-            let saved: TrainConfig = read_json(&run.join("config.json"))?;
-            saved
+        let resumed = if resume {
+            Some(RunFolder::resume::<TrainConfig>(run)?)
         } else {
-            if run.join("config.json").exists() {
-                bail!(
-                    "{} already holds a run: pass --resume to continue it, or choose another --out",
-                    run.display()
-                );
-            }
-            config
+            None
+        };
+        let config = match &resumed {
+            Some(r) => r.config.clone(),
+            None => config,
         };
         device.seed(config.seed);
         let plain = device.clone();
         let device = device.clone().autodiff();
-        let data = TrainData::load(&config)?;
+        let data = TrainData::load(&config.data_spec())?;
         for s in &data.skipped {
             eprintln!("skipped: {s}");
         }
-        let styles = style_names(&data);
+        let styles = style_names(data.styles.iter().map(|t| t.style.as_str()));
         let style_ids: BTreeMap<String, usize> = styles
             .iter()
             .enumerate()
             .map(|(i, s)| (s.clone(), i))
             .collect();
 
-        let (model, tokenizer, preprocess, optim, step) = if resume {
-            let model = Captioner::load(&ckpt, &device)?;
-            let tokenizer = TextTokenizer::load(&ckpt.join("tokenizer.json"))?;
-            let preprocess = PreprocessorConfig::load(&ckpt.join("preprocessor_config.json"))?;
-            let optim = AdamW::load(
-                config.optimizer.clone(),
-                &ckpt.join("optimizer.safetensors"),
-            )?;
-            let state: serde_json::Value = read_json(&ckpt.join("state.json"))?;
-            let step = state["step"].as_u64().context("state.json: no step")? as usize;
-            truncate_metrics(&run.join("metrics.jsonl"), step)?;
-            (model, tokenizer, preprocess, optim, step)
-        } else {
-            std::fs::create_dir_all(run)
-                .with_context(|| format!("cannot create {}", run.display()))?;
-            write_json(&run.join("config.json"), &config)?;
-            let (model, tokenizer, preprocess) = build_model(&config, &data, styles, &device)?;
-            (
-                model,
-                tokenizer,
-                preprocess,
-                AdamW::new(config.optimizer.clone()),
-                0,
-            )
+        let (run, model, tokenizer, preprocess, optim, step) = match resumed {
+            Some(r) => {
+                let ckpt = r.run.checkpoint_dir();
+                let loaded = folder::LoadedCaptioner::load(&ckpt, &device)?;
+                let optim = AdamW::load(
+                    config.optimizer.clone(),
+                    &ckpt.join("optimizer.safetensors"),
+                )?;
+                (
+                    r.run,
+                    loaded.model,
+                    loaded.tokenizer,
+                    loaded.preprocess,
+                    optim,
+                    r.step,
+                )
+            }
+            None => {
+                let run = RunFolder::create(run, &config)?;
+                let (model, tokenizer, preprocess) = build_model(&config, &data, styles, &device)?;
+                (
+                    run,
+                    model,
+                    tokenizer,
+                    preprocess,
+                    AdamW::new(config.optimizer.clone()),
+                    0,
+                )
+            }
         };
         let model = match config.train_vision_layers {
             None => model,
@@ -225,7 +202,7 @@ impl Trainer {
             rows,
             ahead: None,
             config,
-            run: run.to_path_buf(),
+            run,
             model,
             tokenizer,
             preprocess,
@@ -242,21 +219,6 @@ impl Trainer {
         self.model.config.decoder_start_token_id
     }
 
-    fn to_batch(
-        &self,
-        images: &[RgbImage],
-        tokens: &[Vec<u32>],
-        styles: &[usize],
-    ) -> Result<CaptionBatch> {
-        Ok(caption_batch(
-            self.preprocess.batch(images, &self.device)?,
-            styles,
-            tokens,
-            self.eot(),
-            &self.device,
-        ))
-    }
-
     /// The rows of micro-batch `micro` of `step`: those prepared ahead if they are these.
     fn take_rows(&mut self, step: usize, micro: usize) -> Result<StepRows> {
         match self.ahead.take() {
@@ -265,15 +227,6 @@ impl Trainer {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             _ => self.rows.rows(step, micro),
         }
-    }
-
-    /// Starts preparing the rows of micro-batch `micro` of `step` on another thread.
-    fn prepare_rows(&mut self, step: usize, micro: usize) {
-        self.ahead = (step < self.config.steps).then(|| {
-            let rows = self.rows.clone();
-            let handle = std::thread::spawn(move || rows.rows(step, micro));
-            ((step, micro), handle)
-        });
     }
 
     /// The learning rate of a group (see `lr_group`) at `step`.
@@ -303,55 +256,28 @@ impl Trainer {
         let accum = self.config.grad_accum.max(1);
         let shards = self.config.data_parallel.max(1);
         for micro in 0..accum {
-            let StepRows {
-                images,
-                tokens: rows,
-                styles,
-            } = self.take_rows(step, micro)?;
-            let lengths: Vec<usize> = rows.iter().map(|r| r.len() + 1).collect();
-            let total: usize = lengths.iter().sum();
-            let batches = super::shards::by_length(&lengths, shards)
-                .into_iter()
-                .map(|shard| {
-                    let share =
-                        shard.iter().map(|&i| lengths[i]).sum::<usize>() as f32 / total as f32;
-                    let im: Vec<RgbImage> = shard.iter().map(|&i| images[i].clone()).collect();
-                    let ro: Vec<Vec<u32>> = shard.iter().map(|&i| rows[i].clone()).collect();
-                    let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
-                    Ok((self.to_batch(&im, &ro, &st)?, share))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let (model, device) = (&self.model, &self.device);
-            // Each shard works on its own fork of the model: burn's autodiff graph cannot run
-            // two backward passes through shared parameter nodes at once. The shards run as
-            // tasks of rayon's pool, which the CPU backend's own parallel ops also use, so the
-            // two levels share the cores instead of oversubscribing them.
-            let results: Vec<(f32, f32, NamedGrads)> = batches
-                .par_iter()
-                .map(|(batch, share)| {
-                    let local = model.clone().fork(device);
-                    let loss = batch_loss(&local, batch);
-                    let grads = loss.backward();
-                    let named = native_gradients(&local, &grads);
-                    (loss.into_scalar::<f32>(), *share, named)
-                })
-                .collect();
-            match micro + 1 < accum {
-                true => self.prepare_rows(step, micro + 1),
-                false => self.prepare_rows(step + 1, 0),
-            }
+            let rows = self.take_rows(step, micro)?;
+            let next = match micro + 1 < accum {
+                true => (step, micro + 1),
+                false => (step + 1, 0),
+            };
+            let (value, total) = micro_step(
+                &self.model,
+                &rows,
+                shards,
+                &self.preprocess,
+                self.eot(),
+                &self.device,
+                (&mut acc, accum),
+                || self.ahead = rows_ahead(&self.rows, self.config.steps, next),
+            )?;
             tokens += total;
-            let mut value = 0f32;
-            for (loss, share, named) in results {
-                value += loss * share;
-                acc.add_named(named, share / accum as f32);
-            }
             if !value.is_finite() {
                 bail!(
                     "step {}: the loss is {value}; stopped without saving (the last checkpoint, \
                      if any, is in {})",
                     step + 1,
-                    checkpoint_dir(&self.run).display()
+                    self.run.checkpoint_dir().display()
                 );
             }
             loss_sum += value;
@@ -362,7 +288,7 @@ impl Trainer {
                 "step {}: the gradient norm is {norm}; stopped without saving (the last \
                  checkpoint, if any, is in {})",
                 step + 1,
-                checkpoint_dir(&self.run).display()
+                self.run.checkpoint_dir().display()
             );
         }
         let lrs: BTreeMap<&str, f64> = ["encoder", "cross", "decoder"]
@@ -376,36 +302,17 @@ impl Trainer {
         Ok((loss_sum / accum as f32, tokens, lrs["decoder"]))
     }
 
-    /// Saves model, tokenizer, preprocessing, optimizer state and step into `checkpoint/`,
-    /// replacing the previous one only once the new one is complete.
+    /// Saves the captioner folder, the optimizer state and the step as the run's checkpoint.
     pub fn save_checkpoint(&self) -> Result<()> {
-        let final_dir = checkpoint_dir(&self.run);
-        let tmp = self
-            .run
-            .join(format!(".{CHECKPOINT}.tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        self.save_model(&tmp)?;
-        self.optim.save(&tmp.join("optimizer.safetensors"))?;
-        write_json(
-            &tmp.join("state.json"),
-            &serde_json::json!({"step": self.step}),
-        )?;
-        let old = self.run.join(format!("{CHECKPOINT}.old"));
-        let _ = std::fs::remove_dir_all(&old);
-        if final_dir.exists() {
-            std::fs::rename(&final_dir, &old)?;
-        }
-        std::fs::rename(&tmp, &final_dir)
-            .with_context(|| format!("cannot move the checkpoint into {}", final_dir.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
+        self.run.save_checkpoint(self.step, |dir| {
+            self.save_model(dir)?;
+            self.optim.save(&dir.join("optimizer.safetensors"))
+        })
     }
 
     /// A captioner folder: what `stylecap caption --model DIR` opens.
     pub fn save_model(&self, dir: &Path) -> Result<()> {
-        self.model.save(dir)?;
-        self.tokenizer.save(&dir.join("tokenizer.json"))?;
-        write_json(&dir.join("preprocessor_config.json"), &self.preprocess)
+        folder::save(dir, &self.model, &self.tokenizer, &self.preprocess)
     }
 
     /// Validation on the first `limit` images of a caption source: teacher-forced loss on the
@@ -480,12 +387,7 @@ impl Trainer {
         let c = self.config.clone();
         let bar = progress_bar(c.steps as u64, "train", options.show_progress);
         bar.set_position(self.step as u64);
-        let metrics_path = self.run.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        let mut metrics = self.run.metrics()?;
         let start = Instant::now();
         let (mut window_loss, mut window_tokens, mut window_steps) = (0f32, 0usize, 0usize);
         let mut window_start = Instant::now();
@@ -509,7 +411,7 @@ impl Trainer {
                     "tokens_per_s": window_tokens as f64 / secs,
                     "elapsed_s": start.elapsed().as_secs_f64(),
                 });
-                writeln!(metrics, "{record}")?;
+                metrics.log(&record)?;
                 bar.set_message(format!(
                     "loss {:.3} lr {lr:.1e} {:.0} tok/s",
                     window_loss / window_steps as f32,
@@ -522,7 +424,7 @@ impl Trainer {
                 let e = self.evaluate("val", &self.data.val, c.eval_images)?;
                 let mut record = serde_json::to_value(&e)?;
                 record["step"] = step.into();
-                writeln!(metrics, "{record}")?;
+                metrics.log(&record)?;
                 bar.println(format!(
                     "step {step}: val loss {:.3}, content fidelity {}, BLEU-4 {:.3}, CIDEr-D {:.3}; \"{}\"",
                     e.loss,
@@ -551,16 +453,25 @@ impl Trainer {
         for (name, source) in &self.data.tests {
             evals.push(self.evaluate(name, source, c.test_images)?);
         }
-        self.save_model(&self.run.join("model"))?;
+        self.save_model(&self.run.model_dir())?;
         let summary = TrainSummary {
             steps: self.step,
             seconds: start.elapsed().as_secs_f64(),
             final_loss: last_loss,
             evals,
         };
-        write_json(&self.run.join("eval.json"), &summary)?;
+        self.run.write_eval(&summary)?;
         Ok(summary)
     }
+}
+
+/// Starts making the rows of `(step, micro)` on another thread (none past the last step).
+fn rows_ahead(rows: &Arc<RowSource>, steps: usize, at: (usize, usize)) -> Option<RowsAhead> {
+    (at.0 < steps).then(|| {
+        let rows = rows.clone();
+        let handle = std::thread::spawn(move || rows.rows(at.0, at.1));
+        (at, handle)
+    })
 }
 
 /// A ViT trained from scratch starts with 2-D sine-cosine position embeddings (as MAE
@@ -596,27 +507,6 @@ fn with_sincos_positions(model: Captioner) -> Captioner {
             values: values.clone(),
         })
     })
-}
-
-/// Drops metrics logged after `step` (by a run killed after its last checkpoint).
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    crate::util::write_atomic(path, out.as_bytes())
 }
 
 /// A new captioner: from scratch with a BPE trained on the data, or from pretrained parts.

@@ -3,7 +3,7 @@
 
 use super::lexicon::{colour_words, kind_words, size_words};
 use super::scene::{Background, Column, Row, Scene, SceneObject};
-use crate::data::rng::Rng;
+use crate::rng::Rng;
 
 /// The plain caption: canonical words, objects left to right, background last.
 pub fn canonical_caption(scene: &Scene) -> String {

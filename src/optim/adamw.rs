@@ -21,7 +21,7 @@ use crate::model::weights::{
     read_named, replace_native, transpose_2d, write_safetensors, NativeValues, SafetensorsFile,
     StoredTensor,
 };
-use crate::train::grads::native_gradients;
+use crate::optim::grads::native_gradients;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

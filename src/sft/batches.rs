@@ -10,11 +10,11 @@ use anyhow::Result;
 use image::RgbImage;
 
 use super::config::TrainConfig;
-use super::data::{CaptionSource, EpochOrder, TrainData};
-use super::sft::FACTUAL;
-use crate::data::rng::Rng;
+use crate::data::sources::{CaptionSource, EpochOrder, TrainData};
 use crate::data::tokenizer::TextTokenizer;
-use crate::data::world::Lexicon;
+use crate::model::style::FACTUAL;
+use crate::rng::{streams, Rng};
+use crate::world::Lexicon;
 
 /// The rows of one micro-batch: picture, caption tokens and style index of each.
 pub struct StepRows {
@@ -53,11 +53,15 @@ impl RowSource {
             .partition(|&i| !lexicon.mentions(&data.styles[i].text).is_empty());
         let seed = config.seed;
         RowSource {
-            world_order: EpochOrder::new(seed, 18, world_texts.len().max(1)),
-            other_order: EpochOrder::new(seed, 19, other_texts.len().max(1)),
+            world_order: EpochOrder::new(
+                seed,
+                streams::SFT_MENTION_ORDER,
+                world_texts.len().max(1),
+            ),
+            other_order: EpochOrder::new(seed, streams::SFT_OTHER_ORDER, other_texts.len().max(1)),
             style_pools: (world_texts, other_texts),
-            image_order: EpochOrder::new(seed, 11, data.train.len()),
-            style_order: EpochOrder::new(seed, 13, data.styles.len().max(1)),
+            image_order: EpochOrder::new(seed, streams::SFT_IMAGE_ORDER, data.train.len()),
+            style_order: EpochOrder::new(seed, streams::SFT_STYLE_ORDER, data.styles.len().max(1)),
             config,
             data,
             tokenizer,
@@ -87,7 +91,7 @@ impl RowSource {
         let mut tokens = Vec::new();
         let mut styles = Vec::new();
         for (e, k) in examples.into_iter().zip(k0..) {
-            let mut rng = Rng::for_item(c.seed, 12, k as u64);
+            let mut rng = Rng::for_item(c.seed, streams::SFT_CAPTION_PICK, k as u64);
             let pick = if rng.chance(c.first_caption_rate) {
                 0
             } else {
@@ -106,7 +110,7 @@ impl RowSource {
                 let t = &self.data.styles[self.style_text(k)];
                 tokens.push(self.encode_text(&t.text)?);
                 styles.push(self.style_ids[&t.style]);
-                let mut rng = Rng::for_item(c.seed, 15, k as u64);
+                let mut rng = Rng::for_item(c.seed, streams::SFT_STYLE_PICTURE, k as u64);
                 let picture = if c.pair_world_mentions {
                     self.picture_of_mentions(&t.text, &mut rng)
                 } else {
@@ -143,7 +147,7 @@ impl RowSource {
             return self.style_order.at(k);
         };
         let (world, other) = &self.style_pools;
-        let mut rng = Rng::for_item(self.config.seed, 17, k as u64);
+        let mut rng = Rng::for_item(self.config.seed, streams::SFT_MENTION_POOL, k as u64);
         let use_world = rng.chance(share);
         match (use_world, world.is_empty(), other.is_empty()) {
             (true, false, _) | (false, false, true) => world[self.world_order.at(k)],
@@ -157,10 +161,10 @@ impl RowSource {
     /// those words from the image under any style. None when the sentence names no object, or
     /// names a pair held out of training, or the data is not the built-in world.
     fn picture_of_mentions(&self, text: &str, rng: &mut Rng) -> Option<RgbImage> {
-        use crate::data::world::checker::{claimed_facts, Fact};
-        use crate::data::world::lexicon::Concept;
-        use crate::data::world::scene::{Column, Row, SceneObject, Size};
-        use crate::data::world::{Background, Colour, Kind};
+        use crate::world::checker::{claimed_facts, Fact};
+        use crate::world::lexicon::Concept;
+        use crate::world::scene::{Column, Row, SceneObject, Size};
+        use crate::world::{Background, Colour, Kind};
         let CaptionSource::World { world, .. } = &self.data.train else {
             return None;
         };
@@ -225,11 +229,11 @@ impl RowSource {
                 row,
             });
         }
-        let scene = crate::data::world::Scene {
+        let scene = crate::world::Scene {
             background: background.unwrap_or(*rng.pick(Background::ALL)),
             objects: scene_objects,
         };
-        Some(crate::data::world::render::render(
+        Some(crate::world::render::render(
             &scene,
             world.config.image_size,
             rng.next_u64(),

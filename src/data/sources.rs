@@ -14,11 +14,11 @@ use rayon::prelude::*;
 
 use crate::data::loaders::{self, coco, folder, manifest, style_corpus, Format};
 use crate::data::records::{CaptionRecord, LoadOptions, Loaded, StyleText};
-use crate::data::rng::Rng;
 use crate::data::stream::decode;
-use crate::data::styles;
 use crate::data::synth::{DatasetInfo, STYLES_FILE};
-use crate::data::world::{Scene, Split, World, WorldConfig};
+use crate::rng::{streams, Rng};
+use crate::world::styles;
+use crate::world::{Scene, Split, World, WorldConfig};
 
 /// One image with its captions (and its scene graph, for the built-in world).
 pub struct CaptionExample {
@@ -48,6 +48,25 @@ impl CaptionSource {
             ..WorldConfig::default()
         });
         CaptionSource::World { world, split, len }
+    }
+
+    /// The held-out pictures an evaluation captions: `split` of the built-in world (None), the
+    /// split's manifest of a `data synth` folder, or any caption dataset as a whole.
+    pub fn held_out(
+        data: Option<&Path>,
+        split: Split,
+        image_size: usize,
+        images: usize,
+    ) -> Result<Self> {
+        let options = LoadOptions::default();
+        Ok(match data {
+            None => CaptionSource::world(0, image_size, split, images),
+            Some(path) if loaders::detect(path)? == Format::World => {
+                let file = path.join(format!("{}.jsonl", split.name()));
+                CaptionSource::Records(manifest::load(&file, options)?.records)
+            }
+            Some(path) => CaptionSource::Records(load_captions(path, options)?.records),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -151,17 +170,35 @@ pub fn builtin_style_texts(per_style: usize, seed: u64) -> Vec<StyleText> {
     out
 }
 
+/// Where a supervised run's data comes from (the data part of its configuration).
+pub struct DataSpec<'a> {
+    /// A dataset on disk; None: the built-in world.
+    pub data: Option<&'a Path>,
+    /// A style corpus; None: the dataset's own (`data synth` folders) or the built-in styles.
+    pub styles: Option<&'a Path>,
+    pub skip_bad: bool,
+    pub seed: u64,
+    /// Most validation images taken from a dataset without a validation split.
+    pub max_val: usize,
+    pub world_seed: u64,
+    pub world_train: usize,
+    pub world_val: usize,
+    pub image_size: usize,
+    /// Built-in style sentences per style.
+    pub style_texts: usize,
+}
+
 impl TrainData {
-    pub fn load(config: &super::config::TrainConfig) -> Result<TrainData> {
+    pub fn load(config: &DataSpec) -> Result<TrainData> {
         let options = LoadOptions {
             skip_bad: config.skip_bad,
         };
         let mut skipped = Vec::new();
-        let (train, val, tests, default_styles) = match &config.data {
+        let (train, val, tests, default_styles) = match config.data {
             None => {
                 let n = config.world_val;
                 let source = |split, len| {
-                    CaptionSource::world(config.world_seed, config.model.image_size, split, len)
+                    CaptionSource::world(config.world_seed, config.image_size, split, len)
                 };
                 (
                     source(Split::Train, config.world_train),
@@ -205,8 +242,8 @@ impl TrainData {
                 }
                 // A fixed 5% (at least one image) for validation, chosen by a seeded shuffle.
                 let mut order: Vec<usize> = (0..records.len()).collect();
-                Rng::new(config.seed ^ 0xda7a).shuffle(&mut order);
-                let n_val = (records.len() / 20).clamp(1, config.eval_images.max(1));
+                Rng::keyed(config.seed, streams::KEY_VALIDATION_SLICE).shuffle(&mut order);
+                let n_val = (records.len() / 20).clamp(1, config.max_val.max(1));
                 let mut val_ids: Vec<usize> = order[..n_val].to_vec();
                 val_ids.sort_unstable();
                 let mut val = Vec::new();
@@ -222,9 +259,9 @@ impl TrainData {
                 )
             }
         };
-        let styles = match config.styles.as_ref().or(default_styles.as_ref()) {
+        let styles = match config.styles.map(Path::to_path_buf).or(default_styles) {
             Some(path) => take(
-                load_styles(path, options).with_context(|| "loading the style corpus")?,
+                load_styles(&path, options).with_context(|| "loading the style corpus")?,
                 &mut skipped,
             ),
             None => builtin_style_texts(config.style_texts, config.world_seed),

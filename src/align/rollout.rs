@@ -1,0 +1,134 @@
+//! Generating and scoring, apart from the loss (as TRL separates them): captions sampled from
+//! the policy with the KV cache and no gradient, the log-probabilities of their tokens under
+//! a model (the frozen reference, or the policy with gradient during the update), and the KL
+//! between the two. Gradients never flow through sampling.
+
+use burn::prelude::*;
+
+use super::kl::{kl_token, KlEstimator};
+use crate::model::captioner::EncodedImages;
+use crate::model::generate::sample_or_greedy;
+use crate::model::score;
+use crate::model::{Captioner, DecodeOptions};
+use crate::tensor::index_tensor;
+
+/// Sampled captions and everything the update needs.
+pub struct Rollout {
+    /// Encoder input for the policy pass (one row per image), on the training device.
+    pub pixels: Tensor<4>,
+    /// The same on the plain device, for the reference.
+    pub plain_pixels: Tensor<4>,
+    /// Row → image index (each image repeated K times).
+    pub image_of_row: Vec<usize>,
+    /// Row → captioner style (None for a captioner without styles).
+    pub styles: Option<Vec<usize>>,
+    pub tokens: Vec<Vec<u32>>,
+    /// Per-token log-probabilities when sampled (the policy before this update).
+    pub old_logprobs: Vec<Vec<f32>>,
+}
+
+impl Rollout {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn token_slices(&self) -> Vec<&[u32]> {
+        self.tokens.iter().map(Vec::as_slice).collect()
+    }
+}
+
+/// Samples `k` captions per image of `pixels` (on the plain device) with `policy`, without
+/// gradient; `styles` gives each image's style. `train` is the device of the policy's update.
+pub fn sample(
+    policy: &Captioner,
+    pixels: Tensor<4>,
+    styles: Option<&[usize]>,
+    k: usize,
+    opts: &DecodeOptions,
+    train: &Device,
+) -> Rollout {
+    let plain = pixels.device();
+    let images = pixels.dims()[0];
+    let policy = policy.clone().valid();
+    let encoded = policy.encode(pixels.clone());
+    let image_of_row: Vec<usize> = (0..images)
+        .flat_map(|i| std::iter::repeat_n(i, k))
+        .collect();
+    let encoded = encoded.select(index_tensor(&image_of_row, &plain));
+    let row_styles: Option<Vec<usize>> =
+        styles.map(|s| image_of_row.iter().map(|&i| s[i]).collect());
+    let gens = sample_or_greedy(
+        &policy,
+        &encoded,
+        row_styles.as_deref(),
+        image_of_row.len(),
+        opts,
+    );
+    let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
+    Rollout {
+        pixels: pixels.clone().to_device(train),
+        plain_pixels: pixels,
+        image_of_row,
+        styles: row_styles,
+        old_logprobs: gens.into_iter().map(|g| g.logprobs).collect(),
+        tokens,
+    }
+}
+
+/// Teacher-forced log-probabilities of the sampled tokens of `rows` `[N, T]` under `model`
+/// (with gradient when `differentiable`; the model must then live on the autodiff device),
+/// the token mask, and the mean entropy.
+pub fn token_logprobs(
+    model: &Captioner,
+    encoded: &EncodedImages,
+    rows: &[usize],
+    rollout: &Rollout,
+    differentiable: bool,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>, f32) {
+    let styles = rollout.styles.as_ref().map(|s| {
+        let s: Vec<usize> = rows.iter().map(|&r| s[r]).collect();
+        index_tensor(&s, device)
+    });
+    let images: Vec<usize> = rows.iter().map(|&r| rollout.image_of_row[r]).collect();
+    let enc = encoded.select(index_tensor(&images, device));
+    let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
+    let (picked, mask, entropy) =
+        score::token_logprobs(model, &enc, styles, &tokens, differentiable, device);
+    let entropy =
+        ((entropy * mask.clone()).sum() / mask.clone().sum().clamp_min(1.0)).into_scalar::<f32>();
+    (picked, mask, entropy)
+}
+
+/// Per-token log-probabilities of every sampled caption under the frozen `reference` (on the
+/// plain device), each cut to its caption's length.
+pub fn reference_logprobs(reference: &Captioner, rollout: &Rollout) -> Vec<Vec<f32>> {
+    let plain = rollout.plain_pixels.device();
+    let encoded = reference.encode(rollout.plain_pixels.clone());
+    let all: Vec<usize> = (0..rollout.len()).collect();
+    let (lp, _, _) = token_logprobs(reference, &encoded, &all, rollout, false, &plain);
+    score::to_rows(lp, &rollout.token_slices())
+}
+
+/// Each caption's KL estimate: the per-token estimates from its sampled log-probabilities
+/// `logprobs` and the reference's `ref_logprobs`, summed over its tokens.
+pub fn caption_kls(
+    estimator: KlEstimator,
+    logprobs: &[Vec<f32>],
+    ref_logprobs: &[Vec<f32>],
+) -> Vec<f32> {
+    logprobs
+        .iter()
+        .zip(ref_logprobs)
+        .map(|(lp, rp)| {
+            lp.iter()
+                .zip(rp)
+                .map(|(&a, &r)| kl_token(estimator, a, r))
+                .sum()
+        })
+        .collect()
+}

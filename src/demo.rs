@@ -1,0 +1,234 @@
+//! `stylecap demo`: the whole chain on the built-in world: train the base captioner, the
+//! critic and the judge, align all built-in styles, and evaluate base and aligned captioners
+//! with the judge. Each stage is skipped when its run is complete, so an interrupted demo
+//! continues where it stopped (the base captioner resumes from its checkpoint; the stages
+//! without resume start again).
+//!
+//! Its settings are a preset file (`presets/demo.toml`, `presets/demo-quick.toml`, or the
+//! user's own): one section per stage, each overriding that stage's defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::prelude::Device;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::align::config::AlignConfig;
+use crate::align::trainer::Aligner;
+use crate::critic::train::{train_critic, CriticTrainConfig};
+use crate::critic::Critic;
+use crate::data::sources::CaptionSource;
+use crate::eval::captioner::{evaluate_captioner, CaptionerEval, EvalConfig};
+use crate::eval::report::{write_report, ReportOptions};
+use crate::model::folder::LoadedCaptioner;
+use crate::run::{self, RunFolder};
+use crate::sft::{RunOptions, TrainConfig, Trainer};
+use crate::util::write_json;
+use crate::world::Split;
+
+/// The built-in presets, by name.
+pub const PRESETS: [(&str, &str); 2] = [
+    ("demo", include_str!("../presets/demo.toml")),
+    ("demo-quick", include_str!("../presets/demo-quick.toml")),
+];
+
+/// The settings of every stage of the demo.
+#[derive(Clone, Debug)]
+pub struct DemoPreset {
+    pub train: TrainConfig,
+    pub critic: CriticTrainConfig,
+    pub judge: CriticTrainConfig,
+    pub align: AlignConfig,
+    pub eval: EvalConfig,
+    pub report: ReportOptions,
+}
+
+impl DemoPreset {
+    /// A built-in preset (`demo` or `demo-quick`).
+    pub fn builtin(name: &str) -> Result<Self> {
+        let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name) else {
+            bail!("no built-in preset `{name}` (built in: demo, demo-quick)");
+        };
+        Self::parse(text, &format!("built-in preset {name}"))
+    }
+
+    /// A preset file (TOML).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses a preset; `name` says where it came from in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self> {
+        let table: toml::Table =
+            toml::from_str(text).with_context(|| format!("{name}: invalid TOML"))?;
+        let mut sections: serde_json::Map<String, serde_json::Value> =
+            serde_json::to_value(&table)?
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+        const SECTIONS: [&str; 6] = ["train", "critic", "judge", "align", "eval", "report"];
+        if let Some(other) = sections.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            bail!(
+                "{name}: unknown section [{other}] (sections: {})",
+                SECTIONS.join(", ")
+            );
+        }
+        let mut take = |key: &str| sections.remove(key);
+        Ok(DemoPreset {
+            train: section(name, "train", TrainConfig::default(), take("train"))?,
+            critic: section(name, "critic", CriticTrainConfig::default(), take("critic"))?,
+            judge: section(name, "judge", CriticTrainConfig::judge(), take("judge"))?,
+            align: section(name, "align", AlignConfig::default(), take("align"))?,
+            eval: section(name, "eval", EvalConfig::default(), take("eval"))?,
+            report: section(name, "report", ReportOptions::default(), take("report"))?,
+        })
+    }
+}
+
+/// `defaults` with the keys of `overrides` (a preset section) laid over them.
+fn section<T: Serialize + DeserializeOwned>(
+    name: &str,
+    key: &str,
+    defaults: T,
+    overrides: Option<serde_json::Value>,
+) -> Result<T> {
+    let mut value = serde_json::to_value(&defaults)?;
+    if let Some(o) = overrides {
+        merge(&mut value, o);
+    }
+    serde_json::from_value(value).with_context(|| format!("{name}: section [{key}]"))
+}
+
+/// Lays `overrides` over `base`: objects key by key, anything else replaced.
+fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
+    match (base, overrides) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// What the demo measured: each captioner's evaluation, the report, and sample captions.
+pub struct DemoSummary {
+    pub evals: Vec<(String, CaptionerEval)>,
+    pub report: PathBuf,
+    /// Aligned captions of the first test picture, one per style.
+    pub examples: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Announces a stage with the demo's elapsed time, so a log shows what each stage took.
+fn stage(name: &str, done: bool, start: Instant) -> bool {
+    let at = start.elapsed().as_secs_f64();
+    if done {
+        eprintln!("== {name}: done already, skipped [{at:.0} s]");
+    } else {
+        eprintln!("== {name} [{at:.0} s]");
+    }
+    !done
+}
+
+/// A stage that cannot resume starts again from an empty folder.
+fn start_afresh(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot remove the incomplete run {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs (or continues) the demo in `out`.
+pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Result<DemoSummary> {
+    let start = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (base_dir, critic_dir, judge_dir, align_dir) = (
+        out.join("base"),
+        out.join("critic"),
+        out.join("judge"),
+        out.join("align"),
+    );
+    if stage(
+        "base captioner (stylecap train)",
+        RunFolder::is_complete(&base_dir),
+        start,
+    ) {
+        let resume = RunFolder::has_checkpoint(&base_dir);
+        if !resume {
+            start_afresh(&base_dir)?;
+        }
+        let mut t = Trainer::new(preset.train.clone(), &base_dir, resume, device)?;
+        t.run(&RunOptions {
+            show_progress: show,
+            stop_after: None,
+        })?;
+    }
+    for (name, dir, config) in [
+        ("critic", &critic_dir, &preset.critic),
+        ("judge", &judge_dir, &preset.judge),
+    ] {
+        if stage(
+            &format!("{name} (stylecap critic train)"),
+            RunFolder::is_complete(dir),
+            start,
+        ) {
+            start_afresh(dir)?;
+            let r = train_critic(config, dir, show, device)?;
+            eprintln!("   held-out accuracy {:.4}", r.accuracy);
+        }
+    }
+    if stage(
+        "alignment (stylecap align)",
+        RunFolder::is_complete(&align_dir),
+        start,
+    ) {
+        start_afresh(&align_dir)?;
+        let align = AlignConfig {
+            base: base_dir.clone(),
+            critic: critic_dir.clone(),
+            ..preset.align.clone()
+        };
+        Aligner::new(align, &align_dir, device)?.run(show)?;
+    }
+    stage("evaluation (stylecap eval)", false, start);
+    let judge = Critic::load(&judge_dir, device)?;
+    let images = preset.eval.images;
+    let mut evals = Vec::new();
+    let mut results = serde_json::Map::new();
+    let base = LoadedCaptioner::load(&base_dir.join(run::MODEL), device)?;
+    for (name, dir) in [("base", &base_dir), ("aligned", &align_dir)] {
+        let captioner = LoadedCaptioner::load(&dir.join(run::MODEL), device)?;
+        let size = captioner.model.config.encoder.image_size();
+        let source = CaptionSource::world(0, size, Split::Test, images);
+        let e = evaluate_captioner(
+            &captioner,
+            Some(&base),
+            &judge,
+            &source,
+            &preset.eval,
+            device,
+        )?;
+        results.insert(name.into(), serde_json::to_value(&e)?);
+        evals.push((name.to_string(), e));
+    }
+    write_json(&out.join(run::EVAL), &results)?;
+    stage("report (stylecap report)", false, start);
+    let (report, examples) = write_report(out, None, &preset.report, device)?;
+    Ok(DemoSummary {
+        evals,
+        report,
+        examples,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

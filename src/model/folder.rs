@@ -1,0 +1,123 @@
+//! A captioner folder, the unit every stage reads and writes: `config.json` and
+//! `model.safetensors` (transformers' VisionEncoderDecoder layout), `tokenizer.json` and
+//! `preprocessor_config.json`. [`LoadedCaptioner::load`] and [`save`] are the only code that
+//! reads or writes one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use burn::prelude::*;
+use image::RgbImage;
+
+use super::score::caption_logprobs;
+use super::{generate, Captioner, DecodeOptions, Generation};
+use crate::data::image::PreprocessorConfig;
+use crate::data::tokenizer::TextTokenizer;
+use crate::util::write_json;
+
+/// A captioner folder given as itself or as the run folder holding it in `model/`.
+pub fn model_dir(path: &Path) -> PathBuf {
+    if path.join("model").join("config.json").is_file() {
+        path.join("model")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Writes a captioner folder.
+pub fn save(
+    dir: &Path,
+    model: &Captioner,
+    tokenizer: &TextTokenizer,
+    preprocess: &PreprocessorConfig,
+) -> Result<()> {
+    model.save(dir)?;
+    tokenizer.save(&dir.join("tokenizer.json"))?;
+    write_json(&dir.join("preprocessor_config.json"), preprocess)
+}
+
+/// A captioner folder: model, tokenizer and preprocessing.
+pub struct LoadedCaptioner {
+    pub model: Captioner,
+    pub tokenizer: TextTokenizer,
+    pub preprocess: PreprocessorConfig,
+}
+
+impl LoadedCaptioner {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let model = Captioner::load(dir, device)?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        let pre = dir.join("preprocessor_config.json");
+        let preprocess = if pre.is_file() {
+            PreprocessorConfig::load(&pre)?
+        } else {
+            PreprocessorConfig::square(model.config.encoder.image_size())
+        };
+        Ok(LoadedCaptioner {
+            model,
+            tokenizer,
+            preprocess,
+        })
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save(dir, &self.model, &self.tokenizer, &self.preprocess)
+    }
+
+    /// One caption per image in `style`.
+    pub fn caption(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        opts: &DecodeOptions,
+        device: &Device,
+    ) -> Result<Vec<String>> {
+        Ok(self.generate(images, style, opts, device)?.0)
+    }
+
+    /// One caption per image in `style`, with its tokens and their log-probabilities.
+    pub fn generate(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        opts: &DecodeOptions,
+        device: &Device,
+    ) -> Result<(Vec<String>, Vec<Generation>)> {
+        let s = self.model.config.style_index(style)?;
+        let (mut texts, mut gens) = (Vec::new(), Vec::new());
+        for (k, chunk) in images.chunks(50).enumerate() {
+            let pixels = self.preprocess.batch(chunk, device)?;
+            let opts = DecodeOptions {
+                seed: opts.seed.wrapping_add(k as u64),
+                ..opts.clone()
+            };
+            for g in generate(&self.model, pixels, Some(&vec![s; chunk.len()]), &opts)? {
+                texts.push(self.tokenizer.decode(&g.tokens)?.trim().to_string());
+                gens.push(g);
+            }
+        }
+        Ok((texts, gens))
+    }
+
+    /// Log-probabilities of given token sequences, caption `i` for image `i` in `style`.
+    pub fn score(
+        &self,
+        images: &[RgbImage],
+        style: &str,
+        tokens: &[Vec<u32>],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let s = self.model.config.style_index(style)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (imgs, toks) in images.chunks(50).zip(tokens.chunks(50)) {
+            let pixels = self.preprocess.batch(imgs, device)?;
+            out.extend(caption_logprobs(
+                &self.model,
+                pixels,
+                Some(&vec![s; imgs.len()]),
+                toks,
+            ));
+        }
+        Ok(out)
+    }
+}

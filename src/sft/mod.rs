@@ -1,0 +1,11 @@
+//! The supervised base captioner (`stylecap train`): its configuration, the rows of each step,
+//! the sharded forward/backward step, and the training loop.
+
+pub mod batches;
+pub mod config;
+pub mod shards;
+pub mod step;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{RunOptions, Trainer};

@@ -1,0 +1,156 @@
+//! Batching captions for teacher forcing, and the forward and backward passes of one
+//! micro-batch: what `stylecap train` (and `stylecap bench`) run at every step.
+
+use anyhow::Result;
+use burn::prelude::*;
+use image::RgbImage;
+use rayon::prelude::*;
+
+use super::batches::StepRows;
+use super::shards::by_length;
+use crate::data::image::PreprocessorConfig;
+use crate::model::{lm_head, Captioner};
+use crate::optim::grads::native_gradients;
+use crate::optim::Accumulated;
+
+/// A teacher-forced batch: decoder inputs `[start, t1..tn, pad..]`, targets
+/// `[t1..tn, end, pad..]` and the mask of target positions that count.
+pub struct CaptionBatch {
+    pub pixel_values: Tensor<4>,
+    pub styles: Option<Tensor<1, Int>>,
+    pub input_ids: Tensor<2, Int>,
+    pub targets: Tensor<2, Int>,
+    pub mask: Tensor<2>,
+}
+
+/// Input ids, target ids and loss mask for token sequences (right-padded to the longest).
+pub fn teacher_forcing(
+    captions: &[Vec<u32>],
+    start: u32,
+    end: u32,
+    pad: u32,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
+    let b = captions.len();
+    let t = captions.iter().map(|c| c.len() + 1).max().unwrap_or(1);
+    let mut inputs = vec![pad as i64; b * t];
+    let mut targets = vec![pad as i64; b * t];
+    let mut mask = vec![0f32; b * t];
+    for (i, c) in captions.iter().enumerate() {
+        inputs[i * t] = start as i64;
+        for (j, &tok) in c.iter().enumerate() {
+            inputs[i * t + j + 1] = tok as i64;
+            targets[i * t + j] = tok as i64;
+            mask[i * t + j] = 1.0;
+        }
+        targets[i * t + c.len()] = end as i64;
+        mask[i * t + c.len()] = 1.0;
+    }
+    (
+        Tensor::from_data(TensorData::new(inputs, [b, t]), device),
+        Tensor::from_data(TensorData::new(targets, [b, t]), device),
+        Tensor::from_data(TensorData::new(mask, [b, t]), device),
+    )
+}
+
+/// A teacher-forced batch: pictures, one style per row, and token sequences framed by the
+/// end-of-text token (which GPT-2 also starts and pads with).
+pub fn caption_batch(
+    pixel_values: Tensor<4>,
+    styles: &[usize],
+    tokens: &[Vec<u32>],
+    eot: u32,
+    device: &Device,
+) -> CaptionBatch {
+    let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, device);
+    let n = styles.len();
+    CaptionBatch {
+        pixel_values,
+        styles: Some(Tensor::from_data(
+            TensorData::new(styles.iter().map(|&s| s as i64).collect::<Vec<_>>(), [n]),
+            device,
+        )),
+        input_ids,
+        targets,
+        mask,
+    }
+}
+
+/// Loss of a batch (differentiable when the model lives on an autodiff device).
+pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
+    let hidden = model.hidden(
+        batch.pixel_values.clone(),
+        batch.styles.clone(),
+        batch.input_ids.clone(),
+        None,
+    );
+    lm_head::cross_entropy(
+        hidden,
+        model.decoder.lm_head_weight(),
+        batch.targets.clone(),
+        batch.mask.clone(),
+    )
+}
+
+/// Gradients by parameter name, in burn's layout (None where a parameter got none).
+pub type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
+
+/// Forward and backward of one micro-batch of `rows`, split into `shards` of similar length
+/// (`shards::by_length`) whose passes run in parallel; adds the micro-batch's gradient,
+/// divided by the `accum` micro-batches of the step, to `acc`, and returns its mean loss and its target tokens. `before_sum`
+/// runs once the passes are done, before the gradients are summed (the trainer starts making
+/// the next rows there).
+///
+/// The CPU backend keeps about one core busy on matrices this small, so shards use the
+/// others. Each shard works on its own fork of the model: burn's autodiff graph cannot run
+/// two backward passes through shared parameter nodes at once. The shards run as tasks of
+/// rayon's pool, which the CPU backend's own parallel ops also use, so the two levels share
+/// the cores instead of oversubscribing them. Shard gradients are weighted by their share of
+/// target tokens, which gives the gradient of the whole micro-batch's mean loss.
+#[allow(clippy::too_many_arguments)]
+pub fn micro_step(
+    model: &Captioner,
+    rows: &StepRows,
+    shards: usize,
+    preprocess: &PreprocessorConfig,
+    eot: u32,
+    device: &Device,
+    (acc, accum): (&mut Accumulated, usize),
+    before_sum: impl FnOnce(),
+) -> Result<(f32, usize)> {
+    let StepRows {
+        images,
+        tokens,
+        styles,
+    } = rows;
+    let lengths: Vec<usize> = tokens.iter().map(|r| r.len() + 1).collect();
+    let total: usize = lengths.iter().sum();
+    let batches = by_length(&lengths, shards.max(1))
+        .into_iter()
+        .map(|shard| {
+            let share = shard.iter().map(|&i| lengths[i]).sum::<usize>() as f32 / total as f32;
+            let im: Vec<RgbImage> = shard.iter().map(|&i| images[i].clone()).collect();
+            let ro: Vec<Vec<u32>> = shard.iter().map(|&i| tokens[i].clone()).collect();
+            let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
+            let pixels = preprocess.batch(&im, device)?;
+            Ok((caption_batch(pixels, &st, &ro, eot, device), share))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let results: Vec<(f32, f32, NamedGrads)> = batches
+        .par_iter()
+        .map(|(batch, share)| {
+            let local = model.clone().fork(device);
+            let loss = batch_loss(&local, batch);
+            let grads = loss.backward();
+            let named = native_gradients(&local, &grads);
+            (loss.into_scalar::<f32>(), *share, named)
+        })
+        .collect();
+    before_sum();
+    let mut value = 0f32;
+    for (loss, share, named) in results {
+        value += loss * share;
+        acc.add_named(named, share / accum as f32);
+    }
+    Ok((value, total))
+}

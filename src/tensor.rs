@@ -1,0 +1,50 @@
+//! Moving tensors between host memory and a device: the one place that reads a tensor's
+//! values back, or builds an index tensor from host numbers.
+
+use burn::prelude::*;
+
+/// A float tensor's values, row-major, as f32.
+pub fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// An integer tensor's values, row-major, as indices (flex keeps integers as i32).
+pub fn indices<const D: usize>(t: Tensor<D, Int>) -> Vec<usize> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("integer data")
+        .into_iter()
+        .map(|x| x as usize)
+        .collect()
+}
+
+/// A 1-D index tensor (for `select`, embeddings, labels).
+pub fn index_tensor(ids: &[usize], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        device,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        let device = Device::flex();
+        let t = Tensor::<2>::from_data(
+            TensorData::new(vec![1.5f32, -2.0, 0.25, 8.0], [2, 2]),
+            &device,
+        );
+        assert_eq!(floats(t), vec![1.5, -2.0, 0.25, 8.0]);
+        assert_eq!(indices(index_tensor(&[3, 0, 7], &device)), vec![3, 0, 7]);
+    }
+}
