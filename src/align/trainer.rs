@@ -1,7 +1,8 @@
-//! `stylecap align`: the captioner as a policy. Each step samples K captions per image and
-//! target style with the KV cache and no gradient, scores them (style, content, penalties, KL
-//! to the frozen reference), and updates the policy from one batched teacher-forced pass over
-//! the sampled tokens. Gradients never flow through sampling (what broke the seed system).
+//! `stylecap align`: the loop, with the captioner as a policy. Each step draws pictures and
+//! target styles, samples K captions per picture ([`rollout`]), scores them (the critic and
+//! content checker in [`super::reward`]; the KL to the frozen reference in [`rollout`]), and
+//! updates the policy ([`update`]). The run folder is `crate::run`'s; its `model/` is the
+//! policy with the best validation reward.
 
 use std::path::Path;
 use std::time::Instant;

@@ -1,7 +1,9 @@
 //! Caption metrics against references: corpus BLEU-4 and CIDEr-D, computed as the COCO
 //! caption evaluation code (pycocoevalcap) computes them; a test checks both against it.
 
-use std::collections::HashMap;
+// Ordered maps throughout: the floating-point sums then run in one order, so the same
+// captions give the same figures to the last bit in every process.
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Lower-cased words without punctuation (what pycocoevalcap's PTB tokenizer leaves).
 pub fn tokens(text: &str) -> Vec<String> {
@@ -13,8 +15,8 @@ pub fn tokens(text: &str) -> Vec<String> {
 
 type Ngram = Vec<String>;
 
-fn ngram_counts(words: &[String], max_n: usize) -> HashMap<Ngram, usize> {
-    let mut counts = HashMap::new();
+fn ngram_counts(words: &[String], max_n: usize) -> BTreeMap<Ngram, usize> {
+    let mut counts = BTreeMap::new();
     for n in 1..=max_n {
         for w in words.windows(n) {
             *counts.entry(w.to_vec()).or_default() += 1;
@@ -33,7 +35,7 @@ pub fn bleu4(candidates: &[String], references: &[Vec<String>]) -> f64 {
     for (cand, refs) in candidates.iter().zip(references) {
         let c = tokens(cand);
         let refs: Vec<Vec<String>> = refs.iter().map(|r| tokens(r)).collect();
-        let mut max_ref: HashMap<Ngram, usize> = HashMap::new();
+        let mut max_ref: BTreeMap<Ngram, usize> = BTreeMap::new();
         for r in &refs {
             for (g, n) in ngram_counts(r, 4) {
                 let m = max_ref.entry(g).or_default();
@@ -70,7 +72,7 @@ pub fn bleu4(candidates: &[String], references: &[Vec<String>]) -> f64 {
 }
 
 struct TfIdf {
-    vec: [HashMap<Ngram, f64>; 4],
+    vec: [BTreeMap<Ngram, f64>; 4],
     norm: [f64; 4],
     /// Bigram count, pycocoevalcap's length for the length penalty.
     length: f64,
@@ -82,13 +84,13 @@ struct TfIdf {
 pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f64>) {
     assert_eq!(candidates.len(), references.len());
     let sigma = 6.0;
-    let refs: Vec<Vec<HashMap<Ngram, usize>>> = references
+    let refs: Vec<Vec<BTreeMap<Ngram, usize>>> = references
         .iter()
         .map(|rs| rs.iter().map(|r| ngram_counts(&tokens(r), 4)).collect())
         .collect();
-    let mut df: HashMap<&Ngram, f64> = HashMap::new();
+    let mut df: BTreeMap<&Ngram, f64> = BTreeMap::new();
     for rs in &refs {
-        let mut seen: std::collections::HashSet<&Ngram> = Default::default();
+        let mut seen: BTreeSet<&Ngram> = Default::default();
         for r in rs {
             seen.extend(r.keys());
         }
@@ -97,7 +99,7 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
         }
     }
     let log_n = (references.len() as f64).ln();
-    let to_vec = |counts: &HashMap<Ngram, usize>| -> TfIdf {
+    let to_vec = |counts: &BTreeMap<Ngram, usize>| -> TfIdf {
         let mut v = TfIdf {
             vec: Default::default(),
             norm: [0.0; 4],
@@ -149,6 +151,31 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cider_d_is_the_same_to_the_last_bit_every_time() {
+        let refs: Vec<Vec<String>> = (0..12)
+            .map(|i| {
+                vec![
+                    format!("a red car {i} beside a small green house at night"),
+                    format!("the house {} is green and the car is red", i % 5),
+                ]
+            })
+            .collect();
+        let cands: Vec<String> = (0..12)
+            .map(|i| format!("a green car {} near the red house in the rain", i % 3))
+            .collect();
+        let first = cider_d(&cands, &refs);
+        for _ in 0..20 {
+            let again = cider_d(&cands, &refs);
+            assert_eq!(again.0.to_bits(), first.0.to_bits());
+            assert!(again
+                .1
+                .iter()
+                .zip(&first.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 
     fn s(x: &[&str]) -> Vec<String> {
         x.iter().map(|t| t.to_string()).collect()
