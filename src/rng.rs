@@ -30,8 +30,10 @@ pub mod streams {
     pub const ALIGN_IMAGE_ORDER: u64 = 31;
     pub const ALIGN_PPO_SHUFFLE: u64 = 33;
     pub const ALIGN_ANCHOR_ORDER: u64 = 37;
-    /// Serving: the sampler of caption `k` of style `s` of a request.
-    pub const SERVE_SAMPLING: u64 = 41;
+    /// Serving: the sampler of caption `k` of style `s` of a request, under the request's own
+    /// seed. No run's seed is ever a request's, so this stream may share its number with the
+    /// world's (and keeps the one it had, so a seed gives the captions it always gave).
+    pub const SERVE_SAMPLING: u64 = 0;
 
     /// Keys mixed into a seed (`Rng::keyed`) for one-off draws: the validation slice of a
     /// dataset without one, the factual captions added to the critic's built-in corpus, the
@@ -41,7 +43,8 @@ pub mod streams {
     pub const KEY_CRITIC_SPLIT: u64 = 0xc817;
     pub const KEY_STYLE_LENGTHS: u64 = 0x1e47;
 
-    /// Every stream above, each once (world streams with their four splits).
+    /// Every stream drawn under a run's seed (the world's with their four splits): no two may
+    /// share a number.
     pub fn all() -> Vec<u64> {
         let mut v: Vec<u64> = (0..4).map(|s| WORLD_SCENES + s).collect();
         v.extend((0..4).map(|s| WORLD_PICTURES + s));
@@ -57,7 +60,6 @@ pub mod streams {
             ALIGN_IMAGE_ORDER,
             ALIGN_PPO_SHUFFLE,
             ALIGN_ANCHOR_ORDER,
-            SERVE_SAMPLING,
         ]);
         v
     }
