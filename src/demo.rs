@@ -232,3 +232,41 @@ pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Resul
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_lay_their_keys_over_each_stages_defaults() {
+        let full = DemoPreset::builtin("demo").unwrap();
+        assert_eq!(full.train, TrainConfig::default());
+        assert_eq!(full.judge, CriticTrainConfig::judge());
+        assert_eq!((full.eval.images, full.report.images), (100, 8));
+        let quick = DemoPreset::builtin("demo-quick").unwrap();
+        assert_eq!((quick.train.steps, quick.train.model.image_size), (700, 32));
+        assert_eq!(quick.train.optimizer.beta2, 0.999);
+        // Keys a section leaves out keep that stage's own defaults.
+        assert_eq!(
+            quick.train.model.shape_channel,
+            TrainConfig::default().model.shape_channel
+        );
+        assert_eq!(quick.judge.seed, CriticTrainConfig::judge().seed);
+        assert_eq!((quick.align.steps, quick.align.beta), (150, 0.02));
+    }
+
+    #[test]
+    fn a_bad_preset_is_refused_naming_its_section() {
+        let e = DemoPreset::parse("[train]\nstepz = 3\n", "my.toml").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("my.toml") && e.contains("[train]") && e.contains("stepz"),
+            "{e}"
+        );
+        let e = DemoPreset::parse("[trian]\n", "my.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown section [trian]"), "{e}");
+        assert!(DemoPreset::parse("[align\n", "my.toml").is_err());
+    }
+}

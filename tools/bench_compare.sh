@@ -13,8 +13,8 @@ python3 - "$ours" "$theirs" <<'PY'
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"{'':34s}{'stylecap':>10s}{'PyTorch':>10s}{'ratio':>8s}")
-for key, label in [("train_step_s", "train step (fwd+bwd+AdamW), s"), ("generate_s", "greedy 32 tokens, s"),
-                   ("rl_step_s", "RL step (16 x 4 samples + update), s"),
+for key, label in [("train_step_s", "supervised step, s"), ("generate_s", "greedy 32 tokens, s"),
+                   ("rl_step_s", "alignment step (16 x 4 samples), s"),
                    ("peak_rss_after_train_mib", "peak RSS after training, MiB"),
                    ("rss_before_model_mib", "RSS before the model, MiB")]:
     print(f"{label:34s}{a[key]:10.3f}{b[key]:10.3f}{a[key] / b[key]:7.2f}x")
