@@ -11,6 +11,11 @@
 //! A folder that holds a `config.json` holds a run: starting another there is refused, and
 //! `--resume` (where a stage supports it) continues it from its checkpoint, with the saved
 //! configuration and without the metrics logged after that checkpoint.
+//!
+//! A checkpoint is written into a temporary folder, synced to disk with its files, and only
+//! then renamed into place (the previous one moved aside first). Its `state.json`, written
+//! last, marks it complete. A run killed between the two renames has no `checkpoint/`, but
+//! a complete one aside or in the temporary folder: resuming picks the newest complete one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +71,7 @@ impl RunFolder {
         let run = RunFolder {
             dir: dir.to_path_buf(),
         };
+        run.recover_checkpoint()?;
         let Some(step) = run.checkpoint_step()? else {
             bail!("{}: no checkpoint to resume from", dir.display());
         };
@@ -76,7 +82,38 @@ impl RunFolder {
 
     /// Whether `dir` holds a checkpoint to resume from.
     pub fn has_checkpoint(dir: &Path) -> bool {
-        dir.join(CHECKPOINT).join(STATE).is_file()
+        complete_checkpoints(dir).is_ok_and(|c| !c.is_empty())
+    }
+
+    /// Makes `checkpoint/` the newest complete checkpoint, and removes the other checkpoint
+    /// folders (complete or not) that a killed run left behind.
+    fn recover_checkpoint(&self) -> Result<()> {
+        let complete = complete_checkpoints(&self.dir)?;
+        let final_dir = self.checkpoint_dir();
+        if let Some((_, newest)) = complete.iter().max_by_key(|(step, _)| *step) {
+            if *newest != final_dir {
+                if final_dir.exists() {
+                    let aside = self.dir.join(format!(".{CHECKPOINT}.superseded"));
+                    let _ = std::fs::remove_dir_all(&aside);
+                    std::fs::rename(&final_dir, &aside)?;
+                }
+                std::fs::rename(newest, &final_dir).with_context(|| {
+                    format!(
+                        "cannot move {} to {}",
+                        newest.display(),
+                        final_dir.display()
+                    )
+                })?;
+                sync_dir(&self.dir)?;
+            }
+        }
+        for leftover in checkpoint_folders(&self.dir)? {
+            if leftover != final_dir {
+                std::fs::remove_dir_all(&leftover)
+                    .with_context(|| format!("cannot remove {}", leftover.display()))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,6 +167,7 @@ impl RunFolder {
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         write(&tmp)?;
         write_json(&tmp.join(STATE), &serde_json::json!({ "step": step }))?;
+        sync_tree(&tmp)?;
         let final_dir = self.checkpoint_dir();
         let old = self.dir.join(format!("{CHECKPOINT}.old"));
         let _ = std::fs::remove_dir_all(&old);
@@ -138,6 +176,7 @@ impl RunFolder {
         }
         std::fs::rename(&tmp, &final_dir)
             .with_context(|| format!("cannot move the checkpoint into {}", final_dir.display()))?;
+        sync_dir(&self.dir)?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
@@ -173,6 +212,63 @@ impl RunFolder {
         }
         write_atomic(&path, out.as_bytes())
     }
+}
+
+/// The checkpoint folders in a run folder: `checkpoint/`, the previous one moved aside, and
+/// temporary ones.
+fn checkpoint_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let ours = name == CHECKPOINT
+            || name == format!("{CHECKPOINT}.old")
+            || name.starts_with(&format!(".{CHECKPOINT}."));
+        if ours && entry.path().is_dir() {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The complete checkpoints (those whose `state.json`, written last, is readable) with their
+/// steps.
+fn complete_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    Ok(checkpoint_folders(dir)?
+        .into_iter()
+        .filter_map(|p| {
+            let state: serde_json::Value = read_json(&p.join(STATE)).ok()?;
+            Some((state["step"].as_u64()? as usize, p))
+        })
+        .collect())
+}
+
+/// Flushes a folder's entries (renames into it) to disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Flushes every file of a folder (one level: checkpoints are flat) and the folder itself.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 /// The run's `metrics.jsonl`, one JSON object a line.
@@ -222,6 +318,43 @@ mod tests {
         let log = std::fs::read_to_string(dir.join(METRICS)).unwrap();
         assert_eq!(log, "{\"step\":1}\n{\"step\":2}\n");
         assert!(dir.join("checkpoint/x.json").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The folders a run killed between the checkpoint's two renames leaves, with a newer
+    /// complete checkpoint in the temporary folder or only the previous one aside.
+    #[test]
+    fn a_run_killed_between_the_renames_resumes_from_the_newest_complete_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("stylecap-run-kill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = RunFolder::create(&dir, &serde_json::json!({"steps": 9})).unwrap();
+        run.save_checkpoint(3, |tmp| write_json(&tmp.join("w.json"), &3))
+            .unwrap();
+        // Killed after moving checkpoint/ aside, with the new one complete in its temporary
+        // folder, and an older incomplete temporary folder beside them.
+        std::fs::rename(dir.join(CHECKPOINT), dir.join("checkpoint.old")).unwrap();
+        let tmp = dir.join(".checkpoint.tmp77");
+        std::fs::create_dir_all(&tmp).unwrap();
+        write_json(&tmp.join("w.json"), &6).unwrap();
+        write_json(&tmp.join(STATE), &serde_json::json!({"step": 6})).unwrap();
+        std::fs::create_dir_all(dir.join(".checkpoint.tmp12")).unwrap();
+        assert!(RunFolder::has_checkpoint(&dir));
+        let r = RunFolder::resume::<serde_json::Value>(&dir).unwrap();
+        assert_eq!(r.step, 6);
+        let w: u32 = read_json(&dir.join("checkpoint/w.json")).unwrap();
+        assert_eq!(w, 6);
+        let left: Vec<PathBuf> = checkpoint_folders(&dir).unwrap();
+        assert_eq!(left, vec![dir.join(CHECKPOINT)], "leftovers are removed");
+
+        // Killed with only the previous checkpoint aside (the new one incomplete).
+        std::fs::rename(dir.join(CHECKPOINT), dir.join("checkpoint.old")).unwrap();
+        std::fs::create_dir_all(dir.join(".checkpoint.tmp78")).unwrap();
+        let r = RunFolder::resume::<serde_json::Value>(&dir).unwrap();
+        assert_eq!(r.step, 6);
+        assert_eq!(
+            checkpoint_folders(&dir).unwrap(),
+            vec![dir.join(CHECKPOINT)]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

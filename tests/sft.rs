@@ -94,6 +94,27 @@ fn resumed_run_equals_uninterrupted_run() {
         "logged losses differ after resuming"
     );
 
+    // A checkpoint that says it is past the run's end is refused, naming it and the range.
+    std::fs::write(a.join("checkpoint/state.json"), r#"{"step": 9999}"#).unwrap();
+    let err = Trainer::new(tiny(), &a, true, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("checkpoint") && err.contains("9999") && err.contains("0..=6"),
+        "{err}"
+    );
+
+    // A run killed between the checkpoint's two renames (the new one complete beside it, the
+    // folder itself gone) resumes from the newest complete checkpoint.
+    std::fs::write(a.join("checkpoint/state.json"), r#"{"step": 6}"#).unwrap();
+    std::fs::rename(a.join("checkpoint"), a.join(".checkpoint.tmp4242")).unwrap();
+    std::fs::create_dir_all(a.join(".checkpoint.tmp17")).unwrap();
+    let again = Trainer::new(tiny(), &a, true, &device).unwrap();
+    assert_eq!(again.step, 6);
+    assert_eq!(weights(&again), wa, "resumed from the stranded checkpoint");
+    assert!(!a.join(".checkpoint.tmp17").exists() && !a.join(".checkpoint.tmp4242").exists());
+
     // A second run into the same folder is refused rather than mixed in.
     let err = Trainer::new(tiny(), &a, false, &device)
         .err()

@@ -97,8 +97,7 @@ pub struct TrainConfig {
     /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
     pub first_caption_rate: f32,
     pub grad_accum: usize,
-    /// Shards of each micro-batch run on parallel threads (results depend on this number, not
-    /// on the machine).
+    /// Shards of each micro-batch run on parallel threads (results depend on this number).
     pub data_parallel: usize,
     /// Learning rate of the decoder and style prefixes.
     pub lr: f64,

@@ -136,6 +136,18 @@ impl Trainer {
             Some(r) => r.config.clone(),
             None => config,
         };
+        if let Some(r) = &resumed {
+            if r.step > config.steps {
+                bail!(
+                    "{}: the checkpoint is at step {}, past the run's {} steps (0..={} allowed): \
+                     its state.json or the run's config.json was changed",
+                    r.run.checkpoint_dir().display(),
+                    r.step,
+                    config.steps,
+                    config.steps
+                );
+            }
+        }
         device.seed(config.seed);
         let plain = device.clone();
         let device = device.clone().autodiff();
