@@ -20,6 +20,7 @@ use crate::optim::adamw::{Accumulated, AdamW, AdamWConfig};
 use crate::optim::schedule::warmup_cosine;
 use crate::rng::{streams, Rng};
 use crate::run::RunFolder;
+use crate::tensor::index_tensor;
 use crate::util::progress_bar;
 use crate::world::{Split, World, WorldConfig};
 
@@ -201,8 +202,8 @@ pub fn train_critic(
             .collect();
         let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i].text.as_str()).collect();
         let (ids, mask) = critic.encode(&tokenizer, &batch_texts, &ad)?;
-        let y: Vec<i64> = batch.iter().map(|&i| labels[i] as i64).collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &ad);
+        let y: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
+        let y = index_tensor(&y, &ad);
         let loss = classification_cross_entropy(critic.forward(ids, mask), y);
         let grads = loss.backward();
         let value = loss.into_scalar::<f32>();

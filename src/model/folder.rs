@@ -17,8 +17,9 @@ use crate::util::write_json;
 
 /// A captioner folder given as itself or as the run folder holding it in `model/`.
 pub fn model_dir(path: &Path) -> PathBuf {
-    if path.join("model").join("config.json").is_file() {
-        path.join("model")
+    let inside = path.join(crate::run::MODEL);
+    if inside.join("config.json").is_file() {
+        inside
     } else {
         path.to_path_buf()
     }
@@ -58,10 +59,6 @@ impl LoadedCaptioner {
             tokenizer,
             preprocess,
         })
-    }
-
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        save(dir, &self.model, &self.tokenizer, &self.preprocess)
     }
 
     /// One caption per image in `style`.

@@ -69,10 +69,9 @@ pub fn caption_logprobs(
 ) -> Vec<Vec<f32>> {
     let device = pixel_values.device();
     let encoded = model.encode(pixel_values);
-    let styles = styles.filter(|_| model.style_prefix.is_some()).map(|s| {
-        let ids: Vec<i64> = s.iter().map(|&i| i as i64).collect();
-        Tensor::<1, Int>::from_data(TensorData::new(ids, [s.len()]), &device)
-    });
+    let styles = styles
+        .filter(|_| model.style_prefix.is_some())
+        .map(|s| crate::tensor::index_tensor(s, &device));
     let refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
     let (picked, _, _) = token_logprobs(model, &encoded, styles, &refs, false, &device);
     to_rows(picked, &refs)

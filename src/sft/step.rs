@@ -63,13 +63,9 @@ pub fn caption_batch(
     device: &Device,
 ) -> CaptionBatch {
     let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, device);
-    let n = styles.len();
     CaptionBatch {
         pixel_values,
-        styles: Some(Tensor::from_data(
-            TensorData::new(styles.iter().map(|&s| s as i64).collect::<Vec<_>>(), [n]),
-            device,
-        )),
+        styles: Some(crate::tensor::index_tensor(styles, device)),
         input_ids,
         targets,
         mask,

@@ -34,6 +34,7 @@ use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleCon
 use crate::optim::adamw::{Accumulated, AdamW};
 use crate::optim::schedule::warmup_cosine;
 use crate::run::RunFolder;
+use crate::tensor::index_tensor;
 use crate::util::progress_bar;
 use crate::world::{content_fidelity, Lexicon};
 
@@ -355,10 +356,7 @@ impl Trainer {
                 .map(|e| self.rows.encode_text(&e.captions[0]))
                 .collect::<Result<Vec<_>>>()?;
             let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.plain);
-            let styles = Tensor::from_data(
-                TensorData::new(vec![factual as i64; ids.len()], [ids.len()]),
-                &self.plain,
-            );
+            let styles = index_tensor(&vec![factual; ids.len()], &self.plain);
             let batch = CaptionBatch {
                 pixel_values: pixels.clone(),
                 styles: Some(styles),
