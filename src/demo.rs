@@ -23,8 +23,8 @@ use crate::data::sources::CaptionSource;
 use crate::eval::captioner::{evaluate_captioner, CaptionerEval, EvalConfig};
 use crate::eval::report::{write_report, ReportOptions};
 use crate::model::folder::LoadedCaptioner;
-use crate::run::{self, RunFolder};
-use crate::sft::{RunOptions, TrainConfig, Trainer};
+use crate::run::{self, RunFolder, RunOptions};
+use crate::sft::{TrainConfig, Trainer};
 use crate::util::write_json;
 use crate::world::Split;
 
@@ -78,14 +78,35 @@ impl DemoPreset {
             );
         }
         let mut take = |key: &str| sections.remove(key);
-        Ok(DemoPreset {
+        let preset = DemoPreset {
             train: section(name, "train", TrainConfig::default(), take("train"))?,
             critic: section(name, "critic", CriticTrainConfig::default(), take("critic"))?,
             judge: section(name, "judge", CriticTrainConfig::judge(), take("judge"))?,
             align: section(name, "align", AlignConfig::default(), take("align"))?,
             eval: section(name, "eval", EvalConfig::default(), take("eval"))?,
             report: section(name, "report", ReportOptions::default(), take("report"))?,
-        })
+        };
+        // Every stage checks its settings when it starts; checking them here as well fails a
+        // bad preset before the stages ahead of the bad section have run.
+        let in_section = |key: &str| format!("{name}: section [{key}]");
+        preset
+            .train
+            .validate()
+            .with_context(|| in_section("train"))?;
+        preset
+            .critic
+            .validate()
+            .with_context(|| in_section("critic"))?;
+        preset
+            .judge
+            .validate()
+            .with_context(|| in_section("judge"))?;
+        preset
+            .align
+            .validate()
+            .with_context(|| in_section("align"))?;
+        preset.eval.validate().with_context(|| in_section("eval"))?;
+        Ok(preset)
     }
 }
 
@@ -193,13 +214,19 @@ pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Resul
         RunFolder::is_complete(&align_dir),
         start,
     ) {
-        start_afresh(&align_dir)?;
+        let resume = RunFolder::has_checkpoint(&align_dir);
+        if !resume {
+            start_afresh(&align_dir)?;
+        }
         let align = AlignConfig {
             base: base_dir.clone(),
             critic: critic_dir.clone(),
             ..preset.align.clone()
         };
-        Aligner::new(align, &align_dir, device)?.run(show)?;
+        Aligner::new(align, &align_dir, resume, device)?.run(&RunOptions {
+            show_progress: show,
+            stop_after: None,
+        })?;
     }
     stage("evaluation (stylecap eval)", false, start);
     let judge = Critic::load(&judge_dir, device)?;

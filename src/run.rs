@@ -34,6 +34,14 @@ pub const EVAL: &str = "eval.json";
 /// The checkpoint's own file naming its step.
 const STATE: &str = "state.json";
 
+/// How to run (not part of the configuration: it does not change the result).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub show_progress: bool,
+    /// Stop after this step as if killed (after its checkpoint, if one is due): for tests.
+    pub stop_after: Option<usize>,
+}
+
 /// A run folder (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct RunFolder {
@@ -46,6 +54,23 @@ pub struct Resumed<C> {
     pub config: C,
     /// Steps completed at the checkpoint.
     pub step: usize,
+}
+
+impl<C> Resumed<C> {
+    /// Refuses a checkpoint past the run's last step (a changed `state.json` or `config.json`).
+    pub fn check_step(&self, steps: usize) -> Result<()> {
+        if self.step > steps {
+            bail!(
+                "{}: the checkpoint is at step {}, past the run's {} steps (0..={} allowed): \
+                 its state.json or the run's config.json was changed",
+                self.run.checkpoint_dir().display(),
+                self.step,
+                steps,
+                steps
+            );
+        }
+        Ok(())
+    }
 }
 
 impl RunFolder {

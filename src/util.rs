@@ -170,3 +170,55 @@ pub fn read_config_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
             .with_context(|| format!("{}: invalid JSON config", path.display()))
     }
 }
+
+/// Range checks of configuration values, each naming the field and what it allows. A NaN
+/// fails every check (comparisons with NaN are false).
+pub mod check {
+    use anyhow::{ensure, Result};
+    use std::fmt::Display;
+
+    /// `lo ≤ value ≤ hi`.
+    pub fn within<T: PartialOrd + Display>(field: &str, value: T, lo: T, hi: T) -> Result<()> {
+        ensure!(
+            value >= lo && value <= hi,
+            "{field} = {value} is out of range: allowed {lo} to {hi}"
+        );
+        Ok(())
+    }
+
+    /// `value ≥ lo` (for counts: at least one step, one image, ...).
+    pub fn at_least<T: PartialOrd + Display>(field: &str, value: T, lo: T) -> Result<()> {
+        ensure!(
+            value >= lo,
+            "{field} = {value} is out of range: allowed {lo} or more"
+        );
+        Ok(())
+    }
+
+    /// A finite number above 0 (learning rates, epsilons, horizons).
+    pub fn positive(field: &str, value: f64) -> Result<()> {
+        ensure!(
+            value.is_finite() && value > 0.0,
+            "{field} = {value} is out of range: allowed a finite number above 0"
+        );
+        Ok(())
+    }
+
+    /// A finite number of 0 or more (weights, penalties, coefficients).
+    pub fn non_negative(field: &str, value: f64) -> Result<()> {
+        ensure!(
+            value.is_finite() && value >= 0.0,
+            "{field} = {value} is out of range: allowed a finite number of 0 or more"
+        );
+        Ok(())
+    }
+
+    /// A finite number (a seed-like float that may take any sign).
+    pub fn finite(field: &str, value: f64) -> Result<()> {
+        ensure!(
+            value.is_finite(),
+            "{field} = {value} is not a finite number"
+        );
+        Ok(())
+    }
+}

@@ -1,16 +1,19 @@
 //! Alignment: the policy-gradient estimators against analytic gradients on a toy policy, PPO's
-//! clipping, and a short run on tiny models that leaves the reference untouched.
+//! clipping, a short run on tiny models that leaves the reference untouched, and a killed run
+//! that resumes to the uninterrupted one.
 
 mod common;
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use common::scratch;
+use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::trainer::Aligner;
 use stylecap::model::weights::{read_named, Values};
 use stylecap::rng::Rng;
+use stylecap::run::RunOptions;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -121,7 +124,7 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         lr: 1e-2,
         ..AlignConfig::default()
     };
-    let mut aligner = Aligner::new(config, &out, &device).unwrap();
+    let mut aligner = Aligner::new(config, &out, false, &device).unwrap();
     let weights = |m: &stylecap::model::Captioner| -> Vec<(String, Vec<f32>)> {
         read_named(m, "", &mut Values)
             .into_iter()
@@ -134,7 +137,7 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         reference_before, policy_before,
         "the policy starts as the base"
     );
-    aligner.run(false).unwrap();
+    aligner.run(&RunOptions::default()).unwrap();
     assert_eq!(
         weights(&aligner.reference),
         reference_before,
@@ -166,4 +169,97 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         assert!(ptx.is_finite() && ptx > 0.0, "{line}");
     }
     assert!(out.join("model/model.safetensors").is_file());
+}
+
+/// The metrics log without its timings (which differ between runs).
+fn metrics_without_timings(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("tokens_per_s");
+                o.remove("elapsed_s");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_alignment_resumes_to_the_uninterrupted_run() {
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
+    let _turn = common::serial();
+    let device = Device::flex();
+    let (whole, killed) = (scratch("align", "whole"), scratch("align", "killed"));
+    for d in [&whole, &killed] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    // REINFORCE with normalised rewards and the adaptive KL: every piece of the loop's state
+    // (moving baseline, running reward statistics, β, best validation) must survive.
+    let config = AlignConfig {
+        base,
+        critic,
+        algo: Algo::Reinforce,
+        normalize_rewards: true,
+        steps: 5,
+        images_per_step: 2,
+        samples: 2,
+        max_new_tokens: 8,
+        eval_every: 2,
+        checkpoint_every: 2,
+        eval_images: 2,
+        lr: 1e-2,
+        ..AlignConfig::default()
+    };
+    let mut a = Aligner::new(config.clone(), &whole, false, &device).unwrap();
+    let vals_whole = a.run(&RunOptions::default()).unwrap();
+
+    let mut b = Aligner::new(config.clone(), &killed, false, &device).unwrap();
+    // Killed after step 3: its last checkpoint is step 2's.
+    b.run(&RunOptions {
+        stop_after: Some(3),
+        ..RunOptions::default()
+    })
+    .unwrap();
+    drop(b);
+    assert!(!killed.join("eval.json").exists());
+    let refused = Aligner::new(config.clone(), &killed, false, &device)
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("--resume"), "{refused}");
+    let mut b = Aligner::new(AlignConfig::default(), &killed, true, &device).unwrap();
+    assert_eq!(b.step, 2);
+    assert_eq!(
+        b.config, config,
+        "resume uses the run's saved configuration"
+    );
+    let vals_resumed = b.run(&RunOptions::default()).unwrap();
+
+    let weights = |m: &stylecap::model::Captioner| read_named(m, "", &mut Values);
+    assert!(
+        weights(&a.policy) == weights(&b.policy),
+        "the resumed policy differs from the uninterrupted one"
+    );
+    assert_eq!(vals_whole, vals_resumed);
+    for file in ["model/model.safetensors", "eval.json"] {
+        assert!(
+            std::fs::read(whole.join(file)).unwrap() == std::fs::read(killed.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    assert_eq!(
+        metrics_without_timings(&whole),
+        metrics_without_timings(&killed)
+    );
+
+    // A checkpoint claiming a step past the run's end is refused, naming the range.
+    let state = killed.join("checkpoint/state.json");
+    std::fs::write(&state, r#"{"step": 9999}"#).unwrap();
+    let e = Aligner::new(config, &killed, true, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("9999") && e.contains("0..=5"), "{e}");
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 use burn::prelude::*;
 use common::{scratch, serial, tiny_model_shape};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
+use stylecap::run::RunOptions;
 use stylecap::sft::config::TrainConfig;
-use stylecap::sft::trainer::{RunOptions, Trainer};
+use stylecap::sft::trainer::Trainer;
 
 fn tiny() -> TrainConfig {
     TrainConfig {

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use super::advantage::Algo;
 use super::kl::KlEstimator;
 use crate::optim::adamw::AdamWConfig;
+use crate::util::check;
 
 /// How the critic's opinion becomes the style reward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,6 +95,8 @@ pub struct AlignConfig {
     pub prefix_blend: f32,
     pub optimizer: AdamWConfig,
     pub eval_every: usize,
+    /// Steps between checkpoints (`--resume` continues from the last one).
+    pub checkpoint_every: usize,
     /// Validation pictures (one sampled caption each), which pick the kept policy; enough that
     /// the validation reward's noise does not decide between steps.
     pub eval_images: usize,
@@ -143,9 +147,58 @@ impl Default for AlignConfig {
                 ..AdamWConfig::default()
             },
             eval_every: 50,
+            checkpoint_every: 50,
             eval_images: 96,
             world_seed: 0,
             world_train: 20000,
         }
+    }
+}
+
+impl AlignConfig {
+    /// Checks every setting against its allowed range, naming the field of the first that
+    /// is out of it.
+    pub fn validate(&self) -> Result<()> {
+        check::within("steps", self.steps, 1, 100_000_000)?;
+        check::within("images_per_step", self.images_per_step, 1, 4096)?;
+        check::within("samples", self.samples, 1, 256)?;
+        ensure!(
+            self.samples >= 2 || !matches!(self.algo, Algo::Rloo | Algo::Grpo | Algo::Ppo),
+            "samples = {} is out of range: {} compares the captions of one picture, allowed 2 \
+             or more",
+            self.samples,
+            self.algo.name()
+        );
+        check::within("lr", self.lr, 1e-9, 10.0)?;
+        check::within("temperature", self.temperature, 0.05, 10.0)?;
+        check::within("top_p", self.top_p, 0.01, 1.0)?;
+        check::within("max_new_tokens", self.max_new_tokens, 1, 4096)?;
+        check::non_negative("w_style", self.w_style as f64)?;
+        check::non_negative("w_content", self.w_content as f64)?;
+        check::non_negative("beta", self.beta)?;
+        if let Some(t) = self.target_kl {
+            check::positive("target_kl", t)?;
+        }
+        check::positive("kl_horizon", self.kl_horizon)?;
+        check::positive("kl_limit", self.kl_limit)?;
+        check::non_negative("repetition_penalty", self.repetition_penalty as f64)?;
+        check::non_negative("length_penalty", self.length_penalty as f64)?;
+        check::at_least("max_words", self.max_words, 1)?;
+        check::positive("reward_clip", self.reward_clip as f64)?;
+        check::within("baseline_decay", self.baseline_decay, 0.0, 1.0)?;
+        check::within("ppo_epochs", self.ppo_epochs, 1, 100)?;
+        check::within("ppo_clip", self.ppo_clip, 1e-3, 10.0)?;
+        check::within("ppo_minibatches", self.ppo_minibatches, 1, 4096)?;
+        check::within("max_ratio", self.max_ratio, 1.0, 1e6)?;
+        check::at_least("max_bad_batches", self.max_bad_batches, 1)?;
+        check::non_negative("ptx_coef", self.ptx_coef as f64)?;
+        check::within("ptx_images", self.ptx_images, 0, 4096)?;
+        check::within("prefix_blend", self.prefix_blend, 0.0, 1.0)?;
+        self.optimizer.validate("optimizer")?;
+        check::at_least("eval_every", self.eval_every, 1)?;
+        check::at_least("checkpoint_every", self.checkpoint_every, 1)?;
+        check::within("eval_images", self.eval_images, 1, 1_000_000)?;
+        check::within("world_train", self.world_train, 1, 100_000_000)?;
+        Ok(())
     }
 }

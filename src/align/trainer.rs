@@ -2,7 +2,9 @@
 //! target styles, samples K captions per picture ([`rollout`]), scores them (the critic and
 //! content checker in [`super::reward`]; the KL to the frozen reference in [`rollout`]), and
 //! updates the policy ([`update`]). The run folder is `crate::run`'s; its `model/` is the
-//! policy with the best validation reward.
+//! policy with the best validation reward. A checkpoint holds the policy, the optimizer and
+//! the loop's own state (KL coefficient, baselines, validations so far), so a resumed run
+//! equals an uninterrupted one.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::advantage::{Algo, MovingBaseline};
 use super::config::AlignConfig;
@@ -29,13 +31,17 @@ use crate::model::weights::{freeze_named, read_named, replace_named, StoredTenso
 use crate::model::{Captioner, DecodeOptions};
 use crate::optim::AdamW;
 use crate::rng::streams;
-use crate::run::RunFolder;
+use crate::run::Metrics;
+use crate::run::{RunFolder, RunOptions};
 use crate::sft::step::{caption_batch, CaptionBatch};
-use crate::util::progress_bar;
+use crate::util::{progress_bar, read_json, write_json};
 use crate::world::{Lexicon, Scene, Split, World, WorldConfig};
 
 /// The sampling seed of validation captions (the same pictures and seed at every validation).
 const VALIDATION_SEED: u64 = 7;
+/// The checkpoint's files besides the policy's captioner folder.
+const OPTIMIZER: &str = "optimizer.safetensors";
+const LOOP_STATE: &str = "align_state.json";
 
 /// A target style: its name, and its index among the captioner's and the critic's styles.
 #[derive(Clone, Debug)]
@@ -68,7 +74,7 @@ pub struct StepLog {
     pub elapsed_s: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValResult {
     pub step: usize,
     pub reward: f32,
@@ -95,12 +101,45 @@ pub struct Aligner {
     baseline: MovingBaseline,
     stats: RunningStats,
     pub step: usize,
+    /// Validations so far, and the best validation reward (that of `model/`).
+    vals: Vec<ValResult>,
+    best: f32,
+    /// Non-finite batches skipped in a row.
+    bad_in_a_row: usize,
     device: Device,
     plain: Device,
 }
 
+/// What the loop carries from step to step besides the policy and the optimizer.
+#[derive(Serialize, Deserialize)]
+struct LoopState {
+    beta: f64,
+    baseline: MovingBaseline,
+    stats: RunningStats,
+    vals: Vec<ValResult>,
+    best: f32,
+    bad_in_a_row: usize,
+}
+
 impl Aligner {
-    pub fn new(config: AlignConfig, run: &Path, device: &Device) -> Result<Self> {
+    /// Prepares a new run in `run` (which must not hold one), or resumes the one there from
+    /// its checkpoint, with its saved configuration.
+    pub fn new(config: AlignConfig, run: &Path, resume: bool, device: &Device) -> Result<Self> {
+        let resumed = if resume {
+            Some(RunFolder::resume::<AlignConfig>(run)?)
+        } else {
+            None
+        };
+        let config = match &resumed {
+            Some(r) => {
+                r.check_step(r.config.steps)?;
+                r.config.clone()
+            }
+            None => config,
+        };
+        config
+            .validate()
+            .context("invalid alignment configuration")?;
         device.seed(config.seed);
         let plain = device.clone();
         let ad = device.clone().autodiff();
@@ -133,20 +172,32 @@ impl Aligner {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        if config.samples < 2 && matches!(config.algo, Algo::Rloo | Algo::Grpo | Algo::Ppo) {
-            bail!("{} needs at least 2 samples per image", config.algo.name());
-        }
         let mut base = base;
         if config.prefix_blend != 1.0 {
             base.model = blend_prefixes(base.model, config.prefix_blend, &targets)?;
         }
-        let policy = base.model.clone().to_device(&ad).train();
+        let (run, policy, optim, state, step) = match resumed {
+            Some(r) => {
+                let ckpt = r.run.checkpoint_dir();
+                let policy = LoadedCaptioner::load(&ckpt, &plain)?.model;
+                let optim = AdamW::load(config.optimizer.clone(), &ckpt.join(OPTIMIZER))?;
+                let state: LoopState = read_json(&ckpt.join(LOOP_STATE))?;
+                (r.run, policy, optim, Some(state), r.step)
+            }
+            None => (
+                RunFolder::create(run, &config)?,
+                base.model.clone(),
+                AdamW::new(config.optimizer.clone()),
+                None,
+                0,
+            ),
+        };
+        let policy = policy.to_device(&ad).train();
         let policy = if config.train_encoder {
             policy
         } else {
             freeze_named(policy, "", |n| n.starts_with("encoder."))
         };
-        let run = RunFolder::create(run, &config)?;
         let world = World::new(WorldConfig {
             seed: config.world_seed,
             image_size: base.model.config.encoder.image_size() as u32,
@@ -159,14 +210,20 @@ impl Aligner {
                 streams::ALIGN_ANCHOR_ORDER,
                 config.world_train,
             ),
-            optim: AdamW::new(config.optimizer.clone()),
+            optim,
             kl: AdaptiveKl {
-                beta: config.beta,
+                beta: state.as_ref().map_or(config.beta, |s| s.beta),
                 target: config.target_kl.unwrap_or(1.0),
                 horizon: config.kl_horizon,
             },
-            baseline: MovingBaseline::default(),
-            stats: RunningStats::default(),
+            baseline: state
+                .as_ref()
+                .map(|s| s.baseline.clone())
+                .unwrap_or_default(),
+            stats: state.as_ref().map(|s| s.stats.clone()).unwrap_or_default(),
+            vals: state.as_ref().map(|s| s.vals.clone()).unwrap_or_default(),
+            best: state.as_ref().map_or(f32::NEG_INFINITY, |s| s.best),
+            bad_in_a_row: state.as_ref().map_or(0, |s| s.bad_in_a_row),
             reference: base.model,
             tokenizer: base.tokenizer,
             preprocess: base.preprocess,
@@ -177,7 +234,7 @@ impl Aligner {
             world,
             config,
             run,
-            step: 0,
+            step,
             device: ad,
             plain,
         })
@@ -230,7 +287,7 @@ impl Aligner {
 
     /// One alignment step: sample K captions per picture and target style, score them (style,
     /// content, penalties, KL to the reference), and update the policy from the advantages.
-    pub fn train_step(&mut self, bad_in_a_row: &mut usize) -> Result<StepLog> {
+    pub fn train_step(&mut self) -> Result<StepLog> {
         let c = self.config.clone();
         let started = Instant::now();
         let (b, k) = (c.images_per_step, c.samples.max(1));
@@ -289,7 +346,7 @@ impl Aligner {
                 beta,
                 step: self.step,
             },
-            bad_in_a_row,
+            &mut self.bad_in_a_row,
             &self.device,
         )?;
         self.policy = policy;
@@ -402,25 +459,54 @@ impl Aligner {
         )
     }
 
-    /// Runs all steps; keeps the policy with the best validation reward as `model/`, and the
-    /// validations as the run's `eval.json`.
-    pub fn run(&mut self, show_progress: bool) -> Result<Vec<ValResult>> {
+    /// Saves the policy, the optimizer and the loop's state as the run's checkpoint.
+    fn save_checkpoint(&self) -> Result<()> {
+        let state = LoopState {
+            beta: self.kl.beta,
+            baseline: self.baseline.clone(),
+            stats: self.stats.clone(),
+            vals: self.vals.clone(),
+            best: self.best,
+            bad_in_a_row: self.bad_in_a_row,
+        };
+        self.run.save_checkpoint(self.step, |dir| {
+            self.save_policy(dir)?;
+            self.optim.save(&dir.join(OPTIMIZER))?;
+            write_json(&dir.join(LOOP_STATE), &state)
+        })
+    }
+
+    /// Validates at the current step; a new best validation reward saves the policy as
+    /// `model/`.
+    fn validate_and_keep(&mut self, metrics: &mut Metrics) -> Result<ValResult> {
+        let v = self.validate()?;
+        metrics.log(&serde_json::json!({"step": self.step, "validation": v}))?;
+        if v.reward > self.best {
+            self.best = v.reward;
+            self.save_policy(&self.run.model_dir())?;
+        }
+        self.vals.push(v.clone());
+        Ok(v)
+    }
+
+    /// Runs to the configured number of steps (from wherever the run is); keeps the policy
+    /// with the best validation reward as `model/`, and the validations as the run's
+    /// `eval.json`.
+    pub fn run(&mut self, options: &RunOptions) -> Result<Vec<ValResult>> {
         let c = self.config.clone();
         let bar = progress_bar(
             c.steps as u64,
             &format!("align {}", c.algo.name()),
-            show_progress,
+            options.show_progress,
         );
+        bar.set_position(self.step as u64);
         let mut metrics = self.run.metrics()?;
         let start = Instant::now();
-        let mut vals = Vec::new();
-        let mut best = f32::NEG_INFINITY;
-        let mut bad = 0;
-        let first = self.validate()?;
-        metrics.log(&serde_json::json!({"validation": first}))?;
-        vals.push(first);
+        if self.vals.is_empty() {
+            self.validate_and_keep(&mut metrics)?;
+        }
         while self.step < c.steps {
-            let mut log = self.train_step(&mut bad)?;
+            let mut log = self.train_step()?;
             log.elapsed_s = start.elapsed().as_secs_f64();
             metrics.log(&log)?;
             bar.inc(1);
@@ -429,12 +515,7 @@ impl Aligner {
                 log.reward, log.style_prob, log.content, log.kl
             ));
             if self.step.is_multiple_of(c.eval_every) || self.step == c.steps {
-                let v = self.validate()?;
-                metrics.log(&serde_json::json!({"validation": v}))?;
-                if v.reward > best {
-                    best = v.reward;
-                    self.save_policy(&self.run.model_dir())?;
-                }
+                let v = self.validate_and_keep(&mut metrics)?;
                 bar.println(format!(
                     "step {}: validation reward {:.3} (style {:.3}, content {:.3}); {}",
                     v.step,
@@ -443,8 +524,12 @@ impl Aligner {
                     v.content,
                     v.samples.first().cloned().unwrap_or_default()
                 ));
-                vals.push(v);
             }
+            if self.step.is_multiple_of(c.checkpoint_every) || self.step == c.steps {
+                metrics.flush()?;
+                self.save_checkpoint()?;
+            }
+            // No checkpoint here: a run resumed from an earlier one stops at this step again.
             if log.kl as f64 > c.kl_limit {
                 bar.println(format!(
                     "step {}: mean KL {:.2} passed the limit {}; stopping",
@@ -452,13 +537,17 @@ impl Aligner {
                 ));
                 break;
             }
+            if options.stop_after == Some(self.step) {
+                bar.abandon();
+                return Ok(self.vals.clone());
+            }
         }
         bar.finish_and_clear();
         if !self.run.model_dir().join("config.json").is_file() {
             self.save_policy(&self.run.model_dir())?;
         }
-        self.run.write_eval(&vals)?;
-        Ok(vals)
+        self.run.write_eval(&self.vals)?;
+        Ok(self.vals.clone())
     }
 }
 

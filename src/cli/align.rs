@@ -10,6 +10,7 @@ use crate::align::advantage::Algo;
 use crate::align::config::{AlignConfig, StyleReward};
 use crate::align::kl::KlEstimator;
 use crate::align::trainer::Aligner;
+use crate::run::RunOptions;
 
 #[derive(Args)]
 pub struct AlignArgs {
@@ -19,9 +20,13 @@ pub struct AlignArgs {
     /// The reward critic folder (`stylecap critic train`).
     #[arg(long)]
     pub critic: PathBuf,
-    /// Output run folder (config.json, metrics.jsonl, model/, eval.json).
+    /// Output run folder (config.json, metrics.jsonl, checkpoint/, model/, eval.json).
     #[arg(long)]
     pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint (with its saved configuration;
+    /// other settings are ignored).
+    #[arg(long)]
+    pub resume: bool,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -105,8 +110,14 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     if let Some(t) = a.target_kl {
         c.target_kl = (t > 0.0).then_some(t);
     }
-    let mut aligner = Aligner::new(c, &a.out, &device)?;
-    let vals = aligner.run(!a.quiet)?;
+    let mut aligner = Aligner::new(c, &a.out, a.resume, &device)?;
+    if a.resume {
+        eprintln!("resuming {} at step {}", a.out.display(), aligner.step);
+    }
+    let vals = aligner.run(&RunOptions {
+        show_progress: !a.quiet,
+        stop_after: None,
+    })?;
     if let (Some(first), Some(last)) = (vals.first(), vals.last()) {
         println!(
             "validation reward {:.3} → {:.3} (style {:.3} → {:.3}, content {:.3} → {:.3})",

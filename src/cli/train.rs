@@ -6,8 +6,9 @@ use anyhow::Result;
 use burn::prelude::Device;
 use clap::Args;
 
+use crate::run::RunOptions;
 use crate::sft::config::TrainConfig;
-use crate::sft::trainer::{RunOptions, Trainer};
+use crate::sft::trainer::Trainer;
 
 #[derive(Args)]
 pub struct TrainArgs {

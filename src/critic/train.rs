@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ use crate::optim::schedule::warmup_cosine;
 use crate::rng::{streams, Rng};
 use crate::run::RunFolder;
 use crate::tensor::index_tensor;
-use crate::util::progress_bar;
+use crate::util::{check, progress_bar};
 use crate::world::{Split, World, WorldConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +90,40 @@ impl CriticTrainConfig {
     }
 }
 
+impl CriticTrainConfig {
+    /// Checks every setting against its allowed range, naming the field of the first that
+    /// is out of it.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("heads", self.heads),
+        ] {
+            check::within(field, v, 1, 1 << 16)?;
+        }
+        anyhow::ensure!(
+            self.hidden.is_multiple_of(self.heads),
+            "hidden and heads: the width {} must be a multiple of the heads {}",
+            self.hidden,
+            self.heads
+        );
+        check::within(
+            "vocab_size",
+            self.vocab_size,
+            TextTokenizer::MIN_BPE_VOCAB,
+            1 << 20,
+        )?;
+        check::within("max_tokens", self.max_tokens, 2, 4096)?;
+        check::within("steps", self.steps, 1, 100_000_000)?;
+        check::within("batch_size", self.batch_size, 1, 1 << 16)?;
+        check::within("lr", self.lr, 1e-9, 10.0)?;
+        check::within("held_out", self.held_out, 0.001, 0.9)?;
+        check::within("texts_per_style", self.texts_per_style, 1, 100_000_000)?;
+        check::within("world_captions", self.world_captions, 1, 100_000_000)?;
+        self.optimizer.validate("optimizer")
+    }
+}
+
 /// The peak learning rate of a critic fine-tuned from a pretrained encoder (`--pretrained`
 /// without `--lr`): much smaller than training from scratch wants.
 pub const FINE_TUNE_LR: f64 = 5e-5;
@@ -128,6 +162,7 @@ pub fn train_critic(
     show_progress: bool,
     device: &Device,
 ) -> Result<CriticReport> {
+    config.validate().context("invalid critic configuration")?;
     let texts = match &config.data {
         Some(path) => {
             let loaded = load_styles(

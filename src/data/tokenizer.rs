@@ -38,6 +38,9 @@ impl TextTokenizer {
         crate::util::write_atomic(path, json.as_bytes())
     }
 
+    /// The smallest vocabulary a byte-level BPE can have: the 256 bytes and `<|endoftext|>`.
+    pub const MIN_BPE_VOCAB: usize = 257;
+
     /// Trains a byte-level BPE with `vocab_size` entries (256 bytes + merges + `<|endoftext|>`).
     pub fn train_bpe<I: Iterator<Item = String> + Send>(
         texts: I,

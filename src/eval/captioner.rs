@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use crate::data::text_metrics::{bleu4, cider_d, tokens};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::generate::Strategy;
 use crate::model::{DecodeOptions, LoadedCaptioner};
+use crate::util::check;
 use crate::world::{content_fidelity, Lexicon};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,6 +130,17 @@ pub fn distinct_n(texts: &[String], n: usize) -> f32 {
 
 /// Captions `source`'s first images in each style and measures them; with `base`, also
 /// their perplexity and KL under the base captioner.
+impl EvalConfig {
+    /// Checks every setting against its allowed range, naming the field of the first that
+    /// is out of it.
+    pub fn validate(&self) -> Result<()> {
+        check::within("images", self.images, 1, 1_000_000)?;
+        check::within("temperature", self.temperature, 0.05, 10.0)?;
+        check::within("top_p", self.top_p, 0.01, 1.0)?;
+        check::within("max_new_tokens", self.max_new_tokens, 1, 4096)
+    }
+}
+
 pub fn evaluate_captioner(
     captioner: &LoadedCaptioner,
     base: Option<&LoadedCaptioner>,
@@ -137,6 +149,7 @@ pub fn evaluate_captioner(
     config: &EvalConfig,
     device: &Device,
 ) -> Result<CaptionerEval> {
+    config.validate().context("invalid evaluation settings")?;
     let n = source.len().min(config.images);
     let ids: Vec<usize> = (0..n).collect();
     let examples = source.get_many(&ids)?;

@@ -108,6 +108,13 @@ impl Gpt2Config {
             self.n_embd,
             self.n_head
         );
+        anyhow::ensure!(
+            self.vocab_size >= 2 && self.n_positions >= 2 && self.n_layer >= 1,
+            "vocab_size ({}) and n_positions ({}) must be at least 2, n_layer ({}) at least 1",
+            self.vocab_size,
+            self.n_positions,
+            self.n_layer
+        );
         Activation::parse(&self.activation_function)?;
         Ok(())
     }

@@ -47,6 +47,23 @@ impl Default for AdamWConfig {
     }
 }
 
+impl AdamWConfig {
+    /// Checks every setting; `field` is where the settings sit in the stage's configuration.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        use crate::util::check;
+        check::within(&format!("{field}.beta1"), self.beta1, 0.0, 0.9999)?;
+        check::within(&format!("{field}.beta2"), self.beta2, 0.0, 0.99999)?;
+        check::within(&format!("{field}.eps"), self.eps, 1e-12, 1.0)?;
+        check::within(
+            &format!("{field}.weight_decay"),
+            self.weight_decay,
+            0.0,
+            1.0,
+        )?;
+        check::non_negative(&format!("{field}.clip_norm"), self.clip_norm)
+    }
+}
+
 /// Gradients summed over micro-batches, by parameter name, in burn's layout.
 #[derive(Default)]
 pub struct Accumulated {

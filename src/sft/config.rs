@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::sources::DataSpec;
+use crate::data::tokenizer::TextTokenizer;
 use crate::optim::adamw::AdamWConfig;
+use crate::util::check;
 
 /// The shape of a captioner trained from scratch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +51,62 @@ impl Default for ModelShape {
             prefix_tokens: 2,
             shape_channel: true,
         }
+    }
+}
+
+impl ModelShape {
+    /// Checks the shape before any tensor is made: widths divisible by their heads, the
+    /// picture by its patches, a vocabulary a byte-level BPE can have.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("model.image_size", self.image_size),
+            ("model.patch_size", self.patch_size),
+            ("model.vision_dim", self.vision_dim),
+            ("model.vision_layers", self.vision_layers),
+            ("model.vision_heads", self.vision_heads),
+            ("model.decoder_dim", self.decoder_dim),
+            ("model.decoder_layers", self.decoder_layers),
+            ("model.decoder_heads", self.decoder_heads),
+            ("model.max_positions", self.max_positions),
+        ] {
+            check::within(field, v, 1, 1 << 16)?;
+        }
+        check::within(
+            "model.vocab_size",
+            self.vocab_size,
+            TextTokenizer::MIN_BPE_VOCAB,
+            1 << 20,
+        )?;
+        check::within("model.prefix_tokens", self.prefix_tokens, 0, 64)?;
+        for (dim, heads, names) in [
+            (
+                self.vision_dim,
+                self.vision_heads,
+                "model.vision_dim and model.vision_heads",
+            ),
+            (
+                self.decoder_dim,
+                self.decoder_heads,
+                "model.decoder_dim and model.decoder_heads",
+            ),
+        ] {
+            ensure!(
+                dim.is_multiple_of(heads),
+                "{names}: the width {dim} must be a multiple of the heads {heads}"
+            );
+        }
+        ensure!(
+            self.image_size.is_multiple_of(self.patch_size),
+            "model.image_size {} must be a multiple of model.patch_size {}",
+            self.image_size,
+            self.patch_size
+        );
+        ensure!(
+            !self.shape_channel || self.patch_size.is_multiple_of(2),
+            "model.shape_channel needs an even model.patch_size, got {}",
+            self.patch_size
+        );
+        Ok(())
     }
 }
 
@@ -180,6 +238,46 @@ impl TrainConfig {
             image_size: self.model.image_size,
             style_texts: self.style_texts,
         }
+    }
+
+    /// Checks every setting against its allowed range, naming the field of the first that
+    /// is out of it.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        check::within("steps", self.steps, 1, 100_000_000)?;
+        check::within("batch_size", self.batch_size, 1, 1 << 16)?;
+        check::within("style_batch_size", self.style_batch_size, 0, 1 << 16)?;
+        check::within("grad_accum", self.grad_accum, 1, 1 << 12)?;
+        check::within("data_parallel", self.data_parallel, 1, 256)?;
+        check::within("world_train", self.world_train, 1, 100_000_000)?;
+        check::within("world_val", self.world_val, 1, 100_000_000)?;
+        check::within("style_texts", self.style_texts, 1, 100_000_000)?;
+        check::within("lr", self.lr, 1e-9, 10.0)?;
+        check::within("lr_encoder", self.lr_encoder, 0.0, 10.0)?;
+        check::within("lr_cross", self.lr_cross, 0.0, 10.0)?;
+        check::within("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)?;
+        check::within("style_image_rate", self.style_image_rate, 0.0, 1.0)?;
+        check::within("first_caption_rate", self.first_caption_rate, 0.0, 1.0)?;
+        if let Some(share) = self.world_mention_share {
+            check::within("world_mention_share", share, 0.0, 1.0)?;
+        }
+        self.optimizer.validate("optimizer")?;
+        check::at_least("eval_every", self.eval_every, 1)?;
+        check::at_least("checkpoint_every", self.checkpoint_every, 1)?;
+        check::within("eval_images", self.eval_images, 1, 1_000_000)?;
+        check::within("max_caption_tokens", self.max_caption_tokens, 1, 4096)?;
+        if self.decoder.is_none() {
+            let need = self.model.prefix_tokens + self.max_caption_tokens + 2;
+            ensure!(
+                need <= self.model.max_positions,
+                "max_caption_tokens {} plus model.prefix_tokens {} need {need} positions; \
+                 model.max_positions is {}",
+                self.max_caption_tokens,
+                self.model.prefix_tokens,
+                self.model.max_positions
+            );
+        }
+        Ok(())
     }
 
     /// Reads a config file: `.toml`, or JSON otherwise. Missing settings take defaults.

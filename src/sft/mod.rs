@@ -8,4 +8,4 @@ pub mod step;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{RunOptions, Trainer};
+pub use trainer::Trainer;

@@ -33,7 +33,7 @@ use crate::model::weights::{freeze_named, replace_named, StoredTensor};
 use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, StyleConfig};
 use crate::optim::adamw::{Accumulated, AdamW};
 use crate::optim::schedule::warmup_cosine;
-use crate::run::RunFolder;
+use crate::run::{RunFolder, RunOptions};
 use crate::tensor::index_tensor;
 use crate::util::progress_bar;
 use crate::world::{content_fidelity, Lexicon};
@@ -41,14 +41,6 @@ use crate::world::{content_fidelity, Lexicon};
 /// The rows of (step, micro-batch), being made on another thread.
 type RowsAhead = ((usize, usize), JoinHandle<Result<StepRows>>);
 const LOG_EVERY: usize = 10;
-
-/// How to run (not part of the configuration: it does not change the result).
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    pub show_progress: bool,
-    /// Stop after this step as if killed (after its checkpoint, if one is due): for tests.
-    pub stop_after: Option<usize>,
-}
 
 /// Validation figures at one step.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -137,17 +129,11 @@ impl Trainer {
             Some(r) => r.config.clone(),
             None => config,
         };
+        config
+            .validate()
+            .context("invalid training configuration")?;
         if let Some(r) = &resumed {
-            if r.step > config.steps {
-                bail!(
-                    "{}: the checkpoint is at step {}, past the run's {} steps (0..={} allowed): \
-                     its state.json or the run's config.json was changed",
-                    r.run.checkpoint_dir().display(),
-                    r.step,
-                    config.steps,
-                    config.steps
-                );
-            }
+            r.check_step(config.steps)?;
         }
         device.seed(config.seed);
         let plain = device.clone();

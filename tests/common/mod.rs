@@ -107,8 +107,9 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// in scratch folders of `suite`: `(run dir, critic dir)`.
 pub fn tiny_base_and_critic(suite: &str, steps: usize) -> (PathBuf, PathBuf) {
     use stylecap::critic::train::{train_critic, CriticTrainConfig};
+    use stylecap::run::RunOptions;
     use stylecap::sft::config::TrainConfig;
-    use stylecap::sft::trainer::{RunOptions, Trainer};
+    use stylecap::sft::trainer::Trainer;
     let _turn = serial();
     let device = Device::flex();
     let base = scratch(suite, "base");
