@@ -1,6 +1,7 @@
 //! Alignment: the policy-gradient estimators against analytic gradients on a toy policy, PPO's
-//! clipping, a short run on tiny models that leaves the reference untouched, and a killed run
-//! that resumes to the uninterrupted one.
+//! clipping, a short run on tiny models that leaves the reference untouched, a killed run
+//! that resumes to the uninterrupted one, and alignment on a caption dataset without scene
+//! graphs.
 
 mod common;
 
@@ -9,11 +10,14 @@ use burn::tensor::activation::{log_softmax, softmax};
 use common::scratch;
 use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
+use stylecap::align::reward::ContentRewardKind;
 use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::trainer::Aligner;
 use stylecap::model::weights::{read_named, Values};
 use stylecap::rng::Rng;
+use stylecap::data::synth::{synth, SynthConfig};
 use stylecap::run::RunOptions;
+use stylecap::world::WorldConfig;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -232,8 +236,12 @@ fn a_killed_alignment_resumes_to_the_uninterrupted_run() {
     let mut b = Aligner::new(AlignConfig::default(), &killed, true, &device).unwrap();
     assert_eq!(b.step, 2);
     assert_eq!(
-        b.config, config,
-        "resume uses the run's saved configuration"
+        b.config,
+        AlignConfig {
+            content_reward: Some(ContentRewardKind::Scene),
+            ..config.clone()
+        },
+        "resume uses the run's saved configuration, with the content reward it chose"
     );
     let vals_resumed = b.run(&RunOptions::default()).unwrap();
 
@@ -262,4 +270,114 @@ fn a_killed_alignment_resumes_to_the_uninterrupted_run() {
         .unwrap()
         .to_string();
     assert!(e.contains("9999") && e.contains("0..=5"), "{e}");
+}
+
+/// A `data synth` folder of `32`-pixel pictures, with its train and val manifests written again
+/// without their scene graphs (`plain-train.jsonl`, `plain-val.jsonl`).
+fn synth_with_plain_manifests(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let config = SynthConfig {
+        world: WorldConfig {
+            image_size: 32,
+            ..WorldConfig::default()
+        },
+        train: 12,
+        val: 3,
+        test: 2,
+        compositional: 2,
+        style_texts: 10,
+    };
+    synth(dir, &config, false).unwrap();
+    for split in ["train", "val"] {
+        let text = std::fs::read_to_string(dir.join(format!("{split}.jsonl"))).unwrap();
+        let plain: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(v.as_object_mut().unwrap().remove("scene").is_some());
+                v.to_string()
+            })
+            .collect();
+        std::fs::write(
+            dir.join(format!("plain-{split}.jsonl")),
+            plain.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn alignment_on_plain_captions_never_reads_scene_graphs() {
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
+    let _turn = common::serial();
+    let device = Device::flex();
+    let data = scratch("align", "synth");
+    synth_with_plain_manifests(&data);
+    let config = |split_prefix: &str, reward: Option<ContentRewardKind>| AlignConfig {
+        base: base.clone(),
+        critic: critic.clone(),
+        data: Some(data.join(format!("{split_prefix}train.jsonl"))),
+        val_data: Some(data.join(format!("{split_prefix}val.jsonl"))),
+        content_reward: reward,
+        steps: 3,
+        images_per_step: 2,
+        samples: 2,
+        max_new_tokens: 8,
+        eval_every: 3,
+        eval_images: 3,
+        lr: 1e-2,
+        ..AlignConfig::default()
+    };
+    let run = |name: &str, c: AlignConfig| {
+        let out = scratch("align", name);
+        let _ = std::fs::remove_dir_all(&out);
+        let mut a = Aligner::new(c, &out, false, &device).unwrap();
+        a.run(&RunOptions::default()).unwrap();
+        (a, out)
+    };
+    let cider = Some(ContentRewardKind::Cider);
+    let (with_scenes, dir_a) = run("with-scenes", config("", cider));
+    let (plain, dir_b) = run("plain", config("plain-", cider));
+    let weights = |m: &stylecap::model::Captioner| read_named(m, "", &mut Values);
+    assert!(
+        weights(&with_scenes.policy) == weights(&plain.policy),
+        "the scene graphs changed the CIDEr-rewarded run"
+    );
+    assert_eq!(
+        std::fs::read(dir_a.join("eval.json")).unwrap(),
+        std::fs::read(dir_b.join("eval.json")).unwrap()
+    );
+    // The content reward was live: CIDEr-D of sampled captions against the references.
+    let log = metrics_without_timings(&dir_b);
+    assert!(
+        log.iter()
+            .filter_map(|r| r["content"].as_f64())
+            .any(|c| c > 0.0),
+        "{log:?}"
+    );
+
+    // Without --content-reward, plain captions get CIDEr-D, recorded in config.json; the
+    // scene checker is refused on them, naming the way out.
+    let (_, dir_c) = run("auto", config("plain-", None));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_c.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["content_reward"], "cider");
+    let out = scratch("align", "scene-on-plain");
+    let _ = std::fs::remove_dir_all(&out);
+    let e = Aligner::new(
+        config("plain-", Some(ContentRewardKind::Scene)),
+        &out,
+        false,
+        &device,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("--content-reward cider"), "{e}");
+    let (_, dir_d) = run("scene", config("", None));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_d.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["content_reward"], "scene");
 }

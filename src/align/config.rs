@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::advantage::Algo;
 use super::kl::KlEstimator;
+use super::reward::ContentRewardKind;
 use crate::optim::adamw::AdamWConfig;
 use crate::util::check;
 
@@ -40,6 +41,14 @@ pub struct AlignConfig {
     pub base: PathBuf,
     /// The reward critic folder.
     pub critic: PathBuf,
+    /// Pictures with reference captions to align on, in any format `train --data` reads;
+    /// None: the built-in world.
+    pub data: Option<PathBuf>,
+    /// Validation pictures; None: a fixed held-out slice of `data` (disjoint from the
+    /// pictures alignment trains on), or the built-in world's validation split.
+    pub val_data: Option<PathBuf>,
+    /// The content reward; None: `scene` where every picture has a scene graph, else `cider`.
+    pub content_reward: Option<ContentRewardKind>,
     /// Target styles; empty: every style of the captioner except `factual`.
     pub styles: Vec<String>,
     pub algo: Algo,
@@ -100,6 +109,7 @@ pub struct AlignConfig {
     /// Validation pictures (one sampled caption each), which pick the kept policy; enough that
     /// the validation reward's noise does not decide between steps.
     pub eval_images: usize,
+    /// The built-in world's seed and training pictures, when `data` is None.
     pub world_seed: u64,
     pub world_train: usize,
 }
@@ -109,6 +119,9 @@ impl Default for AlignConfig {
         AlignConfig {
             base: PathBuf::new(),
             critic: PathBuf::new(),
+            data: None,
+            val_data: None,
+            content_reward: None,
             styles: Vec::new(),
             algo: Algo::Rloo,
             seed: 0,

@@ -1,15 +1,101 @@
-//! The reward of a caption: style by the critic, content by the scene-graph checker, minus
+//! The reward of a caption: style by the critic, content by a [`ContentReward`], minus
 //! penalties; the KL term is added by the trainer, which has the log-probabilities.
 
-use serde::Serialize;
+use anyhow::{bail, Context, Result};
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
 
 use super::config::AlignConfig;
 use crate::critic::Critic;
-use crate::data::text_metrics::tokens;
+use crate::data::sources::CaptionSource;
+use crate::data::text_metrics::{tokens, CiderD};
 use crate::data::tokenizer::TextTokenizer;
 use crate::world::{content_fidelity, Lexicon, Scene};
-use anyhow::Result;
-use burn::prelude::Device;
+
+/// What a content reward may read of a picture.
+#[derive(Clone, Copy)]
+pub struct Picture<'a> {
+    /// The picture's reference captions.
+    pub references: &'a [String],
+    /// Its scene graph, where the data has them.
+    pub scene: Option<&'a Scene>,
+}
+
+/// How true a caption is to its picture.
+pub trait ContentReward: Send + Sync {
+    fn score(&self, caption: &str, picture: &Picture) -> Result<f32>;
+}
+
+/// The content rewards `align` offers (`--content-reward`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentRewardKind {
+    /// Content fidelity by the scene-graph checker (the built-in world, `data synth` folders).
+    Scene,
+    /// CIDEr-D against the picture's reference captions, document frequencies from the
+    /// training pictures' references; needs nothing but captions.
+    Cider,
+}
+
+impl ContentRewardKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentRewardKind::Scene => "scene",
+            ContentRewardKind::Cider => "cider",
+        }
+    }
+
+    /// The reward for pictures of `train` (and validation pictures `val`): `scene` needs a
+    /// scene graph for every picture.
+    pub fn build(
+        self,
+        train: &CaptionSource,
+        val: &CaptionSource,
+    ) -> Result<Box<dyn ContentReward>> {
+        Ok(match self {
+            ContentRewardKind::Scene => {
+                if !(train.has_scene_graphs() && val.has_scene_graphs()) {
+                    bail!(
+                        "content_reward scene needs a scene graph for every picture (the \
+                         built-in world or a `data synth` folder); this data has none: use \
+                         --content-reward cider"
+                    );
+                }
+                Box::new(SceneCheck {
+                    lexicon: Lexicon::new(),
+                })
+            }
+            ContentRewardKind::Cider => {
+                let references: Vec<Vec<String>> =
+                    (0..train.len()).map(|i| train.references(i)).collect();
+                Box::new(Cider(CiderD::new(&references)))
+            }
+        })
+    }
+}
+
+/// Content fidelity to the picture's scene graph (`world::content_fidelity`).
+pub struct SceneCheck {
+    lexicon: Lexicon,
+}
+
+impl ContentReward for SceneCheck {
+    fn score(&self, caption: &str, picture: &Picture) -> Result<f32> {
+        let scene = picture
+            .scene
+            .context("the scene-graph content reward met a picture without a scene graph")?;
+        Ok(content_fidelity(&self.lexicon, caption, scene))
+    }
+}
+
+/// CIDEr-D against the picture's references, as self-critical sequence training rewards.
+pub struct Cider(pub CiderD);
+
+impl ContentReward for Cider {
+    fn score(&self, caption: &str, picture: &Picture) -> Result<f32> {
+        Ok(self.0.score(caption, picture.references) as f32)
+    }
+}
 
 /// The reward terms of one caption.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,39 +125,40 @@ pub struct Rewarder<'a> {
     pub config: &'a AlignConfig,
     pub critic: &'a Critic,
     pub tokenizer: &'a TextTokenizer,
-    pub lexicon: Lexicon,
+    pub content: &'a dyn ContentReward,
     pub device: Device,
 }
 
 impl Rewarder<'_> {
-    /// Terms for captions `texts` with target styles `targets` (critic indices) on `scenes`.
+    /// Terms for captions `texts` with target styles `targets` (critic indices) of
+    /// `pictures`.
     pub fn terms(
         &self,
         texts: &[String],
         targets: &[usize],
-        scenes: &[&Scene],
+        pictures: &[Picture],
     ) -> Result<Vec<Terms>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let probs = self
             .critic
             .probabilities(self.tokenizer, &refs, &self.device)?;
         let c = self.config;
-        Ok(texts
+        texts
             .iter()
             .zip(&probs)
-            .zip(targets.iter().zip(scenes))
-            .map(|((text, p), (&t, scene))| {
+            .zip(targets.iter().zip(pictures))
+            .map(|((text, p), (&t, picture))| {
                 let words = tokens(text).len();
                 let penalty = c.repetition_penalty * repeated_bigrams(text) as f32
                     + c.length_penalty * words.saturating_sub(c.max_words) as f32;
-                Terms {
+                Ok(Terms {
                     style_prob: p[t],
                     style: c.style_reward.of(p[t]),
-                    content: content_fidelity(&self.lexicon, text, scene),
+                    content: self.content.score(text, picture)?,
                     penalty,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

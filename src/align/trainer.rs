@@ -1,6 +1,7 @@
-//! `stylecap align`: the loop, with the captioner as a policy. Each step draws pictures and
-//! target styles, samples K captions per picture ([`rollout`]), scores them (the critic and
-//! content checker in [`super::reward`]; the KL to the frozen reference in [`rollout`]), and
+//! `stylecap align`: the loop, with the captioner as a policy. Each step draws pictures (of
+//! the built-in world or any caption dataset) and target styles, samples K captions per
+//! picture ([`rollout`]), scores them (the critic and the content reward in
+//! [`super::reward`]; the KL to the frozen reference in [`rollout`]), and
 //! updates the policy ([`update`]). The run folder is `crate::run`'s; its `model/` is the
 //! policy with the best validation reward. A checkpoint holds the policy, the optimizer and
 //! the loop's own state (KL coefficient, baselines, validations so far), so a resumed run
@@ -17,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use super::advantage::{Algo, MovingBaseline};
 use super::config::AlignConfig;
 use super::kl::AdaptiveKl;
-use super::reward::{Rewarder, RunningStats, Terms};
+use super::reward::{ContentReward, ContentRewardKind, Picture, Rewarder, RunningStats, Terms};
 use super::rollout::{self, Rollout};
 use super::update::{self, Update};
 use crate::critic::Critic;
 use crate::data::image::PreprocessorConfig;
-use crate::data::sources::EpochOrder;
+use crate::data::sources::{CaptionExample, CaptionSource, CaptionSplits, DataSpec, EpochOrder};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::folder::{self, model_dir, LoadedCaptioner};
 use crate::model::generate::Strategy;
@@ -35,7 +36,7 @@ use crate::run::Metrics;
 use crate::run::{RunFolder, RunOptions};
 use crate::sft::step::{caption_batch, CaptionBatch};
 use crate::util::{progress_bar, read_json, write_json};
-use crate::world::{Lexicon, Scene, Split, World, WorldConfig};
+
 
 /// The sampling seed of validation captions (the same pictures and seed at every validation).
 const VALIDATION_SEED: u64 = 7;
@@ -93,7 +94,10 @@ pub struct Aligner {
     critic: Critic,
     critic_tokenizer: TextTokenizer,
     targets: Vec<Target>,
-    world: World,
+    /// Pictures alignment trains on, and those that validate it.
+    train: CaptionSource,
+    val: CaptionSource,
+    content: Box<dyn ContentReward>,
     order: EpochOrder,
     ptx_order: EpochOrder,
     optim: AdamW,
@@ -130,7 +134,7 @@ impl Aligner {
         } else {
             None
         };
-        let config = match &resumed {
+        let mut config = match &resumed {
             Some(r) => {
                 r.check_step(r.config.steps)?;
                 r.config.clone()
@@ -176,6 +180,33 @@ impl Aligner {
         if config.prefix_blend != 1.0 {
             base.model = blend_prefixes(base.model, config.prefix_blend, &targets)?;
         }
+        let mut skipped = Vec::new();
+        let data = CaptionSplits::load(
+            &DataSpec {
+                data: config.data.as_deref(),
+                val_data: config.val_data.as_deref(),
+                styles: None,
+                skip_bad: false,
+                seed: config.seed,
+                max_val: config.eval_images,
+                world_seed: config.world_seed,
+                world_train: config.world_train,
+                world_val: config.eval_images,
+                image_size: base.model.config.encoder.image_size(),
+                style_texts: 0,
+            },
+            &mut skipped,
+        )?;
+        let kind = config.content_reward.unwrap_or(
+            if data.train.has_scene_graphs() && data.val.has_scene_graphs() {
+                ContentRewardKind::Scene
+            } else {
+                ContentRewardKind::Cider
+            },
+        );
+        // The run's config.json records the reward chosen.
+        config.content_reward = Some(kind);
+        let content = kind.build(&data.train, &data.val)?;
         let (run, policy, optim, state, step) = match resumed {
             Some(r) => {
                 let ckpt = r.run.checkpoint_dir();
@@ -198,18 +229,9 @@ impl Aligner {
         } else {
             freeze_named(policy, "", |n| n.starts_with("encoder."))
         };
-        let world = World::new(WorldConfig {
-            seed: config.world_seed,
-            image_size: base.model.config.encoder.image_size() as u32,
-            ..WorldConfig::default()
-        });
         Ok(Aligner {
-            order: EpochOrder::new(config.seed, streams::ALIGN_IMAGE_ORDER, config.world_train),
-            ptx_order: EpochOrder::new(
-                config.seed,
-                streams::ALIGN_ANCHOR_ORDER,
-                config.world_train,
-            ),
+            order: EpochOrder::new(config.seed, streams::ALIGN_IMAGE_ORDER, data.train.len()),
+            ptx_order: EpochOrder::new(config.seed, streams::ALIGN_ANCHOR_ORDER, data.train.len()),
             optim,
             kl: AdaptiveKl {
                 beta: state.as_ref().map_or(config.beta, |s| s.beta),
@@ -231,7 +253,9 @@ impl Aligner {
             critic,
             critic_tokenizer,
             targets,
-            world,
+            train: data.train,
+            val: data.val,
+            content,
             config,
             run,
             step,
@@ -245,7 +269,7 @@ impl Aligner {
             config: &self.config,
             critic: &self.critic,
             tokenizer: &self.critic_tokenizer,
-            lexicon: Lexicon::new(),
+            content: self.content.as_ref(),
             device: self.plain.clone(),
         }
     }
@@ -292,12 +316,9 @@ impl Aligner {
         let started = Instant::now();
         let (b, k) = (c.images_per_step, c.samples.max(1));
         let ids: Vec<usize> = (0..b).map(|i| self.order.at(self.step * b + i)).collect();
-        let examples: Vec<_> = ids
-            .iter()
-            .map(|&i| self.world.example(Split::Train, i as u64))
-            .collect();
+        let examples = self.train.get_many(&ids)?;
         let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
-        let scenes: Vec<&Scene> = examples.iter().map(|e| &e.scene).collect();
+        let pictures = pictures(&examples);
         let targets: Vec<&Target> = (0..b)
             .map(|i| &self.targets[(self.step * b + i) % self.targets.len()])
             .collect();
@@ -313,10 +334,10 @@ impl Aligner {
             .iter()
             .map(|&i| targets[i].critic)
             .collect();
-        let row_scenes: Vec<&Scene> = rollout.image_of_row.iter().map(|&i| scenes[i]).collect();
+        let row_pictures: Vec<Picture> = rollout.image_of_row.iter().map(|&i| pictures[i]).collect();
         let terms: Vec<Terms> = self
             .rewarder()
-            .terms(&texts, &critic_targets, &row_scenes)?;
+            .terms(&texts, &critic_targets, &row_pictures)?;
 
         let ref_lp = rollout::reference_logprobs(&self.reference, &rollout);
         let kls = rollout::caption_kls(c.kl_estimator, &rollout.old_logprobs, &ref_lp);
@@ -326,7 +347,7 @@ impl Aligner {
         let greedy = if c.algo == Algo::Scst {
             let (_, greedy) = self.rollout(&images, &cap_styles, 1, Strategy::Greedy, seed)?;
             let gt: Vec<usize> = targets.iter().map(|t| t.critic).collect();
-            let gterms = self.rewarder().terms(&greedy, &gt, &scenes)?;
+            let gterms = self.rewarder().terms(&greedy, &gt, &pictures)?;
             Some(gterms.iter().map(|t| t.total(&c)).collect::<Vec<f32>>())
         } else {
             None
@@ -387,12 +408,10 @@ impl Aligner {
         if c.ptx_coef == 0.0 || c.ptx_images == 0 {
             return Ok(None);
         }
-        let examples: Vec<_> = (0..c.ptx_images)
-            .map(|i| {
-                let id = self.ptx_order.at(self.step * c.ptx_images + i);
-                self.world.example(Split::Train, id as u64)
-            })
+        let ids: Vec<usize> = (0..c.ptx_images)
+            .map(|i| self.ptx_order.at(self.step * c.ptx_images + i))
             .collect();
+        let examples = self.train.get_many(&ids)?;
         let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
         let captions = examples
             .iter()
@@ -414,10 +433,8 @@ impl Aligner {
 
     /// Mean reward terms of sampled captions on fixed validation images (each in one style).
     pub fn validate(&self) -> Result<ValResult> {
-        let n = self.config.eval_images;
-        let examples: Vec<_> = (0..n)
-            .map(|i| self.world.example(Split::Val, i as u64))
-            .collect();
+        let n = self.config.eval_images.min(self.val.len());
+        let examples = self.val.get_many(&(0..n).collect::<Vec<_>>())?;
         let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
         let targets: Vec<&Target> = (0..n)
             .map(|i| &self.targets[i % self.targets.len()])
@@ -429,11 +446,10 @@ impl Aligner {
             self.sampling(),
             VALIDATION_SEED,
         )?;
-        let scenes: Vec<&Scene> = examples.iter().map(|e| &e.scene).collect();
         let terms = self.rewarder().terms(
             &texts,
             &targets.iter().map(|t| t.critic).collect::<Vec<_>>(),
-            &scenes,
+            &pictures(&examples),
         )?;
         let m = |f: &dyn Fn(&Terms) -> f32| terms.iter().map(f).sum::<f32>() / n.max(1) as f32;
         Ok(ValResult {
@@ -549,6 +565,17 @@ impl Aligner {
         self.run.write_eval(&self.vals)?;
         Ok(self.vals.clone())
     }
+}
+
+/// What the content reward may read of each example.
+fn pictures(examples: &[CaptionExample]) -> Vec<Picture<'_>> {
+    examples
+        .iter()
+        .map(|e| Picture {
+            references: &e.captions,
+            scene: e.scene.as_ref(),
+        })
+        .collect()
 }
 
 /// The starting policy (and so the reference): each target style's prefix blended with the

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::align::advantage::Algo;
 use crate::align::config::{AlignConfig, StyleReward};
 use crate::align::kl::KlEstimator;
+use crate::align::reward::ContentRewardKind;
 use crate::align::trainer::Aligner;
 use crate::run::RunOptions;
 
@@ -27,6 +28,18 @@ pub struct AlignArgs {
     /// other settings are ignored).
     #[arg(long)]
     pub resume: bool,
+    /// Pictures with reference captions to align on: a `data synth` folder, COCO captions
+    /// JSON, JSONL manifest, image folder or `data fetch` output (default: the built-in world).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation pictures (default: a fixed held-out slice of --data).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders) or
+    /// `cider` (CIDEr-D against the references). Default: scene where the data has scene
+    /// graphs, else cider.
+    #[arg(long, value_enum)]
+    pub content_reward: Option<ContentRewardKind>,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -107,6 +120,15 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
         ptx_coef,
         seed
     );
+    if a.data.is_some() {
+        c.data = a.data.clone();
+    }
+    if a.val_data.is_some() {
+        c.val_data = a.val_data.clone();
+    }
+    if a.content_reward.is_some() {
+        c.content_reward = a.content_reward;
+    }
     if let Some(t) = a.target_kl {
         c.target_kl = (t > 0.0).then_some(t);
     }

@@ -101,6 +101,22 @@ impl CaptionSource {
         }
     }
 
+    /// The reference captions of example `i`, without decoding or rendering its picture.
+    pub fn references(&self, i: usize) -> Vec<String> {
+        match self {
+            CaptionSource::World { world, split, .. } => world.captions(*split, i as u64),
+            CaptionSource::Records(records) => records[i].captions.clone(),
+        }
+    }
+
+    /// Whether every example has a scene graph (the built-in world, `data synth` folders).
+    pub fn has_scene_graphs(&self) -> bool {
+        match self {
+            CaptionSource::World { .. } => true,
+            CaptionSource::Records(records) => records.iter().all(|r| r.scene.is_some()),
+        }
+    }
+
     /// Examples `indices`, decoded in parallel.
     pub fn get_many(&self, indices: &[usize]) -> Result<Vec<CaptionExample>> {
         indices.par_iter().map(|&i| self.get(i)).collect()
@@ -170,10 +186,12 @@ pub fn builtin_style_texts(per_style: usize, seed: u64) -> Vec<StyleText> {
     out
 }
 
-/// Where a supervised run's data comes from (the data part of its configuration).
+/// Where a run's image–caption data comes from (the data part of its configuration).
 pub struct DataSpec<'a> {
     /// A dataset on disk; None: the built-in world.
     pub data: Option<&'a Path>,
+    /// Validation pictures in place of the held-out slice of `data`.
+    pub val_data: Option<&'a Path>,
     /// A style corpus; None: the dataset's own (`data synth` folders) or the built-in styles.
     pub styles: Option<&'a Path>,
     pub skip_bad: bool,
@@ -188,27 +206,40 @@ pub struct DataSpec<'a> {
     pub style_texts: usize,
 }
 
-impl TrainData {
-    pub fn load(config: &DataSpec) -> Result<TrainData> {
+/// The image–caption splits of a dataset.
+pub struct CaptionSplits {
+    pub train: CaptionSource,
+    pub val: CaptionSource,
+    /// Held-out test sets (the world's test and compositional splits).
+    pub tests: Vec<(String, CaptionSource)>,
+    /// The style corpus that came with the data (a `data synth` folder's).
+    pub styles: Option<std::path::PathBuf>,
+}
+
+impl CaptionSplits {
+    /// The built-in world (no `data`), a `data synth` folder's own splits, or any caption
+    /// dataset with a fixed held-out slice for validation (a seeded 5%, at least one image);
+    /// `val_data` replaces the validation split. Records skipped with `skip_bad` are listed
+    /// in `skipped`.
+    pub fn load(config: &DataSpec, skipped: &mut Vec<String>) -> Result<Self> {
         let options = LoadOptions {
             skip_bad: config.skip_bad,
         };
-        let mut skipped = Vec::new();
-        let (train, val, tests, default_styles) = match config.data {
+        let mut splits = match config.data {
             None => {
                 let n = config.world_val;
                 let source = |split, len| {
                     CaptionSource::world(config.world_seed, config.image_size, split, len)
                 };
-                (
-                    source(Split::Train, config.world_train),
-                    source(Split::Val, n),
-                    vec![
+                CaptionSplits {
+                    train: source(Split::Train, config.world_train),
+                    val: source(Split::Val, n),
+                    tests: vec![
                         ("test".to_string(), source(Split::Test, n)),
                         ("compositional".to_string(), source(Split::Compositional, n)),
                     ],
-                    None,
-                )
+                    styles: None,
+                }
             }
             Some(path) if loaders::detect(path)? == Format::World => {
                 DatasetInfo::read(path)?;
@@ -219,28 +250,24 @@ impl TrainData {
                         skipped,
                     )))
                 };
-                (
-                    split("train", &mut skipped)?,
-                    split("val", &mut skipped)?,
-                    vec![
-                        ("test".to_string(), split("test", &mut skipped)?),
-                        (
-                            "compositional".to_string(),
-                            split("compositional", &mut skipped)?,
-                        ),
+                CaptionSplits {
+                    train: split("train", skipped)?,
+                    val: split("val", skipped)?,
+                    tests: vec![
+                        ("test".to_string(), split("test", skipped)?),
+                        ("compositional".to_string(), split("compositional", skipped)?),
                     ],
-                    Some(path.join(STYLES_FILE)),
-                )
+                    styles: Some(path.join(STYLES_FILE)),
+                }
             }
             Some(path) => {
-                let mut records = take(load_captions(path, options)?, &mut skipped);
+                let mut records = take(load_captions(path, options)?, skipped);
                 if records.len() < 2 {
                     bail!(
                         "{}: need at least 2 images to train and validate",
                         path.display()
                     );
                 }
-                // A fixed 5% (at least one image) for validation, chosen by a seeded shuffle.
                 let mut order: Vec<usize> = (0..records.len()).collect();
                 Rng::keyed(config.seed, streams::KEY_VALIDATION_SLICE).shuffle(&mut order);
                 let n_val = (records.len() / 20).clamp(1, config.max_val.max(1));
@@ -251,28 +278,45 @@ impl TrainData {
                     val.push(records.remove(i));
                 }
                 val.reverse();
-                (
-                    CaptionSource::Records(records),
-                    CaptionSource::Records(val),
-                    Vec::new(),
-                    None,
-                )
+                CaptionSplits {
+                    train: CaptionSource::Records(records),
+                    val: CaptionSource::Records(val),
+                    tests: Vec::new(),
+                    styles: None,
+                }
             }
         };
-        let styles = match config.styles.map(Path::to_path_buf).or(default_styles) {
+        if let Some(path) = config.val_data {
+            splits.val = CaptionSource::Records(take(load_captions(path, options)?, skipped));
+            if splits.val.is_empty() {
+                bail!("{}: no validation images", path.display());
+            }
+        }
+        if splits.train.is_empty() {
+            bail!("no training images");
+        }
+        Ok(splits)
+    }
+}
+
+impl TrainData {
+    pub fn load(config: &DataSpec) -> Result<TrainData> {
+        let mut skipped = Vec::new();
+        let splits = CaptionSplits::load(config, &mut skipped)?;
+        let options = LoadOptions {
+            skip_bad: config.skip_bad,
+        };
+        let styles = match config.styles.map(Path::to_path_buf).or(splits.styles) {
             Some(path) => take(
                 load_styles(&path, options).with_context(|| "loading the style corpus")?,
                 &mut skipped,
             ),
             None => builtin_style_texts(config.style_texts, config.world_seed),
         };
-        if train.is_empty() {
-            bail!("no training images");
-        }
         Ok(TrainData {
-            train,
-            val,
-            tests,
+            train: splits.train,
+            val: splits.val,
+            tests: splits.tests,
             styles,
             skipped,
         })

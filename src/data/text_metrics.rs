@@ -1,5 +1,6 @@
-//! Caption metrics against references: corpus BLEU-4 and CIDEr-D, computed as the COCO
-//! caption evaluation code (pycocoevalcap) computes them; a test checks both against it.
+//! Caption metrics: corpus BLEU-4 and CIDEr-D against references, computed as the COCO
+//! caption evaluation code (pycocoevalcap) computes them (a test checks both against it),
+//! and the repetition of a caption.
 
 // Ordered maps throughout: the floating-point sums then run in one order, so the same
 // captions give the same figures to the last bit in every process.
@@ -78,28 +79,36 @@ struct TfIdf {
     length: f64,
 }
 
-/// CIDEr-D: TF-IDF n-gram vectors (n = 1..4, document frequencies over the references of the
-/// evaluated set), clipped cosine similarity, Gaussian length penalty (σ = 6), ×10, averaged
-/// over references and n. Returns the corpus score and per-caption scores.
-pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f64>) {
-    assert_eq!(candidates.len(), references.len());
-    let sigma = 6.0;
-    let refs: Vec<Vec<BTreeMap<Ngram, usize>>> = references
-        .iter()
-        .map(|rs| rs.iter().map(|r| ngram_counts(&tokens(r), 4)).collect())
-        .collect();
-    let mut df: BTreeMap<&Ngram, f64> = BTreeMap::new();
-    for rs in &refs {
-        let mut seen: BTreeSet<&Ngram> = Default::default();
-        for r in rs {
-            seen.extend(r.keys());
+/// CIDEr-D with document frequencies fixed from a corpus of references: the corpus score
+/// ([`cider_d`]) takes them from the evaluated set, a reward from the training set's
+/// references, as self-critical sequence training does.
+pub struct CiderD {
+    /// In how many pictures' references each n-gram appears.
+    df: BTreeMap<Ngram, f64>,
+    /// ln of the number of pictures.
+    log_n: f64,
+}
+
+impl CiderD {
+    /// Document frequencies over `references`, one list of reference captions per picture.
+    pub fn new(references: &[Vec<String>]) -> Self {
+        let mut df: BTreeMap<Ngram, f64> = BTreeMap::new();
+        for rs in references {
+            let mut seen: BTreeSet<Ngram> = Default::default();
+            for r in rs {
+                seen.extend(ngram_counts(&tokens(r), 4).into_keys());
+            }
+            for g in seen {
+                *df.entry(g).or_default() += 1.0;
+            }
         }
-        for g in seen {
-            *df.entry(g).or_default() += 1.0;
+        CiderD {
+            df,
+            log_n: (references.len() as f64).ln(),
         }
     }
-    let log_n = (references.len() as f64).ln();
-    let to_vec = |counts: &BTreeMap<Ngram, usize>| -> TfIdf {
+
+    fn tf_idf(&self, counts: &BTreeMap<Ngram, usize>) -> TfIdf {
         let mut v = TfIdf {
             vec: Default::default(),
             norm: [0.0; 4],
@@ -107,8 +116,8 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
         };
         for (g, &tf) in counts {
             let n = g.len() - 1;
-            let d = df.get(g).copied().unwrap_or(0.0).max(1.0).ln();
-            let x = tf as f64 * (log_n - d);
+            let d = self.df.get(g).copied().unwrap_or(0.0).max(1.0).ln();
+            let x = tf as f64 * (self.log_n - d);
             v.vec[n].insert(g.clone(), x);
             v.norm[n] += x * x;
             if n == 1 {
@@ -117,35 +126,75 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
         }
         v.norm = v.norm.map(f64::sqrt);
         v
-    };
+    }
+
+    /// CIDEr-D of one caption against its picture's references: TF-IDF n-gram vectors
+    /// (n = 1..4), clipped cosine similarity, Gaussian length penalty (σ = 6), ×10, averaged
+    /// over references and n.
+    pub fn score(&self, candidate: &str, references: &[String]) -> f64 {
+        let sigma = 6.0;
+        let h = self.tf_idf(&ngram_counts(&tokens(candidate), 4));
+        let mut total = [0f64; 4];
+        for r in references {
+            let r = self.tf_idf(&ngram_counts(&tokens(r), 4));
+            let delta = h.length - r.length;
+            for (n, sum) in total.iter_mut().enumerate() {
+                let mut val: f64 = h.vec[n]
+                    .iter()
+                    .map(|(g, &x)| {
+                        let y = r.vec[n].get(g).copied().unwrap_or(0.0);
+                        x.min(y) * y
+                    })
+                    .sum();
+                if h.norm[n] != 0.0 && r.norm[n] != 0.0 {
+                    val /= h.norm[n] * r.norm[n];
+                }
+                *sum += val * (-(delta * delta) / (2.0 * sigma * sigma)).exp();
+            }
+        }
+        total.iter().sum::<f64>() / 4.0 / references.len().max(1) as f64 * 10.0
+    }
+}
+
+/// Corpus CIDEr-D, document frequencies over the references of the evaluated set. Returns the
+/// corpus score and per-caption scores.
+pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f64>) {
+    assert_eq!(candidates.len(), references.len());
+    let cider = CiderD::new(references);
     let scores: Vec<f64> = candidates
         .iter()
-        .zip(&refs)
-        .map(|(cand, rs)| {
-            let h = to_vec(&ngram_counts(&tokens(cand), 4));
-            let mut total = [0f64; 4];
-            for r in rs {
-                let r = to_vec(r);
-                let delta = h.length - r.length;
-                for (n, sum) in total.iter_mut().enumerate() {
-                    let mut val: f64 = h.vec[n]
-                        .iter()
-                        .map(|(g, &x)| {
-                            let y = r.vec[n].get(g).copied().unwrap_or(0.0);
-                            x.min(y) * y
-                        })
-                        .sum();
-                    if h.norm[n] != 0.0 && r.norm[n] != 0.0 {
-                        val /= h.norm[n] * r.norm[n];
-                    }
-                    *sum += val * (-(delta * delta) / (2.0 * sigma * sigma)).exp();
-                }
-            }
-            total.iter().sum::<f64>() / 4.0 / rs.len().max(1) as f64 * 10.0
-        })
+        .zip(references)
+        .map(|(c, rs)| cider.score(c, rs))
         .collect();
     let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
     (mean, scores)
+}
+
+/// Function words: repeating one ("a cat and a dog") is not repetition.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "of", "in", "on", "at", "to", "by", "for", "from",
+    "with", "into", "onto", "near", "beside", "under", "over", "above", "below", "behind",
+    "is", "are", "was", "were", "be", "been", "it", "its", "he", "she", "his", "her", "they",
+    "their", "this", "that", "these", "those", "as", "so", "than", "then", "there", "here",
+    "i", "my", "me", "we", "our", "you", "your", "not", "no", "all", "some", "one", "very",
+    "has", "have", "had", "do", "does", "did", "what", "which", "who", "while", "when",
+];
+
+/// Whether a caption repeats itself: a word again within three words ("a purple purple
+/// tower", "awkward and awkward") or a content word (not a function word) anywhere again.
+pub fn is_repetitive(text: &str) -> bool {
+    let words = tokens(text);
+    let mut content = BTreeSet::new();
+    words.iter().enumerate().any(|(i, w)| {
+        let near = words[i.saturating_sub(2)..i].contains(w);
+        near || (!FUNCTION_WORDS.contains(&w.as_str()) && !content.insert(w.as_str()))
+    })
+}
+
+/// The share of captions that repeat themselves ([`is_repetitive`]).
+pub fn repetition_rate(texts: &[String]) -> f32 {
+    let n = texts.iter().filter(|t| is_repetitive(t)).count();
+    n as f32 / texts.len().max(1) as f32
 }
 
 #[cfg(test)]
@@ -175,6 +224,52 @@ mod tests {
                 .zip(&first.1)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
+    }
+
+    #[test]
+    fn repetition_is_a_word_again_within_three_words_or_a_content_word_again() {
+        for text in [
+            "A purple purple tower.",
+            "An awkward and awkward house",
+            "the house stood beside the old house",
+            "of the the road",
+        ] {
+            assert!(is_repetitive(text), "{text}");
+        }
+        for text in [
+            "a red car beside a small green house at night",
+            "The city wept, asphalt tears reflecting the neon wounds of a night.",
+            "a cat and a dog in the garden",
+            "",
+        ] {
+            assert!(!is_repetitive(text), "{text}");
+        }
+        let texts: Vec<String> = ["a tree tree", "a tree", "a big tree", "big big"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(repetition_rate(&texts), 0.5);
+    }
+
+    /// The reward's CIDEr-D by hand: one training picture with references "a red car" and
+    /// "a blue car" and one with "a dog"; the caption "a red car" against the first.
+    #[test]
+    fn cider_reward_matches_a_hand_computed_value() {
+        let refs = vec![s(&["a red car", "a blue car"]), s(&["a dog"])];
+        let cider = CiderD::new(&refs);
+        // ln 2 − ln df: "a" is in both pictures (idf 0); "red", "car", "blue", and every
+        // bigram and trigram of the first picture are in one (idf ln 2).
+        // Against "a red car": unigrams [a:0, red:l, car:l] equal, so cosine 1 for n = 1, 2
+        // and 3 (n = 4 has no n-grams: 0); lengths (bigram counts) equal: penalty 1.
+        // Against "a blue car": n = 1: (l·l)/(√2 l · √2 l) = 1/2 (only "car" shared);
+        // n = 2, 3: no shared n-grams with weight; lengths equal.
+        // Mean over references and n: ((1 + 1 + 1 + 0) + (0.5 + 0 + 0 + 0)) / 2 / 4 × 10.
+        let expected = (3.0 + 0.5) / 2.0 / 4.0 * 10.0;
+        let got = cider.score("a red car", &refs[0]);
+        assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
+        // The corpus CIDEr-D is the same arithmetic with the evaluated set's frequencies.
+        let (_, per) = cider_d(&s(&["a red car", "a dog"]), &refs);
+        assert!((per[0] - expected).abs() < 1e-12);
     }
 
     fn s(x: &[&str]) -> Vec<String> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{bleu4, cider_d, tokens};
+use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::generate::Strategy;
 use crate::model::{DecodeOptions, LoadedCaptioner};
@@ -81,6 +81,9 @@ pub struct StyleEval {
     pub distinct2: f32,
     /// BLEU-4 of each caption against the style's other captions (lower: more diverse).
     pub self_bleu: f64,
+    /// Share of captions that repeat a word within three words or a content word anywhere
+    /// (`text_metrics::is_repetitive`).
+    pub repetition_rate: f32,
     /// Perplexity of the captions under the base captioner (same image and style).
     pub base_perplexity: Option<f32>,
     /// Mean over captions of Σ log π(token) − log π_base(token) over its sampled tokens: a
@@ -128,8 +131,6 @@ pub fn distinct_n(texts: &[String], n: usize) -> f32 {
     seen.len() as f32 / all.max(1) as f32
 }
 
-/// Captions `source`'s first images in each style and measures them; with `base`, also
-/// their perplexity and KL under the base captioner.
 impl EvalConfig {
     /// Checks every setting against its allowed range, naming the field of the first that
     /// is out of it.
@@ -141,6 +142,8 @@ impl EvalConfig {
     }
 }
 
+/// Captions `source`'s first images in each style and measures them; with `base`, also
+/// their perplexity and KL under the base captioner.
 pub fn evaluate_captioner(
     captioner: &LoadedCaptioner,
     base: Option<&LoadedCaptioner>,
@@ -212,6 +215,7 @@ pub fn evaluate_captioner(
             distinct1: distinct_n(&captions, 1),
             distinct2: distinct_n(&captions, 2),
             self_bleu: self_bleu(&captions),
+            repetition_rate: repetition_rate(&captions),
             base_perplexity,
             kl_to_base,
             examples: captions.into_iter().take(3).collect(),
@@ -236,7 +240,7 @@ pub fn render(e: &CaptionerEval) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
+        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>6} {:>8} {:>7}",
         "style",
         "style acc",
         "score",
@@ -246,6 +250,7 @@ pub fn render(e: &CaptionerEval) -> String {
         "dist-1",
         "dist-2",
         "self-BLEU",
+        "repeat",
         "base ppl",
         "KL"
     );
@@ -253,7 +258,7 @@ pub fn render(e: &CaptionerEval) -> String {
     for r in &e.styles {
         let _ = writeln!(
             s,
-            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>8} {:>7}",
+            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>8} {:>7}",
             r.style,
             r.style_accuracy,
             r.style_score,
@@ -263,6 +268,7 @@ pub fn render(e: &CaptionerEval) -> String {
             r.distinct1,
             r.distinct2,
             r.self_bleu,
+            r.repetition_rate,
             opt(r.base_perplexity),
             opt(r.kl_to_base)
         );

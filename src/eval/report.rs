@@ -213,7 +213,7 @@ fn curves(l: &Layout) -> Result<String> {
 
 fn metric_table(eval: &Value) -> String {
     let mut h = String::new();
-    let cols: [(&str, &str); 9] = [
+    let cols: [(&str, &str); 10] = [
         ("style_accuracy", "style acc"),
         ("style_score", "judge p"),
         ("content_fidelity", "content"),
@@ -221,6 +221,7 @@ fn metric_table(eval: &Value) -> String {
         ("cider_d", "CIDEr-D"),
         ("distinct2", "distinct-2"),
         ("self_bleu", "self-BLEU"),
+        ("repetition_rate", "repetition"),
         ("base_perplexity", "base ppl"),
         ("kl_to_base", "KL to base"),
     ];

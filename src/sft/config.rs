@@ -228,6 +228,7 @@ impl TrainConfig {
     pub fn data_spec(&self) -> DataSpec<'_> {
         DataSpec {
             data: self.data.as_deref(),
+            val_data: None,
             styles: self.styles.as_deref(),
             skip_bad: self.skip_bad,
             seed: self.seed,

@@ -79,7 +79,13 @@ impl World {
         })
     }
 
-    pub fn example(&self, split: Split, index: u64) -> Example {
+    /// The reference captions of an example, without rendering its picture.
+    pub fn captions(&self, split: Split, index: u64) -> Vec<String> {
+        self.described(split, index).1
+    }
+
+    /// An example's scene and captions, and the generator that then renders its picture.
+    fn described(&self, split: Split, index: u64) -> (Scene, Vec<String>, Rng) {
         let scene = self.scene(split, index);
         let mut rng = Rng::for_item(
             self.config.seed,
@@ -87,6 +93,11 @@ impl World {
             index,
         );
         let captions = captions::captions(&scene, self.config.captions_per_image, &mut rng);
+        (scene, captions, rng)
+    }
+
+    pub fn example(&self, split: Split, index: u64) -> Example {
+        let (scene, captions, mut rng) = self.described(split, index);
         let image = render::render(&scene, self.config.image_size, rng.next_u64());
         Example {
             id: format!("{}-{index:06}", split.name()),
