@@ -260,6 +260,7 @@ fn fetch_all(
         let slots = Arc::new(tokio::sync::Semaphore::new(c.parallel));
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cpu = Arc::new(tokio::sync::Semaphore::new(cpus));
+        let memory = Arc::new(tokio::sync::Semaphore::new(DECODE_BUDGET_MB as usize));
         let config = Arc::new(c.clone());
         tokio::spawn(watch_signals(stop.clone()));
         let mut tasks = tokio::task::JoinSet::new();
@@ -269,10 +270,11 @@ fn fetch_all(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let (client, pacer, cpu, config, journal) = (
+            let (client, pacer, cpu, memory, config, journal) = (
                 client.clone(),
                 pacer.clone(),
                 cpu.clone(),
+                memory.clone(),
                 config.clone(),
                 journal.clone(),
             );
@@ -282,6 +284,9 @@ fn fetch_all(
                 let d = match download(&client, &pacer, &url, &config).await {
                     Err(f) => failed(i, f),
                     Ok(body) => {
+                        let _memory = memory
+                            .acquire_many_owned(decode_cost_mb(&body, config.max_pixels))
+                            .await?;
                         let _cpu = cpu.acquire_owned().await?;
                         journal.append(&Done::decoding(i))?;
                         match tokio::task::spawn_blocking(move || store(i, &body, &out, &config))
@@ -327,6 +332,20 @@ fn fetch_all(
         );
     }
     Ok(finished)
+}
+
+/// Memory all decodes in flight may take, in MB, so that many large images wait for each
+/// other instead of adding up (one larger than this, with a raised --max-pixels, decodes
+/// alone).
+const DECODE_BUDGET_MB: u32 = 2048;
+
+/// What decoding `body` may cost, from its header: the RGB image, its grey copy and the
+/// hash's resize buffers, about 8 bytes a pixel (measured 395 MB for 50 million pixels).
+/// An image over the limit is refused before decoding, at no cost.
+fn decode_cost_mb(body: &[u8], max_pixels: u64) -> u32 {
+    let pixels = crate::data::image_check::header(body).map_or(0, |(_, w, h)| w as u64 * h as u64);
+    let pixels = if pixels > max_pixels { 0 } else { pixels };
+    ((pixels * 8) >> 20).clamp(1, DECODE_BUDGET_MB as u64) as u32
 }
 
 /// Decodes, checks, resizes and writes one image (atomically); a failure is a dropped record.
