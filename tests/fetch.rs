@@ -1,8 +1,9 @@
 //! `stylecap data fetch` against a local HTTP server that serves good images, errors, slow
 //! and redirecting responses, broken and hostile files and duplicates: the dataset holds
 //! exactly the good unique images, the report counts each failure by reason, an interrupted
-//! fetch resumes to the same dataset without fetching any URL twice, and local addresses are
-//! refused unless allowed.
+//! fetch resumes to the same dataset without fetching any URL twice, a server that dies
+//! midway is retried by the rerun, a thin giant PNG costs bounded memory, local addresses
+//! are refused unless allowed (proxies included), and out-of-range flags are refused.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::io::{BufRead, BufReader, Cursor, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::scratch;
@@ -43,6 +45,18 @@ fn picture(k: u64) -> image::RgbImage {
 struct Server {
     port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    up: Arc<AtomicBool>,
+}
+
+/// A 1,562,500 × 32 black PNG: 50 million pixels (at the default pixel limit) in ~146 KB.
+fn thin_giant_png() -> &'static [u8] {
+    static PNG: OnceLock<Vec<u8>> = OnceLock::new();
+    PNG.get_or_init(|| {
+        encode(
+            &image::RgbImage::new(1_562_500, 32),
+            image::ImageFormat::Png,
+        )
+    })
 }
 
 fn respond(mut s: &TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
@@ -145,6 +159,7 @@ fn handle(stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) {
             &ct("image/png"),
             &common::png_header_only(20000, 20000),
         ),
+        ["giant"] => respond(&stream, "200 OK", &ct("image/png"), thin_giant_png()),
         ["big"] => respond(&stream, "200 OK", &ct("image/png"), &vec![7u8; 3 << 20]),
         ["tiny"] => respond(
             &stream,
@@ -159,16 +174,44 @@ fn handle(stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) {
 impl Server {
     fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hits = Arc::new(Mutex::new(HashMap::new()));
-        let h = hits.clone();
+        let server = Server {
+            port: listener.local_addr().unwrap().port(),
+            hits: Arc::new(Mutex::new(HashMap::new())),
+            up: Arc::new(AtomicBool::new(true)),
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (hits, up) = (self.hits.clone(), self.up.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let h = h.clone();
+                if !up.load(Ordering::SeqCst) {
+                    break; // closes the listener: connections are refused from now on
+                }
+                let h = hits.clone();
                 std::thread::spawn(move || handle(stream, h));
             }
         });
-        Server { port, hits }
+    }
+
+    /// The server dies: requests in progress finish, new connections are refused.
+    fn stop(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Each connection wakes the accept loop; once it has closed the listener they fail.
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server comes back on the same port.
+    fn restart(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        self.serve(listener);
     }
 
     fn url(&self, path: &str) -> String {
@@ -181,13 +224,17 @@ impl Server {
 }
 
 fn fetch_command(list: &Path, out: &Path, extra: &[&str]) -> Command {
+    fetch_sized(list, out, "32", extra)
+}
+
+fn fetch_sized(list: &Path, out: &Path, size: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stylecap"));
     c.args([
         "data",
         "fetch",
         "--quiet",
         "--size",
-        "32",
+        size,
         "--timeout",
         "1",
         "--retries",
@@ -387,7 +434,11 @@ fn an_interrupted_fetch_resumes_to_the_same_dataset_fetching_nothing_twice() {
         "an interrupted fetch does not report success"
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("rerun the same command"));
-    let journaled = std::fs::read_to_string(&journal).unwrap().lines().count();
+    let journaled = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("decoding"))
+        .count();
     assert!(journaled < 40, "stopped mid-way ({journaled} of 40 done)");
     assert!(!cut.join("report.json").exists());
 
@@ -421,7 +472,16 @@ fn an_interrupted_fetch_resumes_to_the_same_dataset_fetching_nothing_twice() {
         .status()
         .unwrap()
         .success());
-    assert_eq!(snapshot(&killed), snapshot(&whole));
+    let report = read_report(&killed);
+    match report["dropped"]["decode_interrupted"].as_u64() {
+        None => assert_eq!(snapshot(&killed), snapshot(&whole)),
+        // A hard kill can land while an image is decoded: that record is dropped, since the
+        // rerun cannot tell the kill from a crash that decoding it caused.
+        Some(n) => {
+            assert!(n <= 4, "{report}");
+            assert_eq!(report["kept"].as_u64(), Some(40 - n), "{report}");
+        }
+    }
     let after = server.hits();
 
     // A third run finds the dataset complete and fetches nothing.
@@ -462,5 +522,322 @@ fn loopback_and_private_addresses_are_refused_without_the_flag() {
     assert!(
         server.hits().is_empty(),
         "no request reached the local server"
+    );
+}
+
+/// Journal lines of a fetch folder as JSON.
+fn journal(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join(".fetch/journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_server_that_dies_midway_is_retried_by_the_rerun() {
+    let server = Server::start();
+    let dir = scratch("fetch", "outage");
+    // Records 1 and 2 repeat record 0's image: downloaded, then removed as duplicates.
+    let mut paths: Vec<String> = vec!["/good/0.png".into(), "/dup/1".into(), "/dup/2".into()];
+    paths.extend((1..=30).map(|k| format!("/delay/{k}.png")));
+    let mut jsonl = String::new();
+    for (k, p) in paths.iter().enumerate() {
+        jsonl.push_str(
+            &serde_json::json!({"url": server.url(p), "caption": format!("picture {k}")})
+                .to_string(),
+        );
+        jsonl.push('\n');
+    }
+    let list = dir.join("list.jsonl");
+    std::fs::write(&list, jsonl).unwrap();
+    let args = ["--allow-private", "--parallel", "2"];
+    let whole = dir.join("whole");
+    assert!(fetch_command(&list, &whole, &args)
+        .status()
+        .unwrap()
+        .success());
+    let whole_report = read_report(&whole);
+    assert_eq!(whole_report["kept"], 31);
+    assert_eq!(whole_report["still_failing"], 0);
+
+    let cut = dir.join("cut");
+    let child = fetch_command(&list, &cut, &args).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let kept: Vec<u64> = journal(&cut)
+            .iter()
+            .filter(|d| d.get("kept").is_some())
+            .map(|d| d["i"].as_u64().unwrap())
+            .collect();
+        if kept.len() >= 6 && kept.contains(&1) && kept.contains(&2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fetch did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.stop();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "the run finishes with the failures counted"
+    );
+    let report = read_report(&cut);
+    let failing = report["still_failing"].as_u64().unwrap();
+    assert!(failing > 0, "{report}");
+    assert_eq!(
+        report["kept"].as_u64().unwrap() + failing,
+        31,
+        "every record is kept, a duplicate or still failing: {report}"
+    );
+
+    server.restart();
+    let before = server.hits();
+    let o = fetch_command(&list, &cut, &args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fetching again"));
+    assert_eq!(
+        snapshot(&cut),
+        snapshot(&whole),
+        "same dataset, report included, as a run the outage never touched"
+    );
+    let after = server.hits();
+    let fetched_again: usize = paths
+        .iter()
+        .map(|p| after.get(p).unwrap_or(&0) - before.get(p).unwrap_or(&0))
+        .sum();
+    assert_eq!(
+        fetched_again as u64, failing,
+        "only the failed records are fetched"
+    );
+    for p in ["/good/0.png", "/dup/1", "/dup/2"] {
+        assert_eq!(after[p], before[p], "{p} is not downloaded again");
+    }
+
+    // Complete now: another rerun fetches nothing.
+    assert!(fetch_command(&list, &cut, &args)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(server.hits(), after);
+}
+
+/// Runs a command to its end; its exit status and its peak resident memory in bytes.
+fn run_measured(mut c: Command) -> (bool, u64) {
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // wait4 gives this child's own usage (RUSAGE_CHILDREN would mix in other tests' children).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, usage.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn a_thin_giant_png_costs_bounded_memory_and_is_never_decoded_twice() {
+    let server = Server::start();
+    let dir = scratch("fetch", "giant");
+    let list = dir.join("list.tsv");
+    std::fs::write(
+        &list,
+        format!(
+            "url\tcaption\n{}\ta picture\n{}\ta thin giant\n",
+            server.url("/good/1.png"),
+            server.url("/giant")
+        ),
+    )
+    .unwrap();
+    let limit = 1u64 << 30;
+
+    // By default its shape is refused from the header, before decoding.
+    let out = dir.join("default");
+    let (ok, peak) = run_measured(fetch_sized(&list, &out, "224", &["--allow-private"]));
+    assert!(ok);
+    let report = read_report(&out);
+    assert_eq!(report["kept"], 1);
+    assert_eq!(report["dropped"]["image_too_large"], 1, "{report}");
+    eprintln!("peak RSS, refused from the header: {} MB", peak >> 20);
+    assert!(peak < limit, "peak RSS {} MB", peak >> 20);
+
+    // Allowed, it is decoded (50 million pixels) and cropped before it is resized.
+    let out = dir.join("decoded");
+    let args = ["--allow-private", "--max-aspect-ratio", "100000"];
+    let (ok, peak) = run_measured(fetch_sized(&list, &out, "224", &args));
+    assert!(ok);
+    assert_eq!(read_report(&out)["kept"], 2);
+    eprintln!("peak RSS, decoded: {} MB", peak >> 20);
+    assert!(peak < limit, "peak RSS {} MB", peak >> 20);
+
+    // A run killed while decoding it leaves it "decoding" in the journal: the rerun drops
+    // it and neither downloads nor decodes it again.
+    let lines = journal(&out);
+    let marker = lines
+        .iter()
+        .position(|d| d["i"] == 1 && d["decoding"] == true)
+        .expect("the record is journalled before it is decoded");
+    let cut: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(k, d)| d["i"] != 1 || *k <= marker)
+        .map(|(_, d)| d.to_string() + "\n")
+        .collect();
+    std::fs::write(out.join(".fetch/journal.jsonl"), cut).unwrap();
+    for f in ["report.json", "manifest.jsonl"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    let before = server.hits();
+    let (ok, _) = run_measured(fetch_sized(&list, &out, "224", &args));
+    assert!(ok);
+    let report = read_report(&out);
+    assert_eq!(report["kept"], 1, "{report}");
+    assert_eq!(report["dropped"]["decode_interrupted"], 1, "{report}");
+    assert_eq!(server.hits(), before, "nothing is downloaded again");
+}
+
+#[test]
+fn proxies_never_carry_a_request_past_the_address_guard() {
+    let server = Server::start();
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+    let reached = Arc::new(AtomicUsize::new(0));
+    let r = reached.clone();
+    let local = format!("http://localhost:{}/good/3.png", server.port);
+    // A hostile proxy: it redirects every request to a local name.
+    std::thread::spawn(move || {
+        for stream in proxy.incoming().flatten() {
+            r.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            respond(&stream, "302 Found", &[("Location", local.clone())], b"");
+        }
+    });
+    let dir = scratch("fetch", "proxy");
+    let by_name = dir.join("by-name.tsv");
+    std::fs::write(
+        &by_name,
+        format!(
+            "url\tcaption\nhttp://localhost:{}/good/2.png\tby name\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let by_ip = dir.join("by-ip.tsv");
+    std::fs::write(
+        &by_ip,
+        format!("url\tcaption\n{}\tby IP\n", server.url("/good/1.png")),
+    )
+    .unwrap();
+    let with_env = |list: &Path, out: &str, extra: &[&str]| {
+        let mut c = fetch_command(list, &dir.join(out), extra);
+        for v in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            c.env(v, &proxy_url).env(v.to_lowercase(), &proxy_url);
+        }
+        c.env_remove("NO_PROXY").env_remove("no_proxy");
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_report(&dir.join(out))
+    };
+
+    // The environment's proxy is not used: a local name is refused by the guard...
+    let report = with_env(&by_name, "env-name", &[]);
+    assert_eq!(report["dropped"]["blocked_address"], 1, "{report}");
+    // ...and an allowed local address is fetched directly.
+    let report = with_env(&by_ip, "env-ip", &["--allow-private"]);
+    assert_eq!(report["kept"], 1, "{report}");
+    // An explicit proxy gets no local name either: names are resolved and checked first.
+    let report = with_env(&by_name, "explicit", &["--proxy", &proxy_url]);
+    assert_eq!(report["dropped"]["blocked_address"], 1, "{report}");
+
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "no connection reached the proxy"
+    );
+    // A public address goes through the explicit proxy; its redirect to a local name is
+    // checked like the name itself.
+    let public = dir.join("public.tsv");
+    std::fs::write(
+        &public,
+        "url\tcaption\nhttp://93.184.216.34/a.png\tpublic\n",
+    )
+    .unwrap();
+    let report = with_env(&public, "redirected", &["--proxy", &proxy_url]);
+    assert_eq!(report["dropped"]["blocked_address"], 1, "{report}");
+    assert!(
+        report.to_string().contains("localhost resolves to"),
+        "{report}"
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        server.hits().into_iter().collect::<Vec<_>>(),
+        [("/good/1.png".to_string(), 1)]
+    );
+}
+
+#[test]
+fn out_of_range_flags_are_refused_naming_the_flag() {
+    let dir = scratch("fetch", "flags");
+    let list = dir.join("list.tsv");
+    std::fs::write(&list, "url\tcaption\nhttp://example.com/a.png\ta\n").unwrap();
+    let out = dir.join("out");
+    let synth = dir.join("synth");
+    let fetch = |flag: &[&str]| {
+        let mut a = vec!["data", "fetch", "--quiet", "--input"];
+        a.push(list.to_str().unwrap());
+        a.extend(["--out", out.to_str().unwrap()]);
+        a.extend(flag);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let synth_args = ["data", "synth", "--size", "0", "--n", "2", "--out"];
+    let mut synth_args: Vec<String> = synth_args.map(String::from).to_vec();
+    synth_args.push(synth.display().to_string());
+    // Each error names the flag and what it allows.
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (synth_args, "--size (world.image_size) must be 1 to 4096"),
+        (
+            fetch(&["--timeout", "1e20"]),
+            "--timeout must be 0.001 to 86400",
+        ),
+        (fetch(&["--backoff", "nan"]), "--backoff must be 0 to 3600"),
+        (fetch(&["--backoff=-1"]), "--backoff must be 0 to 3600"),
+        (
+            fetch(&["--per-host-rps", "nan"]),
+            "--per-host-rps must be 0 (no limit) or 0.001 to",
+        ),
+        (
+            fetch(&["--per-host-rps", "1e-300"]),
+            "--per-host-rps must be 0 (no limit) or 0.001 to",
+        ),
+        (fetch(&["--size", "0"]), "--size must be 1 to 4096"),
+        (
+            fetch(&["--proxy", "socks5://127.0.0.1:1"]),
+            "--proxy must be an http:// or https:// URL",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !out.exists() && !synth.join("images").exists(),
+        "nothing was written"
     );
 }

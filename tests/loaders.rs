@@ -318,3 +318,62 @@ fn cli_synth_then_inspect() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_truncated_jpeg_is_refused_by_every_loader_naming_the_file() {
+    let dir = scratch("loaders", "truncated");
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    });
+    img.save(dir.join("whole.jpg")).unwrap();
+    let bytes = std::fs::read(dir.join("whole.jpg")).unwrap();
+    // Cut inside the scan: the JPEG decoder would fill the rest with grey.
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let manifest_path = write(
+        &dir.join("m.jsonl"),
+        "{\"image\": \"whole.jpg\", \"caption\": \"a\"}\n{\"image\": \"cut.jpg\", \"caption\": \"b\"}\n",
+    );
+    let names = |text: &str| text.contains("cut.jpg") && text.contains("truncated");
+
+    // Loading (what train --data does first) stops at it, with its line.
+    let msg = problem_text(manifest::load(&manifest_path, STRICT));
+    assert!(names(&msg) && msg.contains("line 2"), "{msg}");
+    // The image loader refuses it too.
+    let err = format!("{:#}", stylecap::data::image::open_rgb(&cut).unwrap_err());
+    assert!(names(&err), "{err}");
+    assert!(stylecap::data::image::open_rgb(&dir.join("whole.jpg")).is_ok());
+
+    let o = stylecap(&["data", "inspect", manifest_path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(names(&stdout) && stdout.contains("problems: 1"), "{stdout}");
+
+    let run = dir.join("run");
+    let o = stylecap(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--data",
+        manifest_path.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && names(&err) && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let model = common::fixture("vit_gpt2");
+    let o = stylecap(&[
+        "caption",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        cut.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(names(&err) && !err.contains("panicked"), "{err}");
+}

@@ -63,6 +63,14 @@ pub struct FetchArgs {
     /// First retry delay in seconds (doubled each retry).
     #[arg(long, default_value_t = FetchConfig::default().backoff_s)]
     pub backoff: f64,
+    /// On a rerun, fetch again the records that failed with a timeout, a connection error,
+    /// 429 or 5xx (`--retry-failed false`: such failures are final).
+    #[arg(long, default_value_t = FetchConfig::default().retry_failed, action = clap::ArgAction::Set)]
+    pub retry_failed: bool,
+    /// Send requests through this HTTP(S) proxy (HTTP_PROXY and the like are ignored);
+    /// names are still checked by resolving them here.
+    #[arg(long)]
+    pub proxy: Option<String>,
     /// Largest download in bytes.
     #[arg(long, default_value_t = FetchConfig::default().max_bytes)]
     pub max_bytes: u64,
@@ -72,6 +80,9 @@ pub struct FetchArgs {
     /// Largest image in pixels, checked before decoding.
     #[arg(long, default_value_t = FetchConfig::default().max_pixels)]
     pub max_pixels: u64,
+    /// Largest ratio of an image's longer side to its shorter, checked before decoding.
+    #[arg(long, default_value_t = FetchConfig::default().max_aspect_ratio)]
+    pub max_aspect_ratio: f64,
     /// Output size in pixels.
     #[arg(long, default_value_t = FetchConfig::default().size)]
     pub size: u32,
@@ -191,9 +202,12 @@ pub fn run(args: DataArgs) -> Result<()> {
                 timeout_s: a.timeout,
                 retries: a.retries,
                 backoff_s: a.backoff,
+                retry_failed: a.retry_failed,
+                proxy: a.proxy,
                 max_bytes: a.max_bytes,
                 max_redirects: a.max_redirects,
                 max_pixels: a.max_pixels,
+                max_aspect_ratio: a.max_aspect_ratio,
                 size: a.size,
                 resize: a.resize,
                 format: a.format,
@@ -215,6 +229,13 @@ pub fn run(args: DataArgs) -> Result<()> {
             );
             for (reason, n) in &r.dropped {
                 println!("  dropped {n:>7}  {reason}");
+            }
+            if r.still_failing > 0 {
+                println!(
+                    "{} records failed for reasons that may pass (timeouts, connection errors, \
+                     429, 5xx); a rerun retries them unless --retry-failed false",
+                    r.still_failing
+                );
             }
             println!("manifest: {}", a.out.join("manifest.jsonl").display());
             Ok(())

@@ -179,14 +179,16 @@ impl PreprocessorConfig {
     }
 }
 
-/// Opens an image file as RGB, naming the file on failure.
+/// Pixels accepted in a local image file: beyond this a file is refused before decoding
+/// (about 300 MB as RGB).
+pub const MAX_FILE_PIXELS: u64 = 100_000_000;
+
+/// Opens an image file as RGB, naming the file on failure: the one loader of local images
+/// (caption, training data, inspect), with the checks downloads and uploads get (PNG or
+/// JPEG, the pixel count read first, truncated files refused).
 pub fn open_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    let img = reader
-        .decode()
-        .with_context(|| format!("{}: not a readable image (PNG or JPEG)", path.display()))?;
-    Ok(img.to_rgb8())
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    crate::data::image_check::decode_checked(&bytes, MAX_FILE_PIXELS)
+        .map_err(|p| anyhow::anyhow!("{}: not a readable image: {p}", path.display()))
 }

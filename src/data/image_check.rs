@@ -1,9 +1,10 @@
 //! Decoding untrusted image bytes (uploads, downloads): PNG or JPEG only, the pixel count
 //! checked from the header before decoding (so a decompression bomb is refused without
-//! allocating it), truncated files refused.
+//! allocating it), truncated files refused. Local files go through the same checks
+//! (`data::image::open_rgb`, `loaders::check_image_file`).
 
 use std::fmt;
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
@@ -33,15 +34,21 @@ impl fmt::Display for ImageProblem {
     }
 }
 
-pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageProblem> {
+/// The format and size from the header, without decoding.
+pub fn header(bytes: &[u8]) -> Result<(ImageFormat, u32, u32), ImageProblem> {
     let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
         _ => return Err(ImageProblem::NotImage),
     };
-    let corrupt = |e: &dyn fmt::Display| ImageProblem::Corrupt(e.to_string());
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| corrupt(&e))?;
+        .map_err(|e| ImageProblem::Corrupt(e.to_string()))?;
+    Ok((format, width, height))
+}
+
+pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageProblem> {
+    let corrupt = |e: &dyn fmt::Display| ImageProblem::Corrupt(e.to_string());
+    let (format, width, height) = header(bytes)?;
     if width as u64 * height as u64 > max_pixels {
         return Err(ImageProblem::TooManyPixels {
             width,
@@ -51,7 +58,7 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     }
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing.
-        return Err(corrupt(&"the JPEG is truncated (no end-of-image marker)"));
+        return Err(corrupt(&TRUNCATED_JPEG));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
@@ -59,18 +66,36 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(max_pixels.saturating_mul(8));
     reader.limits(limits);
-    Ok(reader.decode().map_err(|e| corrupt(&e))?.to_rgb8())
+    Ok(reader.decode().map_err(|e| corrupt(&e))?.into_rgb8())
 }
+
+pub const TRUNCATED_JPEG: &str = "the JPEG is truncated (no end-of-image marker)";
 
 /// A JPEG's last scan (after the last start-of-scan marker FFDA) must be followed by the
 /// end-of-image marker FFD9; entropy-coded data never contains FF followed by D9 (FF is
-/// byte-stuffed), so a file cut inside the scan lacks it.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
+/// byte-stuffed), so a file cut inside the scan lacks it. `bytes` may be the whole file or
+/// only its end (a tail cut inside a scan holds no FFD9 either); a file without any scan
+/// does not decode, so an end-of-image with no scan before it in `bytes` passes here.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi > sos,
+        (None, Some(_)) => true,
         _ => false,
     }
+}
+
+/// Bytes read from the end of a JPEG file to find its end-of-image marker: checking a file
+/// costs one short read, not a read of the whole file.
+const JPEG_TAIL: u64 = 64 << 10;
+
+/// `jpeg_is_complete` on a file's last bytes.
+pub fn jpeg_file_is_complete(file: &mut (impl Read + Seek)) -> std::io::Result<bool> {
+    let len = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(len.saturating_sub(JPEG_TAIL)))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    Ok(jpeg_is_complete(&tail))
 }
 
 #[cfg(test)]
@@ -103,5 +128,22 @@ mod tests {
             }
         ));
         assert_eq!(decode_checked(b"hello", 1000), Err(ImageProblem::NotImage));
+    }
+
+    #[test]
+    fn a_file_tail_tells_a_cut_jpeg_from_a_whole_one() {
+        let j = jpeg();
+        let whole = jpeg_file_is_complete(&mut Cursor::new(&j)).unwrap();
+        let cut = jpeg_file_is_complete(&mut Cursor::new(&j[..j.len() - 10])).unwrap();
+        assert!(whole && !cut);
+        // Only the tail of a long file is read; the scan marker is far before it.
+        let mut long = j.clone();
+        let eoi = long.split_off(long.len() - 2);
+        let at = long.len() - 100;
+        let padding = vec![0u8; JPEG_TAIL as usize * 2];
+        long.splice(at..at, padding);
+        assert!(!jpeg_file_is_complete(&mut Cursor::new(&long)).unwrap());
+        long.extend(eoi);
+        assert!(jpeg_file_is_complete(&mut Cursor::new(&long)).unwrap());
     }
 }

@@ -3,24 +3,12 @@
 
 use rayon::prelude::*;
 
+use crate::data::image::open_rgb;
 use crate::data::records::{CaptionRecord, Problem};
 
-/// Decodes an image file to RGB, naming the record on failure.
+/// Decodes an image file to RGB (`image::open_rgb`), naming the record on failure.
 pub fn decode(record: &CaptionRecord) -> Result<image::RgbImage, Problem> {
-    let bytes = std::fs::read(&record.image).map_err(|e| {
-        Problem::new(
-            record.source.clone(),
-            format!("cannot read image {}: {e}", record.image.display()),
-        )
-    })?;
-    image::load_from_memory(&bytes)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| {
-            Problem::new(
-                record.source.clone(),
-                format!("cannot decode image {}: {e}", record.image.display()),
-            )
-        })
+    open_rgb(&record.image).map_err(|e| Problem::new(record.source.clone(), format!("{e:#}")))
 }
 
 /// An iterator over chunks of `f(record, image)`, in record order. Each item is the record's

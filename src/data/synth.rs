@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +43,19 @@ impl Default for SynthConfig {
     }
 }
 
+/// Largest side `data synth` renders (`--size`): a 4096-pixel square is 48 MB as RGB.
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+
 impl SynthConfig {
+    pub fn validate(&self) -> Result<()> {
+        let size = self.world.image_size;
+        ensure!(
+            (1..=MAX_IMAGE_SIZE).contains(&size),
+            "--size (world.image_size) must be 1 to {MAX_IMAGE_SIZE} pixels; got {size}"
+        );
+        Ok(())
+    }
+
     pub fn count(&self, split: Split) -> usize {
         match split {
             Split::Train => self.train,
@@ -106,6 +118,7 @@ pub fn encode_png(image: &image::RgbImage) -> Vec<u8> {
 /// Writes the dataset. If `out` already holds a complete dataset of the same configuration,
 /// does nothing; a different configuration is an error (remove the folder or pick another).
 pub fn synth(out: &Path, config: &SynthConfig, show_progress: bool) -> Result<DatasetInfo> {
+    config.validate()?;
     if out.join(DATASET_FILE).is_file() {
         let existing = DatasetInfo::read(out)?;
         if existing.config == *config {

@@ -9,7 +9,7 @@ use image::RgbImage;
 /// Difference hash: the image as 9×8 grey pixels, one bit per horizontal neighbour pair
 /// (left brighter than right). Robust to rescaling and recompression.
 pub fn dhash(img: &RgbImage) -> u64 {
-    let grey = image::DynamicImage::ImageRgb8(img.clone()).to_luma8();
+    let grey = image::imageops::grayscale(img);
     let small = image::imageops::resize(&grey, 9, 8, FilterType::Triangle);
     let mut bits = 0u64;
     for y in 0..8 {

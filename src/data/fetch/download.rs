@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Url};
 use tokio::sync::Mutex;
 
-use super::config::FetchConfig;
-use super::safety::{check_url, find_blocked, redirect_policy, GuardedResolver};
+use anyhow::Context;
+
+use super::config::{FetchConfig, MAX_BACKOFF_S};
+use super::safety::{check_name, check_url, find_blocked, redirect_policy, GuardedResolver};
 
 /// Why a record was dropped: a short stable code (the key in `report.json`) and details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub reason: String,
     pub detail: String,
-    retry: bool,
 }
 
 impl Failure {
@@ -24,26 +25,42 @@ impl Failure {
         Failure {
             reason: reason.into(),
             detail: detail.into(),
-            retry: false,
         }
-    }
-
-    fn retryable(mut self) -> Self {
-        self.retry = true;
-        self
     }
 }
 
-pub fn client(c: &FetchConfig) -> reqwest::Result<Client> {
-    Client::builder()
+/// Failures that may pass on a later try: timeouts, connection and transfer errors, 429
+/// and 5xx. Retried within a run, and by a rerun (`retry_failed`); decided by the reason
+/// code alone, so the journal of any earlier run can be read the same way.
+pub fn is_transient(reason: &str) -> bool {
+    matches!(
+        reason,
+        "timeout" | "connect_error" | "request_error" | "http_429"
+    ) || (reason.len() == 8 && reason.starts_with("http_5"))
+}
+
+pub fn client(c: &FetchConfig) -> anyhow::Result<Client> {
+    let builder = Client::builder()
         .user_agent(c.user_agent.clone())
         .timeout(Duration::from_secs_f64(c.timeout_s))
         .connect_timeout(Duration::from_secs_f64(c.timeout_s))
-        .redirect(redirect_policy(c.max_redirects, c.allow_private))
+        .redirect(redirect_policy(
+            c.max_redirects,
+            c.allow_private,
+            c.proxy.is_some(),
+        ))
         .dns_resolver(Arc::new(GuardedResolver {
             allow_private: c.allow_private,
-        }))
-        .build()
+        }));
+    // The environment's proxy (HTTP_PROXY, ALL_PROXY, ...) is never used: through a proxy
+    // the connection is the proxy's, and the resolver's address check would not apply.
+    let builder = match &c.proxy {
+        None => builder.no_proxy(),
+        Some(p) => builder
+            .no_proxy()
+            .proxy(reqwest::Proxy::all(p).with_context(|| format!("--proxy {p:?}"))?),
+    };
+    Ok(builder.build()?)
 }
 
 /// Spaces requests to the same host at least `1 / rps` apart.
@@ -86,16 +103,23 @@ pub async fn download(
     c: &FetchConfig,
 ) -> Result<Vec<u8>, Failure> {
     check_url(url, c.allow_private).map_err(|b| Failure::new("blocked_address", b.0))?;
+    if c.proxy.is_some() {
+        // The proxy resolves the name; resolve it here too so a name of a local address is
+        // refused before it is handed over.
+        check_name(url, c.allow_private)
+            .await
+            .map_err(|b| Failure::new("blocked_address", b.0))?;
+    }
     let host = url.host_str().unwrap_or("").to_string();
     let mut attempt = 0;
     loop {
         pacer.wait(&host, c.per_host_rps).await;
         match try_once(client, url, c).await {
             Ok(body) => return Ok(body),
-            Err(f) if f.retry && attempt < c.retries => {
+            Err(f) if is_transient(&f.reason) && attempt < c.retries => {
                 let delay =
                     c.backoff_s * 2f64.powi(attempt as i32) * (1.0 + jitter(url.as_str(), attempt));
-                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                tokio::time::sleep(Duration::from_secs_f64(delay.min(MAX_BACKOFF_S))).await;
                 attempt += 1;
             }
             Err(f) => return Err(f),
@@ -114,11 +138,11 @@ fn request_failure(e: reqwest::Error) -> Failure {
     }
     let detail = format!("{e}");
     if e.is_timeout() {
-        Failure::new("timeout", detail).retryable()
+        Failure::new("timeout", detail)
     } else if e.is_connect() {
-        Failure::new("connect_error", detail).retryable()
+        Failure::new("connect_error", detail)
     } else {
-        Failure::new("request_error", detail).retryable()
+        Failure::new("request_error", detail)
     }
 }
 
@@ -130,12 +154,10 @@ async fn try_once(client: &Client, url: &Url, c: &FetchConfig) -> Result<Vec<u8>
         .map_err(request_failure)?;
     let status = resp.status();
     if !status.is_success() {
-        let f = Failure::new(format!("http_{}", status.as_u16()), status.to_string());
-        return Err(if status.as_u16() == 429 || status.is_server_error() {
-            f.retryable()
-        } else {
-            f
-        });
+        return Err(Failure::new(
+            format!("http_{}", status.as_u16()),
+            status.to_string(),
+        ));
     }
     let content_type = resp
         .headers()

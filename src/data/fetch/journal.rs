@@ -1,6 +1,7 @@
 //! The fetch journal: one JSON line per finished record (kept or dropped), appended as each
-//! finishes. A rerun reads it and skips what is there, so nothing is downloaded twice; a
-//! line cut short by a kill is ignored (that record is simply fetched again).
+//! finishes, and one before a downloaded image is decoded. A rerun reads it and skips what
+//! is final, so nothing is downloaded twice; a line cut short by a kill is ignored (that
+//! record is simply fetched again).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -32,6 +33,22 @@ pub struct Done {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Written before decoding: found as a record's last line, the run died while decoding
+    /// it (perhaps because of it), and the record is dropped rather than decoded again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoding: bool,
+}
+
+impl Done {
+    pub fn decoding(i: usize) -> Done {
+        Done {
+            i,
+            kept: None,
+            reason: None,
+            detail: None,
+            decoding: true,
+        }
+    }
 }
 
 /// Every complete line of the journal, by record index (a later line wins).

@@ -5,9 +5,12 @@
 //!
 //! Downloads run concurrently (tokio), decoding and resizing on the blocking pool. Each
 //! finished record is appended to a journal, so a rerun continues where a run stopped and
-//! downloads nothing twice. Duplicates are removed after all downloads, in input order, so
-//! the dataset does not depend on download order or interruptions. File names come from the
-//! record's index only; nothing in a URL or caption reaches a path.
+//! downloads nothing twice; a rerun fetches again only what failed for a reason that may
+//! pass (a timeout, a refused connection, 429, 5xx). Duplicates are removed after all
+//! downloads, in input order, so the dataset does not depend on download order,
+//! interruptions or retries; their images are set aside in `.fetch/`, not deleted, since
+//! a later retry may change which copy comes first. File names come from the record's
+//! index only; nothing in a URL or caption reaches a path.
 
 pub mod clean;
 pub mod config;
@@ -32,8 +35,8 @@ use sha2::{Digest, Sha256};
 use crate::util::{read_json, write_atomic, write_json};
 use clean::clean_caption;
 use config::FetchConfig;
-use dedup::{Deduper, Duplicate, MAX_NEAR_BITS};
-use download::{client, download, Failure, HostPacer};
+use dedup::{Deduper, Duplicate};
+use download::{client, download, is_transient, Failure, HostPacer};
 use input::{read_list, Entry};
 use journal::{Done, Journal, Kept};
 use process::process;
@@ -46,6 +49,10 @@ pub struct FetchReport {
     pub kept: usize,
     /// Dropped records by reason (`malformed_row`, `http_404`, `timeout`, `duplicate`, ...).
     pub dropped: BTreeMap<String, usize>,
+    /// Dropped records whose failure may pass (timeouts, connection errors, 429, 5xx): a
+    /// rerun of the same command fetches them again.
+    #[serde(default)]
+    pub still_failing: usize,
     /// Up to three examples per reason: list line, URL and details.
     pub examples: BTreeMap<String, Vec<serde_json::Value>>,
     pub shards: usize,
@@ -58,20 +65,17 @@ struct State {
     settings: serde_json::Value,
 }
 
-fn validate(c: &FetchConfig) -> Result<()> {
-    ensure!(c.parallel >= 1, "--parallel must be at least 1");
-    ensure!(c.size >= 1, "--size must be at least 1");
-    ensure!(c.shard_size >= 1, "--shard-size must be at least 1");
-    ensure!(c.timeout_s > 0.0, "--timeout must be positive");
-    ensure!(
-        c.near_duplicate_bits <= MAX_NEAR_BITS,
-        "--near-duplicate-bits is at most {MAX_NEAR_BITS}"
-    );
-    ensure!(
-        (1..=100).contains(&c.jpeg_quality),
-        "--jpeg-quality is 1 to 100"
-    );
-    Ok(())
+/// Bookkeeping of a fetch folder: the state, the journal, set-aside duplicates.
+const WORK: &str = ".fetch";
+/// Where duplicates' images wait (same relative paths), under `WORK`.
+const SET_ASIDE: &str = "duplicates";
+
+/// Settings saved by an earlier version lack the fields added since; read back with their
+/// defaults, they compare equal when nothing that decides the output changed.
+fn same_output(before: &State, now: &State) -> bool {
+    before.input_sha256 == now.input_sha256
+        && serde_json::from_value::<FetchConfig>(before.settings.clone())
+            .is_ok_and(|c| c.output_settings() == now.settings)
 }
 
 fn image_path(i: usize, c: &FetchConfig) -> String {
@@ -115,14 +119,15 @@ fn failed(i: usize, f: Failure) -> Done {
         kept: None,
         reason: Some(f.reason),
         detail: Some(f.detail),
+        decoding: false,
     }
 }
 
 pub fn run(input: &Path, out: &Path, c: FetchConfig, show_progress: bool) -> Result<FetchReport> {
-    validate(&c)?;
+    c.validate()?;
     let started = Instant::now();
     let (entries, bad_rows) = read_list(input, &c.url_col, &c.caption_col)?;
-    let work = out.join(".fetch");
+    let work = out.join(WORK);
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let state = State {
@@ -135,7 +140,7 @@ pub fn run(input: &Path, out: &Path, c: FetchConfig, show_progress: bool) -> Res
     let state_path = work.join("state.json");
     if state_path.is_file() {
         let before: State = read_json(&state_path)?;
-        if before != state {
+        if !same_output(&before, &state) {
             bail!(
                 "{} was fetched from another list or with other output settings ({}); \
                  rerun with the same list and flags, or choose a new --out",
@@ -146,17 +151,33 @@ pub fn run(input: &Path, out: &Path, c: FetchConfig, show_progress: bool) -> Res
     } else {
         write_json(&state_path, &state)?;
     }
-    let report_path = out.join("report.json");
-    if report_path.is_file() {
-        eprintln!("{}: complete already (report.json exists)", out.display());
-        return read_json(&report_path);
-    }
 
     let journal_path = work.join("journal.jsonl");
     let mut done = journal::read(&journal_path)?;
-    // A kept record whose image is gone (deleted by hand) is fetched again.
-    done.retain(|_, d| d.kept.as_ref().is_none_or(|k| out.join(&k.file).is_file()));
     let journal = Arc::new(Journal::open(&journal_path)?);
+    // A run that died while decoding a record may have died of it: that record is dropped,
+    // so no rerun dies of it again.
+    for d in done.values_mut().filter(|d| d.decoding) {
+        // Written, perhaps, just before the kill.
+        let _ = std::fs::remove_file(out.join(image_path(d.i, &c)));
+        *d = failed(
+            d.i,
+            Failure::new(
+                "decode_interrupted",
+                "the fetch stopped while decoding this image; it is not decoded again",
+            ),
+        );
+        journal.append(d)?;
+    }
+    let set_aside = work.join(SET_ASIDE);
+    let before = done.len();
+    // A kept record whose image is gone (deleted by hand) is fetched again, and so is a
+    // failure that may pass.
+    done.retain(|_, d| match &d.kept {
+        Some(k) => out.join(&k.file).is_file() || set_aside.join(&k.file).is_file(),
+        None => !(c.retry_failed && d.reason.as_deref().is_some_and(is_transient)),
+    });
+    let retried = before - done.len();
     let mut pending = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if done.contains_key(&i) {
@@ -170,6 +191,17 @@ pub fn run(input: &Path, out: &Path, c: FetchConfig, show_progress: bool) -> Res
                 done.insert(i, d);
             }
         }
+    }
+    let report_path = out.join("report.json");
+    if report_path.is_file() && pending.is_empty() {
+        eprintln!("{}: complete already (report.json exists)", out.display());
+        return read_json(&report_path);
+    }
+    if retried > 0 {
+        eprintln!(
+            "fetching again {retried} records that failed before (timeouts, connection \
+             errors, 429, 5xx, missing images; --retry-failed false keeps failures final)"
+        );
     }
     let resumed = done.len();
     let fetched = fetch_all(
@@ -228,6 +260,7 @@ fn fetch_all(
         let slots = Arc::new(tokio::sync::Semaphore::new(c.parallel));
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cpu = Arc::new(tokio::sync::Semaphore::new(cpus));
+        let memory = Arc::new(tokio::sync::Semaphore::new(DECODE_BUDGET_MB as usize));
         let config = Arc::new(c.clone());
         tokio::spawn(watch_signals(stop.clone()));
         let mut tasks = tokio::task::JoinSet::new();
@@ -237,10 +270,11 @@ fn fetch_all(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let (client, pacer, cpu, config, journal) = (
+            let (client, pacer, cpu, memory, config, journal) = (
                 client.clone(),
                 pacer.clone(),
                 cpu.clone(),
+                memory.clone(),
                 config.clone(),
                 journal.clone(),
             );
@@ -250,9 +284,22 @@ fn fetch_all(
                 let d = match download(&client, &pacer, &url, &config).await {
                     Err(f) => failed(i, f),
                     Ok(body) => {
+                        let _memory = memory
+                            .acquire_many_owned(decode_cost_mb(&body, config.max_pixels))
+                            .await?;
                         let _cpu = cpu.acquire_owned().await?;
-                        tokio::task::spawn_blocking(move || store(i, &body, &out, &config))
-                            .await??
+                        journal.append(&Done::decoding(i))?;
+                        match tokio::task::spawn_blocking(move || store(i, &body, &out, &config))
+                            .await
+                        {
+                            Ok(d) => d?,
+                            // A decoder that panics on one image drops that record, not the run.
+                            Err(e) if e.is_panic() => failed(
+                                i,
+                                Failure::new("decode_failed", "the image decoder panicked"),
+                            ),
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 };
                 journal.append(&d)?;
@@ -287,6 +334,20 @@ fn fetch_all(
     Ok(finished)
 }
 
+/// Memory all decodes in flight may take, in MB, so that many large images wait for each
+/// other instead of adding up (one larger than this, with a raised --max-pixels, decodes
+/// alone).
+const DECODE_BUDGET_MB: u32 = 2048;
+
+/// What decoding `body` may cost, from its header: the RGB image, its grey copy and the
+/// hash's resize buffers, about 8 bytes a pixel (measured 395 MB for 50 million pixels).
+/// An image over the limit is refused before decoding, at no cost.
+fn decode_cost_mb(body: &[u8], max_pixels: u64) -> u32 {
+    let pixels = crate::data::image_check::header(body).map_or(0, |(_, w, h)| w as u64 * h as u64);
+    let pixels = if pixels > max_pixels { 0 } else { pixels };
+    ((pixels * 8) >> 20).clamp(1, DECODE_BUDGET_MB as u64) as u32
+}
+
 /// Decodes, checks, resizes and writes one image (atomically); a failure is a dropped record.
 fn store(i: usize, body: &[u8], out: &Path, c: &FetchConfig) -> Result<Done> {
     Ok(match process(body, c) {
@@ -309,6 +370,7 @@ fn store(i: usize, body: &[u8], out: &Path, c: &FetchConfig) -> Result<Done> {
                 }),
                 reason: None,
                 detail: None,
+                decoding: false,
             }
         }
     })
@@ -361,6 +423,19 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
     }
 }
 
+/// Moves an image between the dataset and the set-aside duplicates (nothing to do when it
+/// is not at `from`: moved by an earlier, interrupted finish).
+fn move_image(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_file() {
+        return Ok(());
+    }
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::rename(from, to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+}
+
 /// Removes duplicates in input order and writes the manifests and the report.
 fn finish(
     input: &Path,
@@ -371,10 +446,13 @@ fn finish(
     journal_path: &Path,
 ) -> Result<FetchReport> {
     let done = journal::read(journal_path)?;
+    let set_aside = out.join(WORK).join(SET_ASIDE);
     let mut dedup = Deduper::new(c.near_duplicate_bits);
     let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
     let mut examples: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut still_failing = 0;
     let mut drop = |reason: &str, line: usize, url: &str, detail: &str| {
+        still_failing += is_transient(reason) as usize;
         *dropped.entry(reason.to_string()).or_default() += 1;
         let ex = examples.entry(reason.to_string()).or_default();
         if ex.len() < 3 {
@@ -407,8 +485,18 @@ fn finish(
                 &e.url,
                 "an earlier record has the same image",
             );
-            let _ = std::fs::remove_file(out.join(&k.file));
+            move_image(&out.join(&k.file), &set_aside.join(&k.file))?;
             continue;
+        }
+        let path = out.join(&k.file);
+        if !path.is_file() {
+            ensure!(
+                set_aside.join(&k.file).is_file(),
+                "{}: the image of line {} is missing; rerun the same command to fetch it again",
+                path.display(),
+                e.line
+            );
+            move_image(&set_aside.join(&k.file), &path)?;
         }
         kept += 1;
         let caption = clean_caption(&e.caption);
@@ -434,6 +522,7 @@ fn finish(
         records: entries.len() + bad_rows.len(),
         kept,
         dropped,
+        still_failing,
         examples,
         shards: shards.len(),
         settings: c.clone(),

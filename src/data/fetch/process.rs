@@ -1,5 +1,8 @@
-//! A downloaded file becomes a dataset image: decoded under the pixel limit, filtered by
-//! size, hashed (exact and perceptual), resized and encoded.
+//! A downloaded file becomes a dataset image: its size and shape checked from the header,
+//! decoded under the pixel limit, hashed (exact and perceptual), resized and encoded. The
+//! memory one image costs is bounded by the pixel limit (the decoded image and its grey
+//! copy) and by `size` (a center crop is cut before resizing, so the resize never makes
+//! an image larger than size×size).
 
 use std::io::Cursor;
 
@@ -10,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::config::{FetchConfig, OutputFormat, ResizeMode};
 use super::dedup::dhash;
 use super::download::Failure;
-use crate::data::image_check::{decode_checked, ImageProblem};
+use crate::data::image_check::{decode_checked, header, ImageProblem};
 use crate::data::resize::{resize, Filter};
 
 pub struct Processed {
@@ -23,19 +26,33 @@ pub struct Processed {
     pub height: u32,
 }
 
-pub fn process(bytes: &[u8], c: &FetchConfig) -> Result<Processed, Failure> {
-    let img = decode_checked(bytes, c.max_pixels).map_err(|p| match p {
+fn problem(p: ImageProblem) -> Failure {
+    match p {
         ImageProblem::NotImage => Failure::new("not_an_image", p.to_string()),
         ImageProblem::Corrupt(_) => Failure::new("decode_failed", p.to_string()),
         ImageProblem::TooManyPixels { .. } => Failure::new("image_too_large", p.to_string()),
-    })?;
-    let (width, height) = img.dimensions();
+    }
+}
+
+pub fn process(bytes: &[u8], c: &FetchConfig) -> Result<Processed, Failure> {
+    let (_, width, height) = header(bytes).map_err(problem)?;
     if width.min(height) < c.min_image_side {
         return Err(Failure::new(
             "image_too_small",
             format!("{width}x{height}, shorter side under {}", c.min_image_side),
         ));
     }
+    let ratio = width.max(height) as f64 / width.min(height).max(1) as f64;
+    if ratio > c.max_aspect_ratio {
+        return Err(Failure::new(
+            "image_too_large",
+            format!(
+                "{width}x{height}: the sides' ratio {ratio:.0}:1 is over --max-aspect-ratio {}",
+                c.max_aspect_ratio
+            ),
+        ));
+    }
+    let img = decode_checked(bytes, c.max_pixels).map_err(problem)?;
     let phash = dhash(&img);
     let out = fit(&img, c.size, c.resize);
     let mut encoded = Vec::new();
@@ -60,32 +77,38 @@ pub fn process(bytes: &[u8], c: &FetchConfig) -> Result<Processed, Failure> {
     })
 }
 
-/// Resizes to `size` keeping the aspect ratio, then crops or pads to a square (or not).
+/// Brings an image to `size`, keeping its aspect ratio: the centre square resized to
+/// size×size, the whole image with its long side scaled to `size` and padded to a square,
+/// or only scaled. The crop comes before the resize, so a thin strip never becomes a huge
+/// intermediate image.
 pub fn fit(img: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
     let (w, h) = img.dimensions();
-    let scale_to = |side: u32| {
-        let s = size as f64 / side as f64;
-        (
-            ((w as f64 * s).round() as u32).max(1),
-            ((h as f64 * s).round() as u32).max(1),
-        )
-    };
-    let scaled = |(nw, nh): (u32, u32)| {
-        if (nw, nh) == (w, h) {
+    let scaled = |img: &RgbImage, (nw, nh): (u32, u32)| {
+        if (nw, nh) == img.dimensions() {
             img.clone()
         } else {
             resize(img, nw, nh, Filter::Bicubic)
         }
     };
+    let fit_long = || {
+        let s = size as f64 / w.max(h) as f64;
+        (
+            ((w as f64 * s).round() as u32).clamp(1, size),
+            ((h as f64 * s).round() as u32).clamp(1, size),
+        )
+    };
     match mode {
         ResizeMode::CenterCrop => {
-            let r = scaled(scale_to(w.min(h)));
-            let (rw, rh) = r.dimensions();
-            let (cw, ch) = (rw.min(size), rh.min(size));
-            image::imageops::crop_imm(&r, (rw - cw) / 2, (rh - ch) / 2, cw, ch).to_image()
+            if w == h {
+                return scaled(img, (size, size));
+            }
+            let side = w.min(h);
+            let square = image::imageops::crop_imm(img, (w - side) / 2, (h - side) / 2, side, side)
+                .to_image();
+            scaled(&square, (size, size))
         }
         ResizeMode::Pad => {
-            let r = scaled(scale_to(w.max(h)));
+            let r = scaled(img, fit_long());
             let mut canvas = RgbImage::new(size, size);
             let (rw, rh) = r.dimensions();
             image::imageops::replace(
@@ -96,7 +119,7 @@ pub fn fit(img: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
             );
             canvas
         }
-        ResizeMode::Keep => scaled(scale_to(w.max(h))),
+        ResizeMode::Keep => scaled(img, fit_long()),
     }
 }
 
@@ -114,5 +137,13 @@ mod tests {
         let p = fit(&img, 64, ResizeMode::Pad);
         assert_eq!(p.get_pixel(32, 0).0, [0, 0, 0]);
         assert_ne!(p.get_pixel(32, 32).0, [0, 0, 0]);
+        // A thin strip is cropped before it is resized: the result is size×size whatever
+        // the strip's length.
+        let strip = RgbImage::new(20_000, 4);
+        assert_eq!(
+            fit(&strip, 64, ResizeMode::CenterCrop).dimensions(),
+            (64, 64)
+        );
+        assert_eq!(fit(&strip, 64, ResizeMode::Keep).dimensions(), (64, 1));
     }
 }

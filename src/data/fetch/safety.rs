@@ -1,6 +1,8 @@
 //! Where a URL list may send us: http and https only, and by default only public
 //! addresses. Names are checked after DNS resolution (the addresses checked are the ones
-//! connected to), literal IPs before connecting, and both again on every redirect.
+//! connected to), literal IPs before connecting, and both again on every redirect. Through
+//! an explicit proxy (`--proxy`) the proxy connects, so names are resolved here as well and
+//! refused when any of their addresses is not public.
 
 use std::error::Error;
 use std::fmt;
@@ -110,13 +112,65 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Follows at most `max` redirects, each to an allowed scheme and (literal) address.
-pub fn redirect_policy(max: usize, allow_private: bool) -> reqwest::redirect::Policy {
+/// Through a proxy: a name is refused when it resolves here to any non-public address.
+/// A name that does not resolve here is left to the proxy (behind a proxy, local DNS often
+/// knows only local names); the proxy resolves names again, so a name that changes its
+/// addresses between the two lookups is not caught.
+fn check_resolved(
+    host: &str,
+    addrs: std::io::Result<impl Iterator<Item = SocketAddr>>,
+) -> Result<(), Blocked> {
+    let Ok(addrs) = addrs else { return Ok(()) };
+    let local: Vec<String> = addrs
+        .filter(|a| !is_public(a.ip()))
+        .map(|a| a.ip().to_string())
+        .collect();
+    if local.is_empty() {
+        return Ok(());
+    }
+    Err(Blocked(format!(
+        "{host} resolves to {}: loopback, private or reserved (allow with --allow-private)",
+        local.join(", ")
+    )))
+}
+
+fn domain(url: &Url) -> Option<(&str, u16)> {
+    match url.host() {
+        Some(url::Host::Domain(d)) => Some((d, url.port_or_known_default().unwrap_or(80))),
+        _ => None,
+    }
+}
+
+/// The name check made before a request is handed to a proxy.
+pub async fn check_name(url: &Url, allow_private: bool) -> Result<(), Blocked> {
+    match domain(url) {
+        Some((host, port)) if !allow_private => {
+            check_resolved(host, tokio::net::lookup_host((host, port)).await)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Follows at most `max` redirects, each to an allowed scheme and (literal) address; through
+/// a proxy, names too.
+pub fn redirect_policy(max: usize, allow_private: bool, proxy: bool) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max {
             return attempt.error(Blocked(format!("more than {max} redirects")));
         }
-        match check_url(attempt.url(), allow_private) {
+        let mut checked = check_url(attempt.url(), allow_private);
+        if let (Ok(()), true, false, Some((host, port))) =
+            (&checked, proxy, allow_private, domain(attempt.url()))
+        {
+            // The policy is synchronous; the lookup blocks this worker thread only.
+            checked = tokio::task::block_in_place(|| {
+                check_resolved(
+                    host,
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host, port)),
+                )
+            });
+        }
+        match checked {
             Ok(()) => attempt.follow(),
             Err(e) => attempt.error(e),
         }

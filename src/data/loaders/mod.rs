@@ -11,6 +11,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::data::image_check::{jpeg_file_is_complete, TRUNCATED_JPEG};
+
 /// Image file types the loaders decode.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 
@@ -102,15 +104,29 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
 }
 
-/// Checks that an image exists and its header reads as a supported image, without decoding
-/// it. Returns its size.
+/// Checks that an image exists, its header reads as a supported image and a JPEG is not cut
+/// short (from its last bytes), without decoding it. Returns its size.
 pub fn check_image_file(path: &Path) -> Result<(u32, u32), String> {
     if !path.is_file() {
         return Err(format!("image not found: {}", path.display()));
     }
-    image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
+        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?;
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    let size = reader
         .into_dimensions()
-        .map_err(|e| format!("not a readable image {}: {e}", path.display()))
+        .map_err(|e| format!("not a readable image {}: {e}", path.display()))?;
+    if jpeg {
+        let complete = std::fs::File::open(path)
+            .and_then(|mut f| jpeg_file_is_complete(&mut f))
+            .map_err(|e| format!("cannot read image {}: {e}", path.display()))?;
+        if !complete {
+            return Err(format!(
+                "not a readable image {}: {TRUNCATED_JPEG}",
+                path.display()
+            ));
+        }
+    }
+    Ok(size)
 }
