@@ -10,12 +10,12 @@ use burn::tensor::activation::{log_softmax, softmax};
 use common::scratch;
 use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
-use stylecap::align::reward::ContentRewardKind;
 use stylecap::align::loss::{pg_loss, ppo_loss};
+use stylecap::align::reward::ContentRewardKind;
 use stylecap::align::trainer::Aligner;
+use stylecap::data::synth::{synth, SynthConfig};
 use stylecap::model::weights::{read_named, Values};
 use stylecap::rng::Rng;
-use stylecap::data::synth::{synth, SynthConfig};
 use stylecap::run::RunOptions;
 use stylecap::world::WorldConfig;
 
@@ -360,8 +360,7 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
     // scene checker is refused on them, naming the way out.
     let (_, dir_c) = run("auto", config("plain-", None));
     let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir_c.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir_c.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["content_reward"], "cider");
     let out = scratch("align", "scene-on-plain");
     let _ = std::fs::remove_dir_all(&out);
@@ -377,7 +376,6 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
     assert!(e.contains("--content-reward cider"), "{e}");
     let (_, dir_d) = run("scene", config("", None));
     let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir_d.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir_d.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["content_reward"], "scene");
 }

@@ -37,7 +37,6 @@ use crate::run::{RunFolder, RunOptions};
 use crate::sft::step::{caption_batch, CaptionBatch};
 use crate::util::{progress_bar, read_json, write_json};
 
-
 /// The sampling seed of validation captions (the same pictures and seed at every validation).
 const VALIDATION_SEED: u64 = 7;
 /// The checkpoint's files besides the policy's captioner folder.
@@ -334,7 +333,8 @@ impl Aligner {
             .iter()
             .map(|&i| targets[i].critic)
             .collect();
-        let row_pictures: Vec<Picture> = rollout.image_of_row.iter().map(|&i| pictures[i]).collect();
+        let row_pictures: Vec<Picture> =
+            rollout.image_of_row.iter().map(|&i| pictures[i]).collect();
         let terms: Vec<Terms> = self
             .rewarder()
             .terms(&texts, &critic_targets, &row_pictures)?;

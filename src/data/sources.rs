@@ -255,7 +255,10 @@ impl CaptionSplits {
                     val: split("val", skipped)?,
                     tests: vec![
                         ("test".to_string(), split("test", skipped)?),
-                        ("compositional".to_string(), split("compositional", skipped)?),
+                        (
+                            "compositional".to_string(),
+                            split("compositional", skipped)?,
+                        ),
                     ],
                     styles: Some(path.join(STYLES_FILE)),
                 }

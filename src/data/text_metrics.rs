@@ -173,11 +173,11 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f
 /// Function words: repeating one ("a cat and a dog") is not repetition.
 const FUNCTION_WORDS: &[&str] = &[
     "a", "an", "the", "and", "or", "but", "of", "in", "on", "at", "to", "by", "for", "from",
-    "with", "into", "onto", "near", "beside", "under", "over", "above", "below", "behind",
-    "is", "are", "was", "were", "be", "been", "it", "its", "he", "she", "his", "her", "they",
-    "their", "this", "that", "these", "those", "as", "so", "than", "then", "there", "here",
-    "i", "my", "me", "we", "our", "you", "your", "not", "no", "all", "some", "one", "very",
-    "has", "have", "had", "do", "does", "did", "what", "which", "who", "while", "when",
+    "with", "into", "onto", "near", "beside", "under", "over", "above", "below", "behind", "is",
+    "are", "was", "were", "be", "been", "it", "its", "he", "she", "his", "her", "they", "their",
+    "this", "that", "these", "those", "as", "so", "than", "then", "there", "here", "i", "my", "me",
+    "we", "our", "you", "your", "not", "no", "all", "some", "one", "very", "has", "have", "had",
+    "do", "does", "did", "what", "which", "who", "while", "when",
 ];
 
 /// Whether a caption repeats itself: a word again within three words ("a purple purple
