@@ -6,6 +6,7 @@ mod common;
 use burn::prelude::*;
 use common::*;
 use stylecap::critic::model::{Critic, CriticInfo};
+use stylecap::critic::sentence::SentenceEncoder;
 use stylecap::critic::train::{train_critic, CriticTrainConfig};
 use stylecap::data::tokenizer::TextTokenizer;
 use stylecap::optim::grads::named_gradients;
@@ -34,6 +35,69 @@ fn bert_matches_transformers() {
     let (our_ids, our_mask) = critic.encode(&tokenizer, &refs, &device).unwrap();
     assert_eq!(ints(our_ids), ints(ids));
     assert_eq!(ints(our_mask), ints(mask));
+}
+
+/// The sentence encoder on the BERT fixture, as sentence-transformers computes
+/// all-MiniLM-L6-v2's embeddings: transformers' `last_hidden_state` averaged over the attention
+/// mask, L2-normalised; the `similarity` reward is the highest dot product with a reference.
+#[test]
+fn sentence_embeddings_are_the_normalised_mask_mean_of_transformers_states() {
+    let _turn = common::serial();
+    let device = Device::flex();
+    let dir = fixture("bert");
+    let reference = reference("bert");
+    let hidden = values(reference.tensor::<3>("last_hidden_state", &device).unwrap());
+    let mask = ints(
+        reference
+            .int_tensor::<2>("attention_mask", &device)
+            .unwrap(),
+    );
+    let (b, d) = (2, 32);
+    let t = mask.len() / b;
+    let expected: Vec<Vec<f32>> = (0..b)
+        .map(|i| {
+            let n = (0..t).filter(|&j| mask[i * t + j] == 1).count() as f32;
+            let mean: Vec<f32> = (0..d)
+                .map(|k| {
+                    (0..t)
+                        .filter(|&j| mask[i * t + j] == 1)
+                        .map(|j| hidden[(i * t + j) * d + k])
+                        .sum::<f32>()
+                        / n
+                })
+                .collect();
+            let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+            mean.iter().map(|x| x / norm).collect()
+        })
+        .collect();
+    let texts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("texts.json")).unwrap()).unwrap();
+    let encoder = SentenceEncoder::load(&dir, &device).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let got = encoder.embed(&refs).unwrap();
+    for (g, e) in got.iter().zip(&expected) {
+        let diff = g
+            .iter()
+            .zip(e)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "embedding differs by {diff}");
+    }
+    // The reward: the caption's best cosine over its references.
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let cross = cos(&expected[0], &expected[1]);
+    assert!(cross < 0.99, "the fixture's two texts embed alike: {cross}");
+    let one = [texts[1].clone()];
+    let both = [texts[1].clone(), texts[0].clone()];
+    let s = encoder
+        .max_similarity(&[refs[0], refs[0]], &[&one[..], &both[..]])
+        .unwrap();
+    assert!((s[0] - cross).abs() < 1e-4, "{} vs {cross}", s[0]);
+    assert!(
+        (s[1] - 1.0).abs() < 1e-4,
+        "a caption among its references: {}",
+        s[1]
+    );
 }
 
 fn tiny_critic(device: &Device) -> (Critic, TextTokenizer) {

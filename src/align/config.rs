@@ -49,6 +49,8 @@ pub struct AlignConfig {
     pub val_data: Option<PathBuf>,
     /// The content reward; None: `scene` where every picture has a scene graph, else `cider`.
     pub content_reward: Option<ContentRewardKind>,
+    /// The sentence encoder of the `similarity` reward (a sentence-transformers folder).
+    pub content_encoder: Option<PathBuf>,
     /// Target styles; empty: every style of the captioner except `factual`.
     pub styles: Vec<String>,
     pub algo: Algo,
@@ -122,6 +124,7 @@ impl Default for AlignConfig {
             data: None,
             val_data: None,
             content_reward: None,
+            content_encoder: None,
             styles: Vec::new(),
             algo: Algo::Rloo,
             seed: 0,

@@ -1,11 +1,14 @@
 //! The reward of a caption: style by the critic, content by a [`ContentReward`], minus
 //! penalties; the KL term is added by the trainer, which has the log-probabilities.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use super::config::AlignConfig;
+use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
 use crate::data::text_metrics::{tokens, CiderD};
@@ -21,9 +24,10 @@ pub struct Picture<'a> {
     pub scene: Option<&'a Scene>,
 }
 
-/// How true a caption is to its picture.
-pub trait ContentReward: Send + Sync {
-    fn score(&self, caption: &str, picture: &Picture) -> Result<f32>;
+/// How true captions are to their pictures.
+pub trait ContentReward {
+    /// One score per caption, for the picture at the same position.
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>>;
 }
 
 /// The content rewards `align` offers (`--content-reward`).
@@ -35,6 +39,9 @@ pub enum ContentRewardKind {
     /// CIDEr-D against the picture's reference captions, document frequencies from the
     /// training pictures' references; needs nothing but captions.
     Cider,
+    /// Cosine similarity of sentence embeddings, the caption's against each reference's
+    /// (the highest), by the `content_encoder` (a sentence-transformers folder).
+    Similarity,
 }
 
 impl ContentRewardKind {
@@ -42,15 +49,18 @@ impl ContentRewardKind {
         match self {
             ContentRewardKind::Scene => "scene",
             ContentRewardKind::Cider => "cider",
+            ContentRewardKind::Similarity => "similarity",
         }
     }
 
     /// The reward for pictures of `train` (and validation pictures `val`): `scene` needs a
-    /// scene graph for every picture.
+    /// scene graph for every picture, `similarity` a sentence encoder folder.
     pub fn build(
         self,
         train: &CaptionSource,
         val: &CaptionSource,
+        encoder: Option<&Path>,
+        device: &Device,
     ) -> Result<Box<dyn ContentReward>> {
         Ok(match self {
             ContentRewardKind::Scene => {
@@ -70,6 +80,13 @@ impl ContentRewardKind {
                     (0..train.len()).map(|i| train.references(i)).collect();
                 Box::new(Cider(CiderD::new(&references)))
             }
+            ContentRewardKind::Similarity => {
+                let dir = encoder.context(
+                    "content_reward similarity needs content_encoder (--content-encoder DIR: \
+                     a sentence-transformers folder such as all-MiniLM-L6-v2)",
+                )?;
+                Box::new(Similarity(SentenceEncoder::load(dir, device)?))
+            }
         })
     }
 }
@@ -80,11 +97,17 @@ pub struct SceneCheck {
 }
 
 impl ContentReward for SceneCheck {
-    fn score(&self, caption: &str, picture: &Picture) -> Result<f32> {
-        let scene = picture
-            .scene
-            .context("the scene-graph content reward met a picture without a scene graph")?;
-        Ok(content_fidelity(&self.lexicon, caption, scene))
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
+        captions
+            .iter()
+            .zip(pictures)
+            .map(|(caption, picture)| {
+                let scene = picture.scene.context(
+                    "the scene-graph content reward met a picture without a scene graph",
+                )?;
+                Ok(content_fidelity(&self.lexicon, caption, scene))
+            })
+            .collect()
     }
 }
 
@@ -92,8 +115,23 @@ impl ContentReward for SceneCheck {
 pub struct Cider(pub CiderD);
 
 impl ContentReward for Cider {
-    fn score(&self, caption: &str, picture: &Picture) -> Result<f32> {
-        Ok(self.0.score(caption, picture.references) as f32)
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
+        Ok(captions
+            .iter()
+            .zip(pictures)
+            .map(|(c, p)| self.0.score(c, p.references) as f32)
+            .collect())
+    }
+}
+
+/// The caption's highest embedding similarity to one of the picture's references.
+pub struct Similarity(pub SentenceEncoder);
+
+impl ContentReward for Similarity {
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
+        let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let refs: Vec<&[String]> = pictures.iter().map(|p| p.references).collect();
+        self.0.max_similarity(&caps, &refs)
     }
 }
 
@@ -142,23 +180,24 @@ impl Rewarder<'_> {
         let probs = self
             .critic
             .probabilities(self.tokenizer, &refs, &self.device)?;
+        let content = self.content.scores(texts, pictures)?;
         let c = self.config;
-        texts
+        Ok(texts
             .iter()
             .zip(&probs)
-            .zip(targets.iter().zip(pictures))
-            .map(|((text, p), (&t, picture))| {
+            .zip(targets.iter().zip(content))
+            .map(|((text, p), (&t, content))| {
                 let words = tokens(text).len();
                 let penalty = c.repetition_penalty * repeated_bigrams(text) as f32
                     + c.length_penalty * words.saturating_sub(c.max_words) as f32;
-                Ok(Terms {
+                Terms {
                     style_prob: p[t],
                     style: c.style_reward.of(p[t]),
-                    content: self.content.score(text, picture)?,
+                    content,
                     penalty,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 }
 

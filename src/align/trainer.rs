@@ -205,7 +205,12 @@ impl Aligner {
         );
         // The run's config.json records the reward chosen.
         config.content_reward = Some(kind);
-        let content = kind.build(&data.train, &data.val)?;
+        let content = kind.build(
+            &data.train,
+            &data.val,
+            config.content_encoder.as_deref(),
+            &plain,
+        )?;
         let (run, policy, optim, state, step) = match resumed {
             Some(r) => {
                 let ckpt = r.run.checkpoint_dir();

@@ -35,11 +35,15 @@ pub struct AlignArgs {
     /// Validation pictures (default: a fixed held-out slice of --data).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
-    /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders) or
-    /// `cider` (CIDEr-D against the references). Default: scene where the data has scene
-    /// graphs, else cider.
+    /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders),
+    /// `cider` (CIDEr-D against the references) or `similarity` (sentence embeddings by
+    /// --content-encoder). Default: scene where the data has scene graphs, else cider.
     #[arg(long, value_enum)]
     pub content_reward: Option<ContentRewardKind>,
+    /// Sentence encoder of the `similarity` reward: a sentence-transformers folder (such as
+    /// all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub content_encoder: Option<PathBuf>,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -128,6 +132,9 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     }
     if a.content_reward.is_some() {
         c.content_reward = a.content_reward;
+    }
+    if a.content_encoder.is_some() {
+        c.content_encoder = a.content_encoder.clone();
     }
     if let Some(t) = a.target_kl {
         c.target_kl = (t > 0.0).then_some(t);

@@ -48,6 +48,10 @@ pub struct EvalArgs {
     /// Seed for sampling.
     #[arg(long, default_value_t = EvalConfig::default().seed)]
     pub seed: u64,
+    /// Sentence encoder (a sentence-transformers folder such as all-MiniLM-L6-v2): adds each
+    /// caption's embedding similarity to its references.
+    #[arg(long)]
+    pub content_encoder: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +78,7 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         temperature: a.temperature,
         top_p: a.top_p,
         seed: a.seed,
+        content_encoder: a.content_encoder.clone(),
         ..EvalConfig::default()
     };
     let result = evaluate_captioner(&captioner, base.as_ref(), &judge, &source, &config, &device)?;

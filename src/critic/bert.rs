@@ -11,6 +11,7 @@ use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::tokenizer::TextTokenizer;
 use crate::model::layers::{
     apply_linear, attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation,
     ActivationName,
@@ -227,4 +228,46 @@ impl BertModel {
         }
         x
     }
+}
+
+/// The mean of the token states over the attention mask: `[B, T, D]` → `[B, D]`.
+pub fn mean_pool(hidden: Tensor<3>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+    let [b, t, d] = hidden.dims();
+    let m = attention_mask.float().reshape([b, t, 1]);
+    (hidden * m.clone()).sum_dim(1).reshape([b, d]) / m.sum_dim(1).reshape([b, 1]).clamp_min(1.0)
+}
+
+/// Token ids and attention mask for `texts`, each cut to `max_tokens` and right-padded with
+/// `pad`; with `special_tokens`, the tokenizer's own ([CLS] ... [SEP] for BERT).
+pub fn encode_texts(
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    special_tokens: bool,
+    max_tokens: usize,
+    pad: u32,
+    device: &Device,
+) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+    let mut rows = Vec::with_capacity(texts.len());
+    for t in texts {
+        let mut ids = tokenizer.encode_with(t, special_tokens)?;
+        ids.truncate(max_tokens);
+        if ids.is_empty() {
+            ids.push(pad);
+        }
+        rows.push(ids);
+    }
+    let t = rows.iter().map(Vec::len).max().unwrap_or(1);
+    let b = rows.len();
+    let mut ids = vec![pad as i64; b * t];
+    let mut mask = vec![0i64; b * t];
+    for (i, r) in rows.iter().enumerate() {
+        for (j, &x) in r.iter().enumerate() {
+            ids[i * t + j] = x as i64;
+            mask[i * t + j] = 1;
+        }
+    }
+    Ok((
+        Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        Tensor::from_data(TensorData::new(mask, [b, t]), device),
+    ))
 }

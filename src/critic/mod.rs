@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod metrics;
 pub mod model;
+pub mod sentence;
 pub mod train;
 
 pub use model::Critic;

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use super::bert::{BertConfig, BertModel};
+use super::bert::{encode_texts, mean_pool, BertConfig, BertModel};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::layers::{apply_linear, linear};
 use crate::model::weights::{collect_module, load_module, write_safetensors, SafetensorsFile};
@@ -56,13 +56,8 @@ impl Critic {
 
     /// Style logits `[B, S]`.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<2> {
-        let [b, t] = ids.dims();
         let h = self.bert.forward(ids, mask.clone());
-        let d = h.dims()[2];
-        let m = mask.float().reshape([b, t, 1]);
-        let pooled = (h * m.clone()).sum_dim(1).reshape([b, d])
-            / m.sum_dim(1).reshape([b, 1]).clamp_min(1.0);
-        apply_linear(&self.classifier, pooled)
+        apply_linear(&self.classifier, mean_pool(h, mask))
     }
 
     pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
@@ -134,30 +129,14 @@ impl Critic {
         texts: &[&str],
         device: &Device,
     ) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
-        let mut rows = Vec::with_capacity(texts.len());
-        for t in texts {
-            let mut ids = tokenizer.encode_with(t, self.info.special_tokens)?;
-            ids.truncate(self.info.max_tokens);
-            if ids.is_empty() {
-                ids.push(self.bert_config.pad_token_id);
-            }
-            rows.push(ids);
-        }
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1);
-        let b = rows.len();
-        let pad = self.bert_config.pad_token_id as i64;
-        let mut ids = vec![pad; b * t];
-        let mut mask = vec![0i64; b * t];
-        for (i, r) in rows.iter().enumerate() {
-            for (j, &x) in r.iter().enumerate() {
-                ids[i * t + j] = x as i64;
-                mask[i * t + j] = 1;
-            }
-        }
-        Ok((
-            Tensor::from_data(TensorData::new(ids, [b, t]), device),
-            Tensor::from_data(TensorData::new(mask, [b, t]), device),
-        ))
+        encode_texts(
+            tokenizer,
+            texts,
+            self.info.special_tokens,
+            self.info.max_tokens,
+            self.bert_config.pad_token_id,
+            device,
+        )
     }
 
     /// Probability of each style for each text `[B, S]`, in batches of 64.
@@ -192,7 +171,7 @@ impl Critic {
     }
 }
 
-fn read_bert_config(dir: &Path) -> Result<BertConfig> {
+pub fn read_bert_config(dir: &Path) -> Result<BertConfig> {
     let path = dir.join("config.json");
     let config: BertConfig = read_json(&path)?;
     if !matches!(config.model_type.as_str(), "bert") {

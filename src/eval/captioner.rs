@@ -8,6 +8,7 @@ use burn::prelude::*;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
 use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens};
@@ -30,6 +31,9 @@ pub struct EvalConfig {
     pub top_p: f32,
     pub max_new_tokens: usize,
     pub seed: u64,
+    /// A sentence encoder (sentence-transformers folder): with it, each caption's highest
+    /// embedding similarity to its picture's references is reported.
+    pub content_encoder: Option<std::path::PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -42,6 +46,7 @@ impl Default for EvalConfig {
             top_p: 0.9,
             max_new_tokens: 48,
             seed: 0,
+            content_encoder: None,
         }
     }
 }
@@ -77,6 +82,9 @@ pub struct StyleEval {
     pub content_fidelity: Option<f32>,
     pub bleu4: f64,
     pub cider_d: f64,
+    /// Mean over captions of the highest cosine similarity of its sentence embedding to one
+    /// of its picture's references (with `content_encoder`).
+    pub embedding_similarity: Option<f32>,
     pub distinct1: f32,
     pub distinct2: f32,
     /// BLEU-4 of each caption against the style's other captions (lower: more diverse).
@@ -164,6 +172,10 @@ pub fn evaluate_captioner(
         .unwrap_or_else(|| captioner.model.config.style.styles.clone());
     let opts = config.decode_options();
     let lexicon = Lexicon::new();
+    let encoder = match &config.content_encoder {
+        Some(dir) => Some(SentenceEncoder::load(dir, device)?),
+        None => None,
+    };
     let (critic, tok) = judge;
     let mut out = Vec::new();
     for style in styles {
@@ -212,6 +224,15 @@ pub fn evaluate_captioner(
                 .then(|| fidelity.iter().sum::<f32>() / fidelity.len() as f32),
             bleu4: bleu4(&captions, &refs),
             cider_d: cider_d(&captions, &refs).0,
+            embedding_similarity: match &encoder {
+                Some(e) => {
+                    let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
+                    let rs: Vec<&[String]> = refs.iter().map(Vec::as_slice).collect();
+                    let s = e.max_similarity(&caps, &rs)?;
+                    Some(s.iter().sum::<f32>() / s.len().max(1) as f32)
+                }
+                None => None,
+            },
             distinct1: distinct_n(&captions, 1),
             distinct2: distinct_n(&captions, 2),
             self_bleu: self_bleu(&captions),

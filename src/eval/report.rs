@@ -213,12 +213,13 @@ fn curves(l: &Layout) -> Result<String> {
 
 fn metric_table(eval: &Value) -> String {
     let mut h = String::new();
-    let cols: [(&str, &str); 10] = [
+    let cols: [(&str, &str); 11] = [
         ("style_accuracy", "style acc"),
         ("style_score", "judge p"),
         ("content_fidelity", "content"),
         ("bleu4", "BLEU-4"),
         ("cider_d", "CIDEr-D"),
+        ("embedding_similarity", "embedding sim"),
         ("distinct2", "distinct-2"),
         ("self_bleu", "self-BLEU"),
         ("repetition_rate", "repetition"),
