@@ -59,7 +59,8 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(max_pixels.saturating_mul(8));
     reader.limits(limits);
-    Ok(reader.decode().map_err(|e| corrupt(&e))?.to_rgb8())
+    // `into_rgb8` keeps an RGB decode's buffer where `to_rgb8` would copy it.
+    Ok(reader.decode().map_err(|e| corrupt(&e))?.into_rgb8())
 }
 
 /// A JPEG's last scan (after the last start-of-scan marker FFDA) must be followed by the
