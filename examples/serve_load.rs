@@ -1,13 +1,17 @@
 //! Load benchmark for `stylecap serve` (not a test): N concurrent clients post captions for
 //! S seconds; prints requests/s, latency percentiles, status counts, the server's mean batch
-//! size and its resident memory over the run (from /proc).
+//! size and its resident memory over the run (from /proc). With SLOW_CLIENTS, that many more
+//! connections send a caption request's body at one byte per second the whole time (and
+//! reconnect when the server cuts them), as clients on a hopeless link or an attacker would.
 //!
-//!     cargo run --release --example serve_load -- URL IMAGE [CLIENTS] [SECONDS] [SERVER_PID]
+//!     cargo run --release --example serve_load -- URL IMAGE [CLIENTS] [SECONDS] [SERVER_PID] [SLOW_CLIENTS]
 //!
 //! tools/serve_load.sh starts the server with batching on and off and runs this against each.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,57 @@ fn rss_mb(pid: u32) -> Option<f64> {
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// A connection that sent a caption request's headers (a 100 kB body declared) and will send
+/// its body a byte at a time.
+fn slow_connection(addr: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.write_all(
+        b"POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{",
+    )
+    .ok()?;
+    s.set_nonblocking(true).ok()?;
+    Some(s)
+}
+
+/// Keeps `n` slow senders connected until `stop`: one byte per connection per second; a
+/// connection the server answered or closed is counted (`answered_408`, `cut`) and replaced.
+fn slow_senders(
+    addr: String,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    cut: Arc<AtomicU64>,
+) {
+    let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| slow_connection(&addr)).collect();
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        for c in conns.iter_mut() {
+            let alive = match c {
+                None => false,
+                Some(s) => match s.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(k) => {
+                        if buf[..k].starts_with(b"HTTP/1.1 408") {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        false
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => s.write_all(b" ").is_ok(),
+                    Err(_) => false,
+                },
+            };
+            if !alive {
+                if c.is_some() {
+                    cut.fetch_add(1, Ordering::Relaxed);
+                }
+                *c = slow_connection(&addr);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -35,6 +90,7 @@ fn main() {
     let clients: usize = args.get(2).map_or(64, |a| a.parse().unwrap());
     let seconds: u64 = args.get(3).map_or(30, |a| a.parse().unwrap());
     let pid: Option<u32> = args.get(4).map(|a| a.parse().unwrap());
+    let slow: usize = args.get(5).map_or(0, |a| a.parse().unwrap());
     let body = json!({
         "image": base64::engine::general_purpose::STANDARD.encode(&image),
         "styles": ["noir"],
@@ -44,6 +100,15 @@ fn main() {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let statuses = Arc::new(Mutex::new(BTreeMap::<u16, u64>::new()));
     let batch_sizes = Arc::new(Mutex::new(Vec::new()));
+    let (answered_408, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let slow_thread = (slow > 0).then(|| {
+        let addr = url.trim_start_matches("http://").to_string();
+        let (stop, a, c) = (stop.clone(), answered_408.clone(), cut.clone());
+        let t = std::thread::spawn(move || slow_senders(addr, slow, stop, a, c));
+        // Let them connect before the real clients start.
+        std::thread::sleep(Duration::from_secs(1));
+        t
+    });
     let start = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -96,6 +161,9 @@ fn main() {
     for w in workers {
         w.join().unwrap();
     }
+    if let Some(t) = slow_thread {
+        t.join().unwrap();
+    }
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(f64::total_cmp);
     let statuses = statuses.lock().unwrap().clone();
@@ -108,6 +176,9 @@ fn main() {
     let third = rss.len() / 3;
     let report = json!({
         "clients": clients,
+        "slow_clients": slow,
+        "slow_connections_answered_408": answered_408.load(Ordering::Relaxed),
+        "slow_connections_closed": cut.load(Ordering::Relaxed),
         "seconds": measured,
         "ok": lat.len(),
         "requests_per_s": lat.len() as f64 / measured,

@@ -127,7 +127,7 @@ fn alignment_settings_out_of_range_are_refused_naming_the_field() {
     let t = write(&dir, "t.json", r#"{"temperature": 0.0}"#);
     align(
         &["--config", &t],
-        &["temperature = 0", "allowed 0.05 to 10"],
+        &["`temperature` is 0.0", "0.01 to 10"],
     );
     let clip = write(&dir, "clip.toml", "ppo_epochs = 0\n");
     align(&["--config", &clip], &["ppo_epochs = 0"]);
@@ -143,8 +143,8 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
         args.extend_from_slice(extra);
         refused(&args, expect);
     };
-    eval(&["--temperature", "nan"], &["temperature = NaN"]);
-    eval(&["--top-p", "2"], &["top_p = 2", "allowed 0.01 to 1"]);
+    eval(&["--temperature", "nan"], &["`temperature` is NaN"]);
+    eval(&["--top-p", "2"], &["`top_p` is 2.0", "above 0 and at most 1"]);
     eval(&["--images", "0"], &["images = 0"]);
 
     // A preset is checked section by section before any stage runs.

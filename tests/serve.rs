@@ -1,16 +1,19 @@
 //! `stylecap serve` as a client sees it: every endpoint, every kind of bad input answered
 //! with the right 4xx while the server keeps serving, API keys, dynamic batching that does
-//! not change a request's captions, overload (503), deadlines (504), graceful shutdown, and
+//! not change a request's captions, overload (503), deadlines (504), slow clients (bodies,
+//! headers) that take no queue places and are cut at their deadlines, graceful shutdown
+//! bounded by its grace period, the decoding settings' ranges (shared with `caption`), and
 //! the web page in a real browser.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Cursor};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Cursor, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::browser::{chromium, Browser};
 use reqwest::blocking::{multipart, Client};
@@ -528,4 +531,416 @@ fn the_web_page_uploads_an_image_and_shows_captions_in_each_chosen_style() {
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
     b.screenshot(&dir.join("page.png"));
     assert!(std::fs::metadata(dir.join("page.png")).unwrap().len() > 1000);
+}
+
+/// A raw connection that sent a caption request's headers (declaring a 100 kB JSON body) and
+/// the body's first byte; [`drip`] sends the rest a byte at a time.
+fn slow_body(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{",
+    )
+    .unwrap();
+    s
+}
+
+/// A raw connection that sent half a request's headers (slowloris).
+fn slow_headers(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"POST /v1/captions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s
+}
+
+/// Sends one more byte on every connection each second until `stop`, as a client on a very
+/// slow link would (write errors on connections the server closed are ignored).
+fn drip(conns: &[TcpStream], stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        for mut c in conns {
+            let _ = c.write_all(b" ");
+        }
+        for _ in 0..10 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What the server sent on `conn` before closing it, waiting at most `wait`; None when it
+/// was still open then.
+fn read_until_closed(conn: &mut TcpStream, wait: Duration) -> Option<String> {
+    conn.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned())
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn slow_bodies_take_no_queue_places_and_are_cut_at_the_body_deadline() {
+    let s = Server::start(&["--body-timeout-ms", "2500"]);
+    let stop = AtomicBool::new(false);
+    // More slow senders than queue places (64).
+    let mut slow: Vec<TcpStream> = (0..80).map(|_| slow_body(s.addr)).collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| drip(&slow, &stop));
+        std::thread::sleep(Duration::from_millis(300));
+        let body = json!({"image": b64(&png(20, 20)), "styles": ["noir"]});
+        for i in 0..3 {
+            let (st, v) = post_json(&s, &body);
+            assert_eq!(st, 200, "request {i} with 80 slow senders connected: {v}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    for (i, c) in slow.iter_mut().enumerate().take(5) {
+        let answer = read_until_closed(c, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("slow sender {i} still connected after the deadline"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_timeout"), "{answer}");
+    }
+}
+
+#[test]
+fn connections_that_never_finish_their_headers_are_closed_and_connections_are_bounded() {
+    let s = Server::start(&["--header-timeout-ms", "600", "--max-connections", "20"]);
+    let start = Instant::now();
+    let mut loris: Vec<TcpStream> = (0..20).map(|_| slow_headers(s.addr)).collect();
+    // Every slot is taken: a real request waits until the header deadline frees them.
+    let (st, v) = post_json(&s, &json!({"image": b64(&png(20, 20)), "greedy": true}));
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "served at {:?}, before any slot was free",
+        start.elapsed()
+    );
+    for (i, c) in loris.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(c, Duration::from_secs(3)).is_some(),
+            "connection {i} still open {:?} after it connected",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn sigterm_stops_within_the_grace_period_whatever_clients_remain() {
+    let mut s = Server::start(&[
+        "--shutdown-grace-ms",
+        "1000",
+        "--body-timeout-ms",
+        "60000",
+        "--header-timeout-ms",
+        "60000",
+    ]);
+    let stop = AtomicBool::new(false);
+    let slow: Vec<TcpStream> = (0..5)
+        .map(|_| slow_body(s.addr))
+        .chain((0..3).map(|_| slow_headers(s.addr)))
+        .collect();
+    let took = std::thread::scope(|scope| {
+        scope.spawn(|| drip(&slow, &stop));
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let status = s.terminate();
+        stop.store(true, Ordering::Relaxed);
+        assert!(status.success(), "{}", s.log.lock().unwrap());
+        t.elapsed()
+    });
+    assert!(
+        took < Duration::from_millis(1000 + 1500),
+        "exited {took:?} after SIGTERM with a 1 s grace period: {}",
+        s.log.lock().unwrap()
+    );
+    assert!(s.log.lock().unwrap().contains("stopped"));
+}
+
+#[test]
+fn two_image_parts_in_one_form_are_refused() {
+    let s = Server::start(&[]);
+    let form = multipart::Form::new()
+        .part(
+            "image",
+            multipart::Part::bytes(png(20, 20)).file_name("a.png"),
+        )
+        .part(
+            "image",
+            multipart::Part::bytes(png(30, 30)).file_name("b.png"),
+        );
+    let r = client()
+        .post(s.url("/v1/captions"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    let st = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    expect_error(st, &v, 400, "duplicate_field", "two images");
+    assert!(v["error"]["message"].as_str().unwrap().contains("`image`"));
+}
+
+#[test]
+fn blank_or_short_api_keys_are_refused_at_startup() {
+    let (run, _) = model();
+    for (key, says) in [
+        ("        ", "--api-key is blank"),
+        ("short-key-12345", "at least 16"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+            .args(["serve", "--addr", "0.0.0.0:0", "--api-key", key, "--model"])
+            .arg(run)
+            .env_remove("STYLECAP_API_KEY")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{key:?} accepted");
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{key:?}: {err}"
+        );
+    }
+}
+
+/// A caption as shown: text without control characters or replacement characters.
+fn assert_clean_caption(text: &str, what: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{FFFD}'),
+        "{what}: {text:?}"
+    );
+}
+
+#[test]
+fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
+    let (run, _) = model();
+    let dir = common::scratch("serve", "settings");
+    let image = dir.join("a.png");
+    std::fs::write(&image, png(32, 32)).unwrap();
+    let caption = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stylecap"))
+            .args(["caption", "--model"])
+            .arg(run.join("model"))
+            .arg("--image")
+            .arg(&image)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["--beams", "100000"],
+            "--beams is 100000; it must be 1 to 16",
+        ),
+        (&["--beams", "0"], "--beams is 0; it must be 1 to 16"),
+        (&["--beams=-1"], "--beams is -1"),
+        (
+            &["--temperature", "nan"],
+            "--temperature is NaN; it must be 0.01 to 10",
+        ),
+        (&["--temperature=-1"], "--temperature is -1.0"),
+        (&["--temperature", "1e-45"], "--temperature is 1e-45"),
+        (&["--temperature", "0"], "--temperature is 0.0"),
+        (
+            &["--top-p", "2"],
+            "--top-p is 2.0; it must be above 0 and at most 1",
+        ),
+        (&["--top-p", "nan"], "--top-p is NaN"),
+        (&["--top-p", "0"], "--top-p is 0.0"),
+        (&["--top-k", "0"], "--top-k is 0; it must be 1 to 300"),
+        (
+            &["--max-new-tokens", "0"],
+            "--max-new-tokens is 0; it must be 1 to",
+        ),
+        (
+            &["--max-new-tokens", "100000"],
+            "--max-new-tokens is 100000",
+        ),
+    ];
+    for (args, says) in refused {
+        let o = caption(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked at"), "{args:?}: {err}");
+    }
+    let accepted: &[&[&str]] = &[
+        &["--temperature", "0.01"],
+        &["--temperature", "10", "--seed", "3"],
+        &["--top-p", "1"],
+        &["--top-p", "0.001"],
+        &["--top-k", "1"],
+        &["--top-k", "300", "--temperature", "10"],
+        &["--beams", "1"],
+        &["--beams", "16"],
+        &["--max-new-tokens", "1"],
+        &["--max-new-tokens", "62"],
+    ];
+    for args in accepted {
+        let o = caption(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8(o.stdout).expect("UTF-8 output");
+        assert_clean_caption(out.trim_end_matches('\n'), &format!("{args:?}"));
+    }
+
+    let s = Server::start(&[]);
+    let image = b64(&png(20, 20));
+    let json_refused = [
+        (
+            json!({"temperature": 1e-45}),
+            "invalid_temperature",
+            "`temperature` is 1e-45",
+        ),
+        (
+            json!({"temperature": -1}),
+            "invalid_temperature",
+            "`temperature` is -1.0",
+        ),
+        (
+            json!({"temperature": 0}),
+            "invalid_temperature",
+            "it must be 0.01 to 10",
+        ),
+        (
+            json!({"temperature": 11}),
+            "invalid_temperature",
+            "`temperature` is 11.0",
+        ),
+        (json!({"top_p": 2}), "invalid_top_p", "`top_p` is 2.0"),
+        (
+            json!({"top_p": 0}),
+            "invalid_top_p",
+            "above 0 and at most 1",
+        ),
+        (json!({"n": 0}), "invalid_n", "`n` is 0; it must be 1 to 8"),
+        (json!({"n": -1}), "invalid_n", "`n` is -1"),
+        (json!({"n": 100000}), "invalid_n", "`n` is 100000"),
+        (
+            json!({"max_new_tokens": 0}),
+            "invalid_max_new_tokens",
+            "`max_new_tokens` is 0",
+        ),
+        (
+            json!({"max_new_tokens": -5}),
+            "invalid_max_new_tokens",
+            "it must be 1 to",
+        ),
+        (
+            json!({"max_new_tokens": 100000}),
+            "invalid_max_new_tokens",
+            "is 100000",
+        ),
+    ];
+    for (mut body, code, says) in json_refused {
+        body["image"] = json!(image);
+        let (st, v) = post_json(&s, &body);
+        expect_error(st, &v, 400, code, &body.to_string());
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    // JSON has no NaN: a form can send it.
+    for (field, value) in [("temperature", "nan"), ("top_p", "NaN"), ("n", "-3")] {
+        let form = multipart::Form::new()
+            .part(
+                "image",
+                multipart::Part::bytes(png(20, 20)).file_name("a.png"),
+            )
+            .text(field, value);
+        let r = client()
+            .post(s.url("/v1/captions"))
+            .multipart(form)
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        let v: Value = r.json().unwrap();
+        expect_error(st, &v, 400, &format!("invalid_{field}"), field);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`{field}`")));
+    }
+    let cap: Value = client()
+        .get(s.url("/v1/styles"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let cap = cap["limits"]["max_new_tokens"].as_u64().unwrap();
+    let json_accepted = [
+        json!({"temperature": 0.01}),
+        json!({"temperature": 10, "seed": 3}),
+        json!({"top_p": 1}),
+        json!({"top_p": 0.001}),
+        json!({"n": 8, "styles": ["noir"]}),
+        json!({"max_new_tokens": 1}),
+        json!({"max_new_tokens": cap, "temperature": 10}),
+    ];
+    for mut body in json_accepted {
+        body["image"] = json!(image);
+        let (st, v) = post_json(&s, &body);
+        assert_eq!(st, 200, "{body}: {v}");
+        for c in v["captions"].as_array().unwrap() {
+            assert_clean_caption(c["text"].as_str().unwrap(), &body.to_string());
+        }
+    }
+}
+
+/// Resident and peak resident memory of a process, in MB.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        let line = s.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn memory_returns_near_idle_after_concurrent_large_uploads() {
+    let s = Server::start(&[]);
+    let (st, v) = post_json(&s, &json!({"image": b64(&png(20, 20)), "greedy": true}));
+    assert_eq!(st, 200, "{v}");
+    let (idle, _) = rss_mb(s.child.id());
+    // 25 megapixels, the default limit: 75 MB once decoded, under 0.5 MB as a PNG.
+    let big = png(5000, 5000);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let form = multipart::Form::new()
+                    .part(
+                        "image",
+                        multipart::Part::bytes(big.clone()).file_name("big.png"),
+                    )
+                    .text("greedy", "true");
+                let r = client()
+                    .post(s.url("/v1/captions"))
+                    .multipart(form)
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            });
+        }
+    });
+    let (after, peak) = rss_mb(s.child.id());
+    let figures = format!("idle {idle:.1} MB, after {after:.1} MB, peak {peak:.1} MB");
+    eprintln!("8 concurrent 25-megapixel uploads: {figures}");
+    // Two decodes at once (75 MB each) bound the peak; all eight at once would pass 600 MB.
+    assert!(peak < idle + 350.0, "{figures}");
+    assert!(after < idle + 100.0, "{figures}");
 }

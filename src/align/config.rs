@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::advantage::Algo;
 use super::kl::KlEstimator;
 use super::reward::ContentRewardKind;
+use crate::model::settings::check_sampling;
 use crate::optim::adamw::AdamWConfig;
 use crate::util::check;
 
@@ -186,9 +187,7 @@ impl AlignConfig {
             self.algo.name()
         );
         check::within("lr", self.lr, 1e-9, 10.0)?;
-        check::within("temperature", self.temperature, 0.05, 10.0)?;
-        check::within("top_p", self.top_p, 0.01, 1.0)?;
-        check::within("max_new_tokens", self.max_new_tokens, 1, 4096)?;
+        check_sampling(self.temperature, self.top_p, self.max_new_tokens)?;
         check::non_negative("w_style", self.w_style as f64)?;
         check::non_negative("w_content", self.w_content as f64)?;
         check::non_negative("beta", self.beta)?;

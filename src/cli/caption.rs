@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 
 use crate::data::image::open_rgb;
 use crate::model::pretrained::resolve;
-use crate::model::{generate, DecodeOptions, LoadedCaptioner, Strategy};
+use crate::model::settings::CheckedSettings;
+use crate::model::{
+    generate, DecodeLimits, DecodeOptions, DecodeSettings, LoadedCaptioner, Strategy,
+};
 
 #[derive(Args)]
 pub struct CaptionArgs {
@@ -25,21 +28,23 @@ pub struct CaptionArgs {
     /// Greedy decoding (the default unless --temperature, --top-p, --top-k or --beams is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k", "beams"])]
     pub greedy: bool,
-    /// Sampling temperature.
-    #[arg(long)]
+    /// Sampling temperature (0.01 to 10).
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
-    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
-    #[arg(long)]
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability (above 0,
+    /// at most 1).
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
-    /// Sample among the k most likely tokens only.
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Beam search with this many beams.
-    #[arg(long)]
-    pub beams: Option<usize>,
-    /// Most tokens to generate (fewer when the caption ends).
-    #[arg(long, default_value_t = DecodeOptions::default().max_new_tokens)]
-    pub max_new_tokens: usize,
+    /// Sample among the k most likely tokens only (1 to the vocabulary size).
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_k: Option<i64>,
+    /// Beam search with this many beams (1 to 16).
+    #[arg(long, allow_negative_numbers = true)]
+    pub beams: Option<i64>,
+    /// Most tokens to generate (fewer when the caption ends; at most what the decoder's
+    /// positions allow).
+    #[arg(long, allow_negative_numbers = true, default_value_t = DecodeOptions::default().max_new_tokens as i64)]
+    pub max_new_tokens: i64,
     /// Seed for sampling.
     #[arg(long, default_value_t = DecodeOptions::default().seed)]
     pub seed: u64,
@@ -49,22 +54,31 @@ pub struct CaptionArgs {
 }
 
 impl CaptionArgs {
-    fn strategy(&self) -> Strategy {
-        if let Some(n) = self.beams {
+    fn settings(&self) -> DecodeSettings {
+        DecodeSettings {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            beams: self.beams,
+            n: None,
+            max_new_tokens: Some(self.max_new_tokens),
+        }
+    }
+
+    fn strategy(&self, s: &CheckedSettings) -> Strategy {
+        if let Some(n) = s.beams {
             return Strategy::Beam {
                 num_beams: n,
                 length_penalty: 1.0,
             };
         }
-        if self.greedy
-            || (self.temperature.is_none() && self.top_p.is_none() && self.top_k.is_none())
-        {
+        if self.greedy || (s.temperature.is_none() && s.top_p.is_none() && s.top_k.is_none()) {
             return Strategy::Greedy;
         }
         Strategy::Sample {
-            temperature: self.temperature.unwrap_or(1.0),
-            top_k: self.top_k.unwrap_or(0),
-            top_p: self.top_p.unwrap_or(1.0),
+            temperature: s.temperature.unwrap_or(1.0),
+            top_k: s.top_k.unwrap_or(0),
+            top_p: s.top_p.unwrap_or(1.0),
         }
     }
 }
@@ -76,6 +90,10 @@ pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
         tokenizer,
         preprocess: pre,
     } = LoadedCaptioner::load(&dir, &device)?;
+    let settings = args
+        .settings()
+        .check(&DecodeLimits::of(&model))
+        .map_err(|e| anyhow!(e.message(&e.setting.flag())))?;
     let pre_path = dir.join("preprocessor_config.json");
     if !pre_path.exists() {
         let s = model.config.encoder.image_size();
@@ -100,8 +118,10 @@ pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
         pre_path.display()
     );
     let opts = DecodeOptions {
-        strategy: args.strategy(),
-        max_new_tokens: args.max_new_tokens,
+        strategy: args.strategy(&settings),
+        max_new_tokens: settings
+            .max_new_tokens
+            .unwrap_or(DecodeOptions::default().max_new_tokens),
         seed: args.seed,
     };
     let style_idx = style.as_ref().map(|(_, i)| vec![*i]);
@@ -109,7 +129,7 @@ pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
         .into_iter()
         .next()
         .context("no caption")?;
-    let caption = tokenizer.decode(&out.tokens)?.trim().to_string();
+    let caption = tokenizer.decode_caption(&out.tokens)?;
     if args.json {
         let obj = serde_json::json!({
             "caption": caption,

@@ -101,7 +101,8 @@ impl PreprocessorConfig {
 
     /// `[3, H, W]` values for one RGB image.
     pub fn pixels(&self, img: &RgbImage) -> Vec<f32> {
-        let mut img = img.clone();
+        // Borrowed until a step makes a new image: a large upload is not copied whole.
+        let mut img = std::borrow::Cow::Borrowed(img);
         if self.do_resize {
             let (w, h) = img.dimensions();
             let (nw, nh) = match self.size {
@@ -118,8 +119,8 @@ impl PreprocessorConfig {
                 }
             };
             if (nw, nh) != (w, h) {
-                img = if self.resample == 0 {
-                    image::imageops::resize(&img, nw, nh, FilterType::Nearest)
+                img = std::borrow::Cow::Owned(if self.resample == 0 {
+                    image::imageops::resize(&*img, nw, nh, FilterType::Nearest)
                 } else {
                     super::resize::resize(
                         &img,
@@ -127,7 +128,7 @@ impl PreprocessorConfig {
                         nh,
                         super::resize::Filter::from_pil(self.resample),
                     )
-                };
+                });
             }
         }
         if self.do_center_crop {
@@ -135,7 +136,9 @@ impl PreprocessorConfig {
                 let (w, h) = img.dimensions();
                 let left = w.saturating_sub(cw as u32) / 2;
                 let top = h.saturating_sub(ch as u32) / 2;
-                img = image::imageops::crop_imm(&img, left, top, cw as u32, ch as u32).to_image();
+                img = std::borrow::Cow::Owned(
+                    image::imageops::crop_imm(&*img, left, top, cw as u32, ch as u32).to_image(),
+                );
             }
         }
         let (w, h) = img.dimensions();

@@ -66,6 +66,7 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(max_pixels.saturating_mul(8));
     reader.limits(limits);
+    // `into_rgb8` keeps an RGB decode's buffer where `to_rgb8` would copy it.
     Ok(reader.decode().map_err(|e| corrupt(&e))?.into_rgb8())
 }
 

@@ -90,6 +90,13 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
     }
 
+    /// A caption to show: the text of `ids`, trimmed, without control characters or the
+    /// replacement character. Byte-level tokens can spell control bytes or half a UTF-8
+    /// sequence, which a sampled caption may end with; neither belongs in a caption.
+    pub fn decode_caption(&self, ids: &[u32]) -> Result<String> {
+        Ok(clean_caption(&self.decode(ids)?))
+    }
+
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
@@ -103,6 +110,21 @@ impl TextTokenizer {
         self.token_id(END_OF_TEXT)
             .context("tokenizer has no `<|endoftext|>` token")
     }
+}
+
+/// `text` trimmed, whitespace controls (newline, tab) as spaces, other control characters and
+/// U+FFFD dropped.
+pub fn clean_caption(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .filter_map(|c| match c {
+            '\u{FFFD}' => None,
+            c if c.is_whitespace() => Some(if c.is_control() { ' ' } else { c }),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    kept.trim().to_string()
 }
 
 #[cfg(test)]
@@ -126,5 +148,14 @@ mod tests {
         // Unseen characters still encode: byte-level BPE has every byte.
         let ids = tok.encode("zébra ☂").unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), "zébra ☂");
+    }
+
+    #[test]
+    fn captions_lose_control_characters_and_broken_bytes() {
+        assert_eq!(
+            clean_caption(" a\u{1}\u{7f} dark\n\thouse \u{FFFD}\u{FFFD}"),
+            "a dark  house"
+        );
+        assert_eq!(clean_caption("café noir"), "café noir");
     }
 }

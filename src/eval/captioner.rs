@@ -14,6 +14,7 @@ use crate::data::sources::CaptionSource;
 use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::generate::Strategy;
+use crate::model::settings::check_sampling;
 use crate::model::{DecodeOptions, LoadedCaptioner};
 use crate::util::check;
 use crate::world::{content_fidelity, Lexicon};
@@ -144,9 +145,7 @@ impl EvalConfig {
     /// is out of it.
     pub fn validate(&self) -> Result<()> {
         check::within("images", self.images, 1, 1_000_000)?;
-        check::within("temperature", self.temperature, 0.05, 10.0)?;
-        check::within("top_p", self.top_p, 0.01, 1.0)?;
-        check::within("max_new_tokens", self.max_new_tokens, 1, 4096)
+        check_sampling(self.temperature, self.top_p, self.max_new_tokens)
     }
 }
 

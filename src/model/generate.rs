@@ -218,8 +218,13 @@ pub fn sample_token(
     }
     let u: f64 = rng.random();
     let weights = unnormalised(row, temperature);
+    let total: f64 = weights.iter().map(|&w| w as f64).sum();
+    // A temperature too small for f32 (the settings refuse it) makes every weight NaN; the
+    // draw would then fall through to the least likely token.
+    if !(total.is_finite() && total > 0.0) {
+        return argmax(row);
+    }
     if top_k == 0 {
-        let total: f64 = weights.iter().map(|&w| w as f64).sum();
         let mut head: Vec<usize> = (0..row.len())
             .filter(|&i| weights[i] as f64 >= HEAD * total)
             .collect();

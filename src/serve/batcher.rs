@@ -267,7 +267,7 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
     });
     let mut texts = Vec::with_capacity(rows);
     for g in &gens {
-        texts.push(tokenizer.decode(&g.tokens)?.trim().to_string());
+        texts.push(tokenizer.decode_caption(&g.tokens)?);
     }
     let probs = match &engine.critic {
         Some((critic, tok)) => {

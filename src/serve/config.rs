@@ -1,5 +1,6 @@
-//! Serving settings: plain serde struct with defaults, printed at startup.
+//! Serving settings: plain serde struct with defaults, each checked at startup.
 
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -21,10 +22,23 @@ pub struct ServeConfig {
     pub max_batch_rows: usize,
     /// How long the first request of a batch waits for others to join.
     pub batch_wait_ms: u64,
-    /// Requests admitted at once (being decoded, waiting, or being read); beyond it, 503.
+    /// Requests admitted at once (their body read and valid; being decoded or waiting);
+    /// beyond it, 503.
     pub queue_capacity: usize,
-    /// A request not answered within this is answered 504 and dropped from the queue.
+    /// An admitted request not answered within this is answered 504 and dropped from the queue.
     pub timeout_ms: u64,
+    /// Time a request's body may take to arrive once its headers are in; past it, 408 and
+    /// the connection closes. Requests still sending their body are not admitted yet, so slow
+    /// senders do not take queue places.
+    pub body_timeout_ms: u64,
+    /// Time a connection may take to send a request's headers, idle keep-alive time included;
+    /// past it the connection closes.
+    pub header_timeout_ms: u64,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// After SIGTERM or Ctrl-C, how long open connections may take to receive their answers
+    /// before the rest are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -40,6 +54,58 @@ impl Default for ServeConfig {
             batch_wait_ms: 5,
             queue_capacity: 64,
             timeout_ms: 30_000,
+            body_timeout_ms: 10_000,
+            header_timeout_ms: 5_000,
+            max_connections: 256,
+            shutdown_grace_ms: 10_000,
         }
     }
+}
+
+impl ServeConfig {
+    /// Refuses settings that would make the server refuse everything or wait forever, naming
+    /// the command-line flag.
+    pub fn check(&self) -> Result<()> {
+        let at_least_one = [
+            ("--max-body-bytes", self.max_body_bytes as u64),
+            ("--max-pixels", self.max_pixels),
+            ("--max-styles", self.max_styles as u64),
+            ("--max-n", self.max_n as u64),
+            ("--max-batch", self.max_batch_rows as u64),
+            ("--queue", self.queue_capacity as u64),
+            ("--timeout-ms", self.timeout_ms),
+            ("--body-timeout-ms", self.body_timeout_ms),
+            ("--header-timeout-ms", self.header_timeout_ms),
+            ("--max-connections", self.max_connections as u64),
+        ];
+        for (flag, v) in at_least_one {
+            if v == 0 {
+                bail!("{flag} is 0; it must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shortest API key accepted: a short key can be guessed by trying.
+pub const MIN_API_KEY_CHARS: usize = 16;
+
+/// Refuses keys a client could never send or could guess: shorter than
+/// [`MIN_API_KEY_CHARS`], blank, or with whitespace at either end (which HTTP strips from
+/// header values) or control characters.
+pub fn check_api_key(key: &str) -> Result<()> {
+    let chars = key.chars().count();
+    if key.trim().is_empty() {
+        bail!("--api-key is blank; give a key of at least {MIN_API_KEY_CHARS} characters");
+    }
+    if chars < MIN_API_KEY_CHARS {
+        bail!("--api-key has {chars} characters; it must have at least {MIN_API_KEY_CHARS}");
+    }
+    if key.trim() != key || key.chars().any(char::is_control) {
+        bail!(
+            "--api-key has whitespace at an end or control characters, which a client \
+             cannot send in an Authorization header"
+        );
+    }
+    Ok(())
 }

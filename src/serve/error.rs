@@ -13,6 +13,9 @@ pub struct ApiError {
     /// Stable machine-readable code (also the `kind` label of the error counter).
     pub code: &'static str,
     pub message: String,
+    /// Answer with `Connection: close`: the rest of the body was not read, so the
+    /// connection cannot carry another request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -21,7 +24,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            close: false,
         }
+    }
+
+    pub fn and_close(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -48,6 +57,9 @@ impl IntoResponse for ApiError {
         // The code travels with the response so the metrics layer can count errors by kind.
         r.extensions_mut().insert(self.code);
         let h = r.headers_mut();
+        if self.close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         match self.status {
             StatusCode::SERVICE_UNAVAILABLE => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

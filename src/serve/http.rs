@@ -5,23 +5,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde_json::json;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::batcher::{Batcher, Decoding, Job};
 use super::config::ServeConfig;
 use super::error::ApiError;
+use super::listen::closed;
 use super::metrics::Metrics;
 use super::request::{check, parse_json, parse_multipart};
 use crate::data::image::PreprocessorConfig;
 use crate::data::image_check::decode_checked;
+use crate::model::settings::DecodeLimits;
 
 pub struct AppState {
     pub config: ServeConfig,
@@ -33,12 +36,25 @@ pub struct AppState {
     pub critic_styles: Option<Vec<String>>,
     pub preprocess: PreprocessorConfig,
     pub image_size: usize,
-    /// Longest caption the decoder's positions allow.
-    pub model_max_tokens: usize,
-    /// Admission: requests being read, queued or decoded; beyond capacity, 503.
+    /// Ranges of the decoding settings: the model's and the server's caps.
+    pub limits: DecodeLimits,
+    /// Admission: requests queued or decoded (their body already read and valid); beyond
+    /// capacity, 503.
     pub admission: Semaphore,
+    /// Images decoded at once. A 25-megapixel upload takes a few hundred MB while it is
+    /// decoded and resized; this bounds the sum however many arrive together.
+    pub decodes: Semaphore,
+    /// Set when shutdown begins: requests still sending their body are answered at once.
+    pub closing: watch::Receiver<bool>,
     pub next_seed: AtomicU64,
 }
+
+/// Images decoded at once (see [`AppState::decodes`]).
+pub const DECODE_SLOTS: usize = 2;
+
+/// Images with more pixels than this hand their freed memory back to the system after
+/// decoding; smaller ones are not worth the pass over the heap.
+const LARGE_IMAGE_PIXELS: u64 = 4_000_000;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -122,7 +138,7 @@ async fn styles(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "limits": {
             "max_styles": st.config.max_styles,
             "max_n": st.config.max_n,
-            "max_new_tokens": st.config.max_new_tokens.min(st.model_max_tokens),
+            "max_new_tokens": st.limits.max_new_tokens,
             "max_body_bytes": st.config.max_body_bytes,
             "max_pixels": st.config.max_pixels,
         },
@@ -138,25 +154,6 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let _permit = st
-        .admission
-        .try_acquire()
-        .map_err(|_| ApiError::overloaded())?;
-    let deadline = start + Duration::from_millis(st.config.timeout_ms);
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body exceeds {} bytes", st.config.max_body_bytes),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > st.config.max_body_bytes) {
-        return Err(too_large());
-    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -164,10 +161,8 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
         .unwrap_or("")
         .to_ascii_lowercase();
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, st.config.max_body_bytes)
-        .await
-        .map_err(|_| too_large())?;
-    let params = if content_type.starts_with("application/json") {
+    let bytes = read_body(&st, &parts.headers, body).await?;
+    let mut params = if content_type.starts_with("application/json") {
         parse_json(&bytes)?
     } else if content_type.starts_with("multipart/form-data") {
         parse_multipart(Request::from_parts(parts, Body::from(bytes))).await?
@@ -178,22 +173,13 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
             "send application/json (base64 image) or multipart/form-data (image file)",
         ));
     };
-    let checked = check(&params, &st.styles, st.model_max_tokens, &st.config)?;
-    // Decoding and resizing a large image takes milliseconds: off the async threads.
-    let st2 = st.clone();
-    let pixels = tokio::task::spawn_blocking(move || {
-        let img = decode_checked(&params.image_bytes, st2.config.max_pixels)?;
-        Ok::<_, ApiError>(st2.preprocess.pixels(&img))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("image decoding failed: {e}")))??;
-    let s = st.image_size;
-    if pixels.len() != 3 * s * s {
-        return Err(ApiError::internal(format!(
-            "preprocessing gave {} values, the encoder expects 3x{s}x{s}",
-            pixels.len()
-        )));
-    }
+    let checked = check(&params, &st.styles, &st.limits, &st.config)?;
+    // Only a complete, valid request takes a place in the queue.
+    let _permit = st
+        .admission
+        .try_acquire()
+        .map_err(|_| ApiError::overloaded())?;
+    let deadline = Instant::now() + Duration::from_millis(st.config.timeout_ms);
     let decoding = Decoding {
         greedy: checked.greedy,
         temperature: checked.temperature,
@@ -203,26 +189,30 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
             .seed
             .unwrap_or_else(|| st.next_seed.fetch_add(1, Ordering::Relaxed)),
     };
-    let (tx, rx) = oneshot::channel();
-    st.batcher.submit(Job {
-        pixels,
-        styles: checked.styles,
-        n: checked.n,
-        decoding,
-        enqueued: Instant::now(),
-        reply: tx,
-    })?;
-    let out = match tokio::time::timeout_at(deadline.into(), rx).await {
-        Err(_) => {
-            return Err(ApiError::new(
+    let image = std::mem::take(&mut params.image_bytes);
+    let answer = async {
+        let pixels = decode_image(&st, image).await?;
+        let (tx, rx) = oneshot::channel();
+        st.batcher.submit(Job {
+            pixels,
+            styles: checked.styles,
+            n: checked.n,
+            decoding,
+            enqueued: Instant::now(),
+            reply: tx,
+        })?;
+        rx.await
+            .map_err(|_| ApiError::internal("the decoder stopped"))?
+    };
+    let out = tokio::time::timeout_at(deadline.into(), answer)
+        .await
+        .map_err(|_| {
+            ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 format!("no answer within {} ms", st.config.timeout_ms),
-            ))
-        }
-        Ok(Err(_)) => return Err(ApiError::internal("the decoder stopped")),
-        Ok(Ok(r)) => r?,
-    };
+            )
+        })??;
     Ok(Json(json!({
         "model": st.model_name,
         "captions": out.captions,
@@ -235,6 +225,81 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
         "batch": {"requests": out.batch_requests, "rows": out.batch_rows},
     }))
     .into_response())
+}
+
+/// The whole body, within the size limit and the body deadline. A request still sending
+/// when the server begins to shut down is answered 503 at once: it was never admitted.
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = st.config.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body exceeds {limit} bytes"),
+        )
+        .and_close()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let timeout = Duration::from_millis(st.config.body_timeout_ms);
+    tokio::select! {
+        read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()) => match read {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err(ApiError::bad_request(
+                "bad_body",
+                format!("the body could not be read: {e}"),
+            )
+            .and_close()),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} ms", st.config.body_timeout_ms),
+            )
+            .and_close()),
+        },
+        _ = closed(st.closing.clone()) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry elsewhere",
+        )
+        .and_close()),
+    }
+}
+
+/// Decodes and preprocesses an upload off the async threads, at most [`DECODE_SLOTS`] at once.
+async fn decode_image(st: &Arc<AppState>, bytes: Vec<u8>) -> Result<Vec<f32>, ApiError> {
+    let _slot = st
+        .decodes
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("image decoding stopped"))?;
+    let st2 = st.clone();
+    let pixels = tokio::task::spawn_blocking(move || {
+        let img = decode_checked(&bytes, st2.config.max_pixels)?;
+        drop(bytes);
+        let large = img.width() as u64 * img.height() as u64 > LARGE_IMAGE_PIXELS;
+        let pixels = st2.preprocess.pixels(&img);
+        drop(img);
+        if large {
+            crate::util::release_free_memory();
+        }
+        Ok::<_, ApiError>(pixels)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("image decoding failed: {e}")))??;
+    let s = st.image_size;
+    if pixels.len() != 3 * s * s {
+        return Err(ApiError::internal(format!(
+            "preprocessing gave {} values, the encoder expects 3x{s}x{s}",
+            pixels.len()
+        )));
+    }
+    Ok(pixels)
 }
 
 #[cfg(test)]

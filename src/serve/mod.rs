@@ -1,15 +1,18 @@
 //! `stylecap serve`: an HTTP API and a web page for styled captions.
 //!
-//! Requests are read and validated on tokio's threads, images decoded on its blocking pool,
-//! and captions decoded on one thread that owns the model and batches concurrent requests
-//! ([`batcher`]). Admission is bounded (503 with `Retry-After` beyond it), every request has
-//! a deadline, and shutdown (Ctrl-C or SIGTERM) stops accepting, then answers everything
-//! already admitted.
+//! Connections are accepted up to a bound, with a deadline for each request's headers
+//! ([`listen`]). Requests are read (within a body deadline) and validated on tokio's threads
+//! before they are admitted, images decoded on its blocking pool (a few at once), and
+//! captions decoded on one thread that owns the model and batches concurrent requests
+//! ([`batcher`]). Admission is bounded (503 with `Retry-After` beyond it), every admitted
+//! request has a deadline, and shutdown (Ctrl-C or SIGTERM) stops accepting, answers what
+//! was admitted, and closes whatever remains after a grace period.
 
 pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod request;
 
@@ -17,15 +20,18 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use burn::prelude::Device;
 
 use crate::critic::Critic;
 use crate::model::folder::LoadedCaptioner;
+use crate::model::settings::DecodeLimits;
 use batcher::{Batcher, Engine};
 use config::ServeConfig;
 use http::{router, AppState};
+use listen::ConnLimits;
 use metrics::Metrics;
 
 pub struct ServeOptions<'a> {
@@ -44,9 +50,10 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
             o.addr
         );
     }
-    if o.api_key.as_deref().is_some_and(|k| k.len() < 8) {
-        bail!("--api-key is shorter than 8 characters");
+    if let Some(key) = &o.api_key {
+        config::check_api_key(key)?;
     }
+    o.config.check()?;
     let captioner = LoadedCaptioner::load(o.model, &device)
         .with_context(|| format!("loading the captioner {}", o.model.display()))?;
     let critic = match o.critic {
@@ -59,10 +66,9 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
     let model = &captioner.model;
     let styles = model.config.style.styles.clone();
     let image_size = model.config.encoder.image_size();
-    let model_max_tokens = model
-        .decoder
-        .max_positions()
-        .saturating_sub(model.prefix_len() + 1);
+    let mut limits = DecodeLimits::of(model);
+    limits.max_new_tokens = limits.max_new_tokens.min(o.config.max_new_tokens);
+    limits.max_n = o.config.max_n;
     let preprocess = captioner.preprocess.clone();
     let model_name = o
         .model
@@ -81,8 +87,16 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
         o.config.clone(),
         metrics.clone(),
     );
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let conn_limits = ConnLimits {
+        max_connections: o.config.max_connections,
+        header_timeout: Duration::from_millis(o.config.header_timeout_ms),
+        shutdown_grace: Duration::from_millis(o.config.shutdown_grace_ms),
+    };
     let state = Arc::new(AppState {
-        admission: tokio::sync::Semaphore::new(o.config.queue_capacity.max(1)),
+        admission: tokio::sync::Semaphore::new(o.config.queue_capacity),
+        decodes: tokio::sync::Semaphore::new(http::DECODE_SLOTS),
+        closing,
         config: o.config,
         api_key: o.api_key,
         batcher,
@@ -92,7 +106,7 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
         critic_styles,
         preprocess,
         image_size,
-        model_max_tokens,
+        limits,
         next_seed: AtomicU64::new(0),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +115,7 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
         .max_blocking_threads(4)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let stopped = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(o.addr)
             .await
             .with_context(|| format!("cannot listen on {}", o.addr))?;
@@ -110,15 +124,26 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
             "stylecap serve: listening on http://{local} (styles: {})",
             state.styles.join(", ")
         );
-        axum::serve(listener, router(state.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        eprintln!("stylecap serve: shutting down; answering requests already admitted");
-        Ok::<_, anyhow::Error>(())
+        let shutdown = async {
+            shutdown_signal().await;
+            eprintln!("stylecap serve: shutting down; answering requests already admitted");
+        };
+        let app = router(state.clone());
+        Ok::<_, anyhow::Error>(
+            listen::serve(listener, app, conn_limits, closing_tx, shutdown).await,
+        )
     })?;
+    if stopped.cut > 0 {
+        eprintln!(
+            "stylecap serve: closed {} connections still open after the grace period",
+            stopped.cut
+        );
+    }
+    // An image decode on the blocking pool cannot be interrupted; it is not waited for long.
+    rt.shutdown_timeout(Duration::from_millis(500));
     // Every connection has closed; the last `AppState` drops here and with it the batcher,
-    // whose worker finishes what is queued.
-    drop(rt);
+    // whose worker skips jobs nobody waits for any more and finishes the rest.
+    drop(state);
     eprintln!("stylecap serve: stopped");
     Ok(())
 }

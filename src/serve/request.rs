@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::config::ServeConfig;
 use super::error::ApiError;
+use crate::model::settings::{DecodeLimits, DecodeSettings, Setting};
 
 /// A request as sent, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -18,11 +19,13 @@ pub struct Params {
     #[serde(skip)]
     pub image_bytes: Vec<u8>,
     pub styles: Option<Vec<String>>,
-    pub n: Option<usize>,
+    // Counts are signed so that a negative one gets the range message of the settings check
+    // rather than a parse error.
+    pub n: Option<i64>,
     pub greedy: Option<bool>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
-    pub max_new_tokens: Option<usize>,
+    pub max_new_tokens: Option<i64>,
     pub seed: Option<u64>,
 }
 
@@ -51,12 +54,21 @@ pub async fn parse_multipart(req: Request) -> Result<Params, ApiError> {
         .await
         .map_err(|e| bad("bad_multipart", format!("invalid multipart body: {e}")))?;
     let mut p = Params::default();
+    let mut seen = std::collections::HashSet::new();
     while let Some(field) = form
         .next_field()
         .await
         .map_err(|e| bad("bad_multipart", format!("invalid multipart body: {e}")))?
     {
         let name = field.name().unwrap_or_default().to_string();
+        // A form field given twice is ambiguous (which image did the client mean?), except
+        // styles, which a form of checkboxes sends once per box.
+        if !matches!(name.as_str(), "styles" | "style") && !seen.insert(name.clone()) {
+            return Err(bad(
+                "duplicate_field",
+                format!("the form field `{name}` is given twice; send it once"),
+            ));
+        }
         if name == "image" {
             p.image_bytes = field
                 .bytes()
@@ -83,7 +95,7 @@ pub async fn parse_multipart(req: Request) -> Result<Params, ApiError> {
                     .filter(|s| !s.is_empty())
                     .map(String::from),
             ),
-            "n" => p.n = Some(text.parse().map_err(|_| number("a count"))?),
+            "n" => p.n = Some(text.parse().map_err(|_| number("a whole number"))?),
             "greedy" => {
                 p.greedy = Some(matches!(text, "true" | "on" | "1"));
                 if !matches!(text, "true" | "on" | "1" | "false" | "off" | "0") {
@@ -93,7 +105,7 @@ pub async fn parse_multipart(req: Request) -> Result<Params, ApiError> {
             "temperature" => p.temperature = Some(text.parse().map_err(|_| number("a number"))?),
             "top_p" => p.top_p = Some(text.parse().map_err(|_| number("a number"))?),
             "max_new_tokens" => {
-                p.max_new_tokens = Some(text.parse().map_err(|_| number("a count"))?)
+                p.max_new_tokens = Some(text.parse().map_err(|_| number("a whole number"))?)
             }
             "seed" => p.seed = Some(text.parse().map_err(|_| number("an integer"))?),
             _ => return Err(bad("unknown_field", format!("unknown form field `{name}`"))),
@@ -120,12 +132,13 @@ pub struct Checked {
     pub max_new_tokens: usize,
 }
 
-/// Checks a request against the captioner's styles, its decoder length and the limits.
+/// Checks a request against the captioner's styles and the limits; the decoding settings
+/// go through the same check as the command line's ([`DecodeSettings::check`]).
 /// Sampling (temperature 1, top-p 0.9) is the default; `greedy: true` takes the argmax.
 pub fn check(
     p: &Params,
     model_styles: &[String],
-    model_max_tokens: usize,
+    limits: &DecodeLimits,
     c: &ServeConfig,
 ) -> Result<Checked, ApiError> {
     let bad = |code, msg: String| Err(ApiError::bad_request(code, msg));
@@ -171,41 +184,32 @@ pub fn check(
             ),
         );
     }
-    let n = p.n.unwrap_or(1);
-    if n == 0 || n > c.max_n {
-        return bad(
-            "invalid_n",
-            format!("`n` is {n}; it must be 1 to {}", c.max_n),
-        );
+    let settings = DecodeSettings {
+        temperature: p.temperature,
+        top_p: p.top_p,
+        n: p.n,
+        max_new_tokens: p.max_new_tokens,
+        ..DecodeSettings::default()
     }
-    let temperature = p.temperature.unwrap_or(1.0);
-    if !(temperature.is_finite() && temperature > 0.0 && temperature <= 10.0) {
-        return bad(
-            "invalid_temperature",
-            format!("`temperature` is {temperature}; it must be in (0, 10]"),
-        );
-    }
-    let top_p = p.top_p.unwrap_or(0.9);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return bad(
-            "invalid_top_p",
-            format!("`top_p` is {top_p}; it must be in (0, 1]"),
-        );
-    }
-    let cap = c.max_new_tokens.min(model_max_tokens);
-    let max_new_tokens = p.max_new_tokens.unwrap_or(cap.min(32));
-    if max_new_tokens == 0 || max_new_tokens > cap {
-        return bad(
-            "invalid_max_new_tokens",
-            format!("`max_new_tokens` is {max_new_tokens}; it must be 1 to {cap}"),
-        );
-    }
+    .check(limits)
+    .map_err(|e| {
+        let code = match e.setting {
+            Setting::Temperature => "invalid_temperature",
+            Setting::TopP => "invalid_top_p",
+            Setting::N => "invalid_n",
+            Setting::MaxNewTokens => "invalid_max_new_tokens",
+            Setting::TopK | Setting::Beams => "invalid_field",
+        };
+        ApiError::bad_request(code, e.message(&format!("`{}`", e.setting.field())))
+    })?;
     Ok(Checked {
         styles,
-        n,
+        n: settings.n.unwrap_or(1),
         greedy: p.greedy.unwrap_or(false),
-        temperature,
-        top_p,
-        max_new_tokens,
+        temperature: settings.temperature.unwrap_or(1.0),
+        top_p: settings.top_p.unwrap_or(0.9),
+        max_new_tokens: settings
+            .max_new_tokens
+            .unwrap_or(limits.max_new_tokens.min(32)),
     })
 }
