@@ -125,10 +125,7 @@ fn alignment_settings_out_of_range_are_refused_naming_the_field() {
     align(&["--w-content=-1"], &["w_content = -1"]);
     align(&["--images-per-step", "0"], &["images_per_step = 0"]);
     let t = write(&dir, "t.json", r#"{"temperature": 0.0}"#);
-    align(
-        &["--config", &t],
-        &["`temperature` is 0.0", "0.01 to 10"],
-    );
+    align(&["--config", &t], &["`temperature` is 0.0", "0.01 to 10"]);
     let clip = write(&dir, "clip.toml", "ppo_epochs = 0\n");
     align(&["--config", &clip], &["ppo_epochs = 0"]);
     assert!(!dir.join("run").exists(), "a refused run was started");
@@ -144,7 +141,10 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
         refused(&args, expect);
     };
     eval(&["--temperature", "nan"], &["`temperature` is NaN"]);
-    eval(&["--top-p", "2"], &["`top_p` is 2.0", "above 0 and at most 1"]);
+    eval(
+        &["--top-p", "2"],
+        &["`top_p` is 2.0", "above 0 and at most 1"],
+    );
     eval(&["--images", "0"], &["images = 0"]);
 
     // A preset is checked section by section before any stage runs.
