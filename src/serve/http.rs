@@ -23,7 +23,7 @@ use super::listen::closed;
 use super::metrics::Metrics;
 use super::request::{check, parse_json, parse_multipart};
 use crate::data::image::PreprocessorConfig;
-use crate::data::image_check::decode_checked;
+use crate::data::image_check::{decode_checked, header};
 use crate::model::settings::DecodeLimits;
 
 pub struct AppState {
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Admission: requests queued or decoded (their body already read and valid); beyond
     /// capacity, 503.
     pub admission: Semaphore,
-    /// Images decoded at once. A 25-megapixel upload takes a few hundred MB while it is
+    /// Megapixels being decoded, one permit each. A 25-megapixel upload takes a few hundred MB while it is
     /// decoded and resized; this bounds the sum however many arrive together.
     pub decodes: Semaphore,
     /// Set when shutdown begins: requests still sending their body are answered at once.
@@ -49,8 +49,10 @@ pub struct AppState {
     pub next_seed: AtomicU64,
 }
 
-/// Images decoded at once (see [`AppState::decodes`]).
-pub const DECODE_SLOTS: usize = 2;
+/// Megapixels decoded at once (see [`AppState::decodes`]): two 25-megapixel uploads, or
+/// many small ones (an image takes a megapixel at least), so large uploads cannot add up
+/// while the usual small ones never wait for each other.
+pub const DECODE_BUDGET_MP: usize = 50;
 
 /// Images with more pixels than this hand their freed memory back to the system after
 /// decoding; smaller ones are not worth the pass over the heap.
@@ -271,11 +273,14 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Byt
     }
 }
 
-/// Decodes and preprocesses an upload off the async threads, at most [`DECODE_SLOTS`] at once.
+/// Decodes and preprocesses an upload off the async threads, within [`DECODE_BUDGET_MP`]
+/// megapixels decoded at once (the size read from the header).
 async fn decode_image(st: &Arc<AppState>, bytes: Vec<u8>) -> Result<Vec<f32>, ApiError> {
+    let (_, width, height) = header(&bytes)?;
+    let megapixels = (width as u64 * height as u64).div_ceil(1_000_000) as usize;
     let _slot = st
         .decodes
-        .acquire()
+        .acquire_many(megapixels.clamp(1, DECODE_BUDGET_MP) as u32)
         .await
         .map_err(|_| ApiError::internal("image decoding stopped"))?;
     let st2 = st.clone();
