@@ -1,6 +1,6 @@
-//! `stylecap demo`: the whole chain on the built-in world: train the base captioner, the
-//! critic and the judge, align all built-in styles, and evaluate base and aligned captioners
-//! with the judge. Each stage is skipped when its run is complete, so an interrupted demo
+//! `stylecap demo`: the whole chain, on the built-in world or on the user's data and style
+//! corpus ([`DemoData`]): train the base captioner, the critic and the judge, align every
+//! style, and evaluate base and aligned captioners with the judge on the test pictures. Each stage is skipped when its run is complete, so an interrupted demo
 //! continues where it stopped (the base captioner resumes from its checkpoint; the stages
 //! without resume start again).
 //!
@@ -16,17 +16,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::align::config::AlignConfig;
+use crate::align::reward::ContentRewardKind;
 use crate::align::trainer::Aligner;
+use crate::critic::train::CorpusPart;
 use crate::critic::train::{train_critic, CriticTrainConfig};
 use crate::critic::Critic;
-use crate::data::sources::CaptionSource;
+use crate::data::loaders::{detect, Format};
+use crate::data::synth::STYLES_FILE;
 use crate::eval::captioner::{evaluate_captioner, CaptionerEval, EvalConfig};
 use crate::eval::report::{write_report, ReportOptions};
 use crate::model::folder::LoadedCaptioner;
 use crate::run::{self, RunFolder, RunOptions};
 use crate::sft::{TrainConfig, Trainer};
 use crate::util::write_json;
-use crate::world::Split;
 
 /// The built-in presets, by name.
 pub const PRESETS: [(&str, &str); 2] = [
@@ -141,6 +143,67 @@ fn merge(base: &mut serde_json::Value, overrides: serde_json::Value) {
     }
 }
 
+/// The user's data and models in place of the preset's (by default the built-in world and
+/// styles): `stylecap demo --data ... --styles ...`.
+#[derive(Clone, Debug, Default)]
+pub struct DemoData {
+    /// Pictures with reference captions, in any format `train --data` reads.
+    pub data: Option<PathBuf>,
+    pub val_data: Option<PathBuf>,
+    pub test_data: Option<PathBuf>,
+    /// A style corpus; None: the `data synth` folder's own, else the built-in styles.
+    pub styles: Option<PathBuf>,
+    pub content_reward: Option<ContentRewardKind>,
+    /// The sentence encoder of the `similarity` reward, also used by the evaluation.
+    pub content_encoder: Option<PathBuf>,
+    /// Pretrained vision encoder and GPT-2 (HF folders or ids).
+    pub vision: Option<String>,
+    pub decoder: Option<String>,
+}
+
+impl DemoData {
+    /// Lays the user's data over every stage of `preset`. A user's style corpus is cut in
+    /// two halves (`CorpusPart`): the critic learns from one and the judge from the other,
+    /// so the judge never scores a caption by texts the reward critic learnt.
+    pub fn apply(&self, preset: &mut DemoPreset) -> Result<()> {
+        let synth_styles = match &self.data {
+            Some(path) if detect(path)? == Format::World => Some(path.join(STYLES_FILE)),
+            _ => None,
+        };
+        let styles = self.styles.clone().or(synth_styles);
+        let t = &mut preset.train;
+        set(&mut t.data, &self.data);
+        set(&mut t.val_data, &self.val_data);
+        set(&mut t.test_data, &self.test_data);
+        set(&mut t.styles, &self.styles);
+        set(&mut t.vision, &self.vision);
+        set(&mut t.decoder, &self.decoder);
+        if styles.is_some() {
+            for (c, part) in [
+                (&mut preset.critic, CorpusPart::Critic),
+                (&mut preset.judge, CorpusPart::Judge),
+            ] {
+                set(&mut c.data, &styles);
+                c.corpus_part = part;
+            }
+        }
+        let a = &mut preset.align;
+        set(&mut a.data, &self.data);
+        set(&mut a.val_data, &self.val_data);
+        a.split_seed = preset.train.split_seed;
+        set(&mut a.content_reward, &self.content_reward);
+        set(&mut a.content_encoder, &self.content_encoder);
+        set(&mut preset.eval.content_encoder, &self.content_encoder);
+        Ok(())
+    }
+}
+
+fn set<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+    if value.is_some() {
+        slot.clone_from(value);
+    }
+}
+
 /// What the demo measured: each captioner's evaluation, the report, and sample captions.
 pub struct DemoSummary {
     pub evals: Vec<(String, CaptionerEval)>,
@@ -237,7 +300,7 @@ pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Resul
     for (name, dir) in [("base", &base_dir), ("aligned", &align_dir)] {
         let captioner = LoadedCaptioner::load(&dir.join(run::MODEL), device)?;
         let size = captioner.model.config.encoder.image_size();
-        let source = CaptionSource::world(0, size, Split::Test, images);
+        let source = preset.train.test_pictures(size, images)?;
         let e = evaluate_captioner(
             &captioner,
             Some(&base),

@@ -41,6 +41,9 @@ pub mod streams {
     pub const KEY_VALIDATION_SLICE: u64 = 0xda7a;
     pub const KEY_CRITIC_WORLD_CAPTIONS: u64 = 0xfac7;
     pub const KEY_CRITIC_SPLIT: u64 = 0xc817;
+    /// The halves of a style corpus that a critic and its judge train on (always seed 0, so
+    /// the two halves never depend on either's seed).
+    pub const KEY_CORPUS_HALVES: u64 = 0x4a1f;
     pub const KEY_STYLE_LENGTHS: u64 = 0x1e47;
 
     /// Every stream drawn under a run's seed (the world's with their four splits): no two may

@@ -48,6 +48,9 @@ pub struct AlignConfig {
     /// Validation pictures; None: a fixed held-out slice of `data` (disjoint from the
     /// pictures alignment trains on), or the built-in world's validation split.
     pub val_data: Option<PathBuf>,
+    /// Seed of the held-out slices of a `data` without splits of its own; the same as the
+    /// base's `split_seed` keeps alignment off the base's test pictures.
+    pub split_seed: u64,
     /// The content reward; None: `scene` where every picture has a scene graph, else `cider`.
     pub content_reward: Option<ContentRewardKind>,
     /// The sentence encoder of the `similarity` reward (a sentence-transformers folder).
@@ -77,7 +80,9 @@ pub struct AlignConfig {
     pub kl_horizon: f64,
     /// Stop early when the mean KL per caption passes this.
     pub kl_limit: f64,
-    /// Penalty per repeated word bigram in a caption.
+    /// Penalty per word that repeats an earlier one (`text_metrics::repeated_words`: again
+    /// within three words, or a content word anywhere again), the measure evaluation's
+    /// repetition rate counts.
     pub repetition_penalty: f32,
     /// Penalty per word beyond `max_words`.
     pub length_penalty: f32,
@@ -124,6 +129,7 @@ impl Default for AlignConfig {
             critic: PathBuf::new(),
             data: None,
             val_data: None,
+            split_seed: 0,
             content_reward: None,
             content_encoder: None,
             styles: Vec::new(),

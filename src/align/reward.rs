@@ -11,7 +11,7 @@ use super::config::AlignConfig;
 use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{tokens, CiderD};
+use crate::data::text_metrics::{repeated_words, tokens, CiderD};
 use crate::data::tokenizer::TextTokenizer;
 use crate::world::{content_fidelity, Lexicon, Scene};
 
@@ -152,13 +152,6 @@ impl Terms {
     }
 }
 
-/// Repeated word bigrams (the seed system's "repetitive phrases").
-pub fn repeated_bigrams(text: &str) -> usize {
-    let w = tokens(text);
-    let mut seen = std::collections::HashSet::new();
-    w.windows(2).filter(|b| !seen.insert(b.to_vec())).count()
-}
-
 pub struct Rewarder<'a> {
     pub config: &'a AlignConfig,
     pub critic: &'a Critic,
@@ -188,7 +181,7 @@ impl Rewarder<'_> {
             .zip(targets.iter().zip(content))
             .map(|((text, p), (&t, content))| {
                 let words = tokens(text).len();
-                let penalty = c.repetition_penalty * repeated_bigrams(text) as f32
+                let penalty = c.repetition_penalty * repeated_words(text) as f32
                     + c.length_penalty * words.saturating_sub(c.max_words) as f32;
                 Terms {
                     style_prob: p[t],

@@ -184,10 +184,10 @@ impl Aligner {
             &DataSpec {
                 data: config.data.as_deref(),
                 val_data: config.val_data.as_deref(),
+                test_data: None,
                 styles: None,
                 skip_bad: false,
-                seed: config.seed,
-                max_val: config.eval_images,
+                split_seed: config.split_seed,
                 world_seed: config.world_seed,
                 world_train: config.world_train,
                 world_val: config.eval_images,

@@ -7,7 +7,7 @@ use burn::prelude::Device;
 use clap::{Args, Subcommand};
 
 use crate::critic::metrics::{evaluate, render};
-use crate::critic::train::{train_critic, CriticTrainConfig, FINE_TUNE_LR};
+use crate::critic::train::{train_critic, CorpusPart, CriticTrainConfig, FINE_TUNE_LR};
 use crate::critic::Critic;
 use crate::data::records::LoadOptions;
 use crate::data::sources::load_styles;
@@ -44,6 +44,11 @@ pub struct CriticTrainArgs {
     /// Train the judge: another seed, split and architecture than the default critic.
     #[arg(long)]
     pub judge: bool,
+    /// The part of the corpus to use: `critic` and `judge` are disjoint halves (a fixed
+    /// shuffle), so a judge trained with `--judge --part judge` never saw a text the critic
+    /// trained with `--part critic` learnt from.
+    #[arg(long, value_enum)]
+    pub part: Option<CorpusPart>,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -107,6 +112,9 @@ pub fn run(args: CriticArgs, device: Device) -> Result<()> {
             };
             if a.data.is_some() {
                 c.data = a.data.clone();
+            }
+            if let Some(p) = a.part {
+                c.corpus_part = p;
             }
             if a.pretrained.is_some() {
                 c.pretrained = a.pretrained.clone();

@@ -6,7 +6,8 @@ use anyhow::Result;
 use burn::prelude::Device;
 use clap::Args;
 
-use crate::demo::{run as run_demo, DemoPreset};
+use crate::align::reward::ContentRewardKind;
+use crate::demo::{run as run_demo, DemoData, DemoPreset};
 use crate::eval::captioner::render;
 
 #[derive(Args)]
@@ -23,17 +24,59 @@ pub struct DemoArgs {
     /// judge, align, eval, report), instead of the built-in one.
     #[arg(long)]
     pub preset: Option<PathBuf>,
+    /// Your own pictures with reference captions, in any format `train --data` reads (a
+    /// `data synth` folder, COCO captions JSON, JSONL manifest, image folder, `data fetch`
+    /// output), instead of the built-in world. Validation and test pictures are fixed
+    /// held-out slices of it unless --val-data / --test-data name others.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation pictures (alignment keeps the policy that scores best on them).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Test pictures for the evaluation and the report's gallery.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Your own style corpus (JSONL {"text","style"} or a folder of STYLE.txt), instead of
+    /// the built-in styles: the critic learns from one half of it and the judge from the
+    /// other.
+    #[arg(long)]
+    pub styles: Option<PathBuf>,
+    /// Alignment's content reward (default: scene where the data has scene graphs, else
+    /// cider).
+    #[arg(long, value_enum)]
+    pub content_reward: Option<ContentRewardKind>,
+    /// Sentence encoder folder (all-MiniLM-L6-v2 layout) for --content-reward similarity;
+    /// the evaluation then also reports embedding similarity.
+    #[arg(long)]
+    pub content_encoder: Option<PathBuf>,
+    /// Pretrained vision encoder for the base captioner (HF folder or id).
+    #[arg(long)]
+    pub vision: Option<String>,
+    /// Pretrained GPT-2 for the base captioner (HF folder or id).
+    #[arg(long)]
+    pub decoder: Option<String>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(a: DemoArgs, device: Device) -> Result<()> {
-    let preset = match (&a.preset, a.quick) {
+    let mut preset = match (&a.preset, a.quick) {
         (Some(path), _) => DemoPreset::from_file(path)?,
         (None, true) => DemoPreset::builtin("demo-quick")?,
         (None, false) => DemoPreset::builtin("demo")?,
     };
+    DemoData {
+        data: a.data.clone(),
+        val_data: a.val_data.clone(),
+        test_data: a.test_data.clone(),
+        styles: a.styles.clone(),
+        content_reward: a.content_reward,
+        content_encoder: a.content_encoder.clone(),
+        vision: a.vision.clone(),
+        decoder: a.decoder.clone(),
+    }
+    .apply(&mut preset)?;
     let summary = run_demo(preset, &a.out, !a.quiet, &device)?;
     for (name, e) in &summary.evals {
         println!("{name} captioner: {}", render(e));

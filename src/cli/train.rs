@@ -25,6 +25,14 @@ pub struct TrainArgs {
     /// (default: the built-in world, made in memory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Validation pictures (default: a fixed held-out 5% of --data, or the `data synth`
+    /// folder's val split).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Test pictures, captioned at the end (default: another fixed held-out 5% of --data, or
+    /// the `data synth` folder's test splits).
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
     /// Style corpus: JSONL {"text","style"} or a folder of STYLE.txt (default: the built-in
     /// styles, or the data folder's styles.jsonl).
     #[arg(long)]
@@ -92,6 +100,12 @@ pub fn resolve_config(a: &TrainArgs) -> Result<TrainConfig> {
     );
     if a.data.is_some() {
         c.data = a.data.clone();
+    }
+    if a.val_data.is_some() {
+        c.val_data = a.val_data.clone();
+    }
+    if a.test_data.is_some() {
+        c.test_data = a.test_data.clone();
     }
     if a.styles.is_some() {
         c.styles = a.styles.clone();

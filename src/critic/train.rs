@@ -24,12 +24,42 @@ use crate::tensor::index_tensor;
 use crate::util::{check, progress_bar};
 use crate::world::{Split, World, WorldConfig};
 
+/// Which texts of the corpus a critic trains and tests on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CorpusPart {
+    /// Every text.
+    #[default]
+    All,
+    /// One half of the corpus, by a fixed seeded shuffle ([`corpus_half`]).
+    Critic,
+    /// The other half: a judge that never saw a text the critic learnt from.
+    Judge,
+}
+
+/// The indices of `part` of a corpus of `n` texts: a shuffle under a fixed key, the critic
+/// taking even positions and the judge odd ones.
+pub fn corpus_half(n: usize, part: CorpusPart) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::keyed(0, streams::KEY_CORPUS_HALVES).shuffle(&mut order);
+    let mut ids: Vec<usize> = match part {
+        CorpusPart::All => return (0..n).collect(),
+        CorpusPart::Critic => order.into_iter().step_by(2).collect(),
+        CorpusPart::Judge => order.into_iter().skip(1).step_by(2).collect(),
+    };
+    ids.sort_unstable();
+    ids
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CriticTrainConfig {
     /// Labelled texts (JSONL {"text","style"} or a folder of STYLE.txt). None: the built-in
     /// styles, with factual captions of the built-in world added to `factual`.
     pub data: Option<PathBuf>,
+    /// The part of `data` used (its held-out share included): the demo gives the critic and
+    /// the judge disjoint halves of a user's corpus.
+    pub corpus_part: CorpusPart,
     /// A pretrained BERT / MiniLM folder (or Hub id) to fine-tune instead of a small encoder.
     pub pretrained: Option<String>,
     pub seed: u64,
@@ -55,6 +85,7 @@ impl Default for CriticTrainConfig {
     fn default() -> Self {
         CriticTrainConfig {
             data: None,
+            corpus_part: CorpusPart::All,
             pretrained: None,
             seed: 0,
             hidden: 128,
@@ -163,7 +194,7 @@ pub fn train_critic(
     device: &Device,
 ) -> Result<CriticReport> {
     config.validate().context("invalid critic configuration")?;
-    let texts = match &config.data {
+    let mut texts = match &config.data {
         Some(path) => {
             let loaded = load_styles(
                 path,
@@ -178,6 +209,10 @@ pub fn train_critic(
         }
         None => builtin_corpus(config),
     };
+    if config.corpus_part != CorpusPart::All {
+        let keep = corpus_half(texts.len(), config.corpus_part);
+        texts = keep.into_iter().map(|i| texts[i].clone()).collect();
+    }
     let mut styles: Vec<String> = texts.iter().map(|t| t.style.clone()).collect();
     styles.sort();
     styles.dedup();
@@ -269,4 +304,22 @@ pub fn train_critic(
     let report = evaluate(&styles, &probs, &held_labels);
     run.write_eval(&report)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_critic_and_judge_halves_of_a_corpus_are_disjoint_and_cover_it() {
+        let critic = corpus_half(101, CorpusPart::Critic);
+        let judge = corpus_half(101, CorpusPart::Judge);
+        assert_eq!((critic.len(), judge.len()), (51, 50));
+        let mut all: Vec<usize> = critic.iter().chain(&judge).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..101).collect::<Vec<_>>());
+        // Not simply the first and second halves of the file.
+        assert!(critic.iter().any(|&i| i > 60) && judge.iter().any(|&i| i < 40));
+        assert_eq!(corpus_half(5, CorpusPart::All), vec![0, 1, 2, 3, 4]);
+    }
 }

@@ -117,6 +117,21 @@ impl CaptionSource {
         }
     }
 
+    /// The first `n` examples.
+    pub fn first(self, n: usize) -> Self {
+        match self {
+            CaptionSource::World { world, split, len } => CaptionSource::World {
+                world,
+                split,
+                len: len.min(n),
+            },
+            CaptionSource::Records(mut records) => {
+                records.truncate(n);
+                CaptionSource::Records(records)
+            }
+        }
+    }
+
     /// Examples `indices`, decoded in parallel.
     pub fn get_many(&self, indices: &[usize]) -> Result<Vec<CaptionExample>> {
         indices.par_iter().map(|&i| self.get(i)).collect()
@@ -190,14 +205,15 @@ pub fn builtin_style_texts(per_style: usize, seed: u64) -> Vec<StyleText> {
 pub struct DataSpec<'a> {
     /// A dataset on disk; None: the built-in world.
     pub data: Option<&'a Path>,
-    /// Validation pictures in place of the held-out slice of `data`.
+    /// Validation pictures in place of the held-out validation slice of `data`.
     pub val_data: Option<&'a Path>,
+    /// Test pictures in place of the held-out test slice of `data`.
+    pub test_data: Option<&'a Path>,
     /// A style corpus; None: the dataset's own (`data synth` folders) or the built-in styles.
     pub styles: Option<&'a Path>,
     pub skip_bad: bool,
-    pub seed: u64,
-    /// Most validation images taken from a dataset without a validation split.
-    pub max_val: usize,
+    /// Seed of the held-out slices of a dataset without splits of its own.
+    pub split_seed: u64,
     pub world_seed: u64,
     pub world_train: usize,
     pub world_val: usize,
@@ -206,11 +222,33 @@ pub struct DataSpec<'a> {
     pub style_texts: usize,
 }
 
+/// The share of a dataset without splits held out for validation, and again for testing.
+pub const HELD_OUT_SHARE: usize = 20;
+/// The most pictures each held-out slice takes.
+pub const HELD_OUT_MAX: usize = 1000;
+
+/// The validation and test slices of a dataset of `len` pictures without splits of its own:
+/// one seeded order, its first `n` for validation and the next `n` for testing (`n` = 5%, 1
+/// to 1,000). They depend on nothing but `len` and `split_seed`, so every stage given the
+/// same data holds out the same pictures: what `train` and `align` learn from is never
+/// what `eval` and the report test on, whatever else their settings say.
+pub fn held_out_slices(len: usize, split_seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..len).collect();
+    Rng::keyed(split_seed, streams::KEY_VALIDATION_SLICE).shuffle(&mut order);
+    let n = (len / HELD_OUT_SHARE).clamp(1, HELD_OUT_MAX);
+    let mut val = order[..n].to_vec();
+    let mut test = order[n..2 * n].to_vec();
+    val.sort_unstable();
+    test.sort_unstable();
+    (val, test)
+}
+
 /// The image–caption splits of a dataset.
 pub struct CaptionSplits {
     pub train: CaptionSource,
     pub val: CaptionSource,
-    /// Held-out test sets (the world's test and compositional splits).
+    /// Held-out test sets: the world's test and compositional splits, a `data synth`
+    /// folder's, or the test slice of any other dataset (`test_data` in its place).
     pub tests: Vec<(String, CaptionSource)>,
     /// The style corpus that came with the data (a `data synth` folder's).
     pub styles: Option<std::path::PathBuf>,
@@ -218,8 +256,8 @@ pub struct CaptionSplits {
 
 impl CaptionSplits {
     /// The built-in world (no `data`), a `data synth` folder's own splits, or any caption
-    /// dataset with a fixed held-out slice for validation (a seeded 5%, at least one image);
-    /// `val_data` replaces the validation split. Records skipped with `skip_bad` are listed
+    /// dataset with fixed held-out slices ([`held_out_slices`]); `val_data` and `test_data`
+    /// replace the validation and test pictures. Records skipped with `skip_bad` are listed
     /// in `skipped`.
     pub fn load(config: &DataSpec, skipped: &mut Vec<String>) -> Result<Self> {
         let options = LoadOptions {
@@ -264,41 +302,60 @@ impl CaptionSplits {
                 }
             }
             Some(path) => {
-                let mut records = take(load_captions(path, options)?, skipped);
-                if records.len() < 2 {
+                let records = take(load_captions(path, options)?, skipped);
+                if records.len() < 3 {
                     bail!(
-                        "{}: need at least 2 images to train and validate",
-                        path.display()
+                        "{}: {} images; need at least 3 to train, validate and test",
+                        path.display(),
+                        records.len()
                     );
                 }
-                let mut order: Vec<usize> = (0..records.len()).collect();
-                Rng::keyed(config.seed, streams::KEY_VALIDATION_SLICE).shuffle(&mut order);
-                let n_val = (records.len() / 20).clamp(1, config.max_val.max(1));
-                let mut val_ids: Vec<usize> = order[..n_val].to_vec();
-                val_ids.sort_unstable();
-                let mut val = Vec::new();
-                for &i in val_ids.iter().rev() {
-                    val.push(records.remove(i));
+                let (val_ids, test_ids) = held_out_slices(records.len(), config.split_seed);
+                let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, r) in records.into_iter().enumerate() {
+                    if val_ids.binary_search(&i).is_ok() {
+                        val.push(r);
+                    } else if test_ids.binary_search(&i).is_ok() {
+                        test.push(r);
+                    } else {
+                        train.push(r);
+                    }
                 }
-                val.reverse();
                 CaptionSplits {
-                    train: CaptionSource::Records(records),
+                    train: CaptionSource::Records(train),
                     val: CaptionSource::Records(val),
-                    tests: Vec::new(),
+                    tests: vec![("test".to_string(), CaptionSource::Records(test))],
                     styles: None,
                 }
             }
         };
-        if let Some(path) = config.val_data {
-            splits.val = CaptionSource::Records(take(load_captions(path, options)?, skipped));
-            if splits.val.is_empty() {
-                bail!("{}: no validation images", path.display());
+        let mut replace = |path: &Path, what: &str| -> Result<CaptionSource> {
+            let records = take(load_captions(path, options)?, skipped);
+            if records.is_empty() {
+                bail!("{}: no {what} images", path.display());
             }
+            Ok(CaptionSource::Records(records))
+        };
+        if let Some(path) = config.val_data {
+            splits.val = replace(path, "validation")?;
+        }
+        if let Some(path) = config.test_data {
+            splits.tests = vec![("test".to_string(), replace(path, "test")?)];
         }
         if splits.train.is_empty() {
             bail!("no training images");
         }
         Ok(splits)
+    }
+
+    /// The first `n` pictures of the (first) test set.
+    pub fn test(self, n: usize) -> Result<CaptionSource> {
+        let (_, source) = self
+            .tests
+            .into_iter()
+            .next()
+            .context("this data has no test pictures")?;
+        Ok(source.first(n))
     }
 }
 
@@ -354,5 +411,22 @@ impl EpochOrder {
             *cache = Some((epoch, order));
         }
         cache.as_ref().expect("filled").1[pos]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_slices_are_disjoint_fixed_by_their_seed_and_a_twentieth_each() {
+        let (val, test) = held_out_slices(200, 0);
+        assert_eq!((val.len(), test.len()), (10, 10));
+        assert!(val.iter().all(|i| !test.contains(i) && *i < 200));
+        assert_eq!(held_out_slices(200, 0), (val.clone(), test.clone()));
+        assert_ne!(held_out_slices(200, 1).0, val);
+        // At least one picture each, at most HELD_OUT_MAX.
+        assert_eq!(held_out_slices(3, 0).0.len(), 1);
+        assert_eq!(held_out_slices(100_000, 0).1.len(), HELD_OUT_MAX);
     }
 }

@@ -180,15 +180,28 @@ const FUNCTION_WORDS: &[&str] = &[
     "do", "does", "did", "what", "which", "who", "while", "when",
 ];
 
-/// Whether a caption repeats itself: a word again within three words ("a purple purple
-/// tower", "awkward and awkward") or a content word (not a function word) anywhere again.
-pub fn is_repetitive(text: &str) -> bool {
+/// The words of a caption that repeat an earlier one: a word again within three words ("a
+/// purple purple tower", "awkward and awkward") or a content word (not a function word)
+/// anywhere again. Alignment's repetition penalty counts them; evaluation's repetition rate
+/// is the share of captions with any.
+pub fn repeated_words(text: &str) -> usize {
     let words = tokens(text);
     let mut content = BTreeSet::new();
-    words.iter().enumerate().any(|(i, w)| {
-        let near = words[i.saturating_sub(2)..i].contains(w);
-        near || (!FUNCTION_WORDS.contains(&w.as_str()) && !content.insert(w.as_str()))
-    })
+    words
+        .iter()
+        .enumerate()
+        .filter(|&(i, w)| {
+            let near = words[i.saturating_sub(2)..i].contains(w);
+            // Evaluated for every word, so each content word is recorded.
+            let again = !FUNCTION_WORDS.contains(&w.as_str()) && !content.insert(w.as_str());
+            near || again
+        })
+        .count()
+}
+
+/// Whether a caption repeats itself ([`repeated_words`]).
+pub fn is_repetitive(text: &str) -> bool {
+    repeated_words(text) > 0
 }
 
 /// The share of captions that repeat themselves ([`is_repetitive`]).
@@ -249,6 +262,13 @@ mod tests {
             .map(|t| t.to_string())
             .collect();
         assert_eq!(repetition_rate(&texts), 0.5);
+        assert_eq!(repeated_words("a tree tree"), 1);
+        // Only the second "house": the second "the" is a function word four words on.
+        assert_eq!(repeated_words("the house stood by the old house"), 1);
+        assert_eq!(
+            repeated_words("the the dark dark house of the dark house"),
+            4
+        );
     }
 
     /// The reward's CIDEr-D by hand: one training picture with references "a red car" and

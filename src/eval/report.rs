@@ -16,11 +16,11 @@ use serde_json::Value;
 use super::captioner::EvalConfig;
 use super::plots::{line_chart, smooth, Series, BLUE_, GREEN_, GREY, ORANGE, PURPLE};
 use crate::critic::Critic;
-use crate::data::sources::CaptionSource;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::folder::LoadedCaptioner;
+use crate::sft::TrainConfig;
 use crate::util::write_atomic;
-use crate::world::{content_fidelity, Lexicon, Split};
+use crate::world::{content_fidelity, Lexicon};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,19 +90,62 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn png_data_uri(img: &image::RgbImage, scale: u32) -> Result<String> {
-    let big = image::imageops::resize(
-        img,
-        img.width() * scale,
-        img.height() * scale,
-        image::imageops::FilterType::Nearest,
-    );
-    let mut png = Vec::new();
-    big.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)?;
+/// The picture as an embedded image: small pictures (the built-in world's) scaled up by
+/// whole pixels, photographs shrunk to at most 256 pixels a side and kept as JPEG, so eight
+/// of them cost a few hundred kilobytes of page.
+fn picture_data_uri(img: &image::RgbImage) -> Result<String> {
+    use image::imageops::{resize, FilterType};
+    let side = img.width().max(img.height()).max(1);
+    let mut bytes = Vec::new();
+    let mime = if side <= 128 {
+        let scale = (128 / side).max(1);
+        let big = resize(
+            img,
+            img.width() * scale,
+            img.height() * scale,
+            FilterType::Nearest,
+        );
+        big.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+        "image/png"
+    } else {
+        let k = 256.0 / side as f64;
+        let (w, h) = (
+            ((img.width() as f64 * k).round() as u32).clamp(1, 256),
+            ((img.height() as f64 * k).round() as u32).clamp(1, 256),
+        );
+        let small = resize(img, w, h, FilterType::Triangle);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85).encode_image(&small)?;
+        "image/jpeg"
+    };
     Ok(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png)
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     ))
+}
+
+/// What the report says of the judge: whether it learnt from texts the reward critic never
+/// saw (a user's corpus, cut in halves), or from the same built-in corpus as the critic.
+fn judge_note(l: &Layout) -> String {
+    let part = |dir: &Path| -> Option<String> {
+        let c: Value = crate::util::read_json(&dir.join("config.json")).ok()?;
+        Some(c.get("corpus_part")?.as_str()?.to_string())
+    };
+    let critic = l.base.parent().map(|d| d.join("critic"));
+    match (
+        l.judge.as_deref().and_then(part),
+        critic.as_deref().and_then(part),
+    ) {
+        (Some(j), Some(c)) if j == "judge" && c == "critic" => {
+            "The judge was trained on one half of the style corpus and the reward critic on the \
+             other: the judge never saw a text the critic learnt from."
+                .into()
+        }
+        (Some(_), _) => "The judge and the reward critic were trained on the same style corpus, \
+             with another seed, held-out split and architecture: the judge is independent of \
+             the critic's weights, not of its texts."
+            .into(),
+        _ => String::new(),
+    }
 }
 
 fn curves(l: &Layout) -> Result<String> {
@@ -285,7 +328,10 @@ fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Ve
         None => None,
     };
     let size = base.model.config.encoder.image_size();
-    let source = CaptionSource::world(0, size, Split::Test, o.images);
+    let config_path = l.base.join("config.json");
+    let train: TrainConfig = crate::util::read_json(&config_path)
+        .with_context(|| format!("{}: not a training run's settings", config_path.display()))?;
+    let source = train.test_pictures(size, o.images)?;
     let ids: Vec<usize> = (0..source.len().min(o.images)).collect();
     let examples = source.get_many(&ids)?;
     let images: Vec<image::RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
@@ -332,7 +378,7 @@ fn gallery(l: &Layout, o: &ReportOptions, device: &Device) -> Result<(String, Ve
         let _ = write!(
             h,
             "<div class=\"card\"><img class=\"picture\" src=\"{}\" alt=\"test picture {i}\"><div class=\"captions\"><p class=\"reference\"><b>reference</b> {}</p><table><tr><th>style</th>",
-            png_data_uri(&e.image, 2)?,
+            picture_data_uri(&e.image)?,
             escape(e.captions.first().map_or("", String::as_str))
         );
         for (name, _) in &models {
@@ -374,7 +420,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;marg
 h1{margin-bottom:.2rem}.sub{color:#666;margin-top:0}\
 table.metrics{border-collapse:collapse;font-size:.9rem}table.metrics td,table.metrics th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}\
 table.metrics td:first-child{text-align:left}.plots{display:flex;flex-wrap:wrap;gap:8px}\
-.card{display:flex;gap:1rem;border-top:1px solid #eee;padding:1rem 0}.picture{width:128px;height:128px;image-rendering:pixelated;flex:none}\
+.card{display:flex;gap:1rem;border-top:1px solid #eee;padding:1rem 0}.picture{width:128px;height:128px;object-fit:cover;flex:none}img.picture[src^=\"data:image/png\"]{image-rendering:pixelated}\
 .captions table{border-collapse:collapse;font-size:.9rem;width:100%}.captions td,.captions th{vertical-align:top;padding:.2rem .5rem;text-align:left}\
 .meta{color:#888;font-size:.75rem}.reference{margin-top:0}";
 
@@ -411,7 +457,11 @@ pub fn write_report(
     match &eval {
         Some(e) => {
             h.push_str(&metric_table(e));
-            h.push_str("<p class=\"meta\">Sampled captions (T = 1, top-p 0.9) for the test pictures, judged by the judge (never the reward critic). Content: F1 of the facts named against the scene graph. KL: Σ log π − log π<sub>base</sub> per caption over its sampled tokens.</p>");
+            let _ = write!(
+                h,
+                "<p class=\"meta\">Sampled captions (T = 1, top-p 0.9) for the test pictures, judged by the judge (never the reward critic). {} Content: F1 of the facts named against the scene graph (where the data has them). KL: Σ log π − log π<sub>base</sub> per caption over its sampled tokens.</p>",
+                judge_note(&l)
+            );
         }
         None => h.push_str("<p>No eval.json here; run <code>stylecap eval</code>.</p>"),
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::sources::DataSpec;
+use crate::data::sources::{CaptionSource, CaptionSplits, DataSpec};
 use crate::data::tokenizer::TextTokenizer;
 use crate::optim::adamw::AdamWConfig;
 use crate::util::check;
@@ -116,6 +116,14 @@ pub struct TrainConfig {
     /// Image–caption data: a `data synth` folder, COCO JSON, JSONL manifest or image folder.
     /// None: the built-in world, generated in memory.
     pub data: Option<PathBuf>,
+    /// Validation pictures in place of the held-out validation slice of `data`.
+    pub val_data: Option<PathBuf>,
+    /// Test pictures (evaluated at the end, and by the demo's evaluation and report) in
+    /// place of the held-out test slice of `data`.
+    pub test_data: Option<PathBuf>,
+    /// Seed of the held-out validation and test slices of a `data` without splits of its
+    /// own (`data::sources::held_out_slices`).
+    pub split_seed: u64,
     /// Style corpus (JSONL or folder of STYLE.txt). None: the `data synth` folder's
     /// `styles.jsonl`, or the built-in styles.
     pub styles: Option<PathBuf>,
@@ -185,6 +193,9 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             data: None,
+            val_data: None,
+            test_data: None,
+            split_seed: 0,
             styles: None,
             world_train: 20000,
             world_val: 200,
@@ -228,17 +239,30 @@ impl TrainConfig {
     pub fn data_spec(&self) -> DataSpec<'_> {
         DataSpec {
             data: self.data.as_deref(),
-            val_data: None,
+            val_data: self.val_data.as_deref(),
+            test_data: self.test_data.as_deref(),
             styles: self.styles.as_deref(),
             skip_bad: self.skip_bad,
-            seed: self.seed,
-            max_val: self.eval_images,
+            split_seed: self.split_seed,
             world_seed: self.world_seed,
             world_train: self.world_train,
             world_val: self.world_val,
             image_size: self.model.image_size,
             style_texts: self.style_texts,
         }
+    }
+
+    /// The first `n` test pictures of this run's data (rendered at `image_size`, for the
+    /// built-in world): `test_data`, a `data synth` folder's test split, the held-out test
+    /// slice of any other dataset, or the built-in world's test split. The demo evaluates
+    /// and the report shows these, so neither ever shows a picture the base trained on.
+    pub fn test_pictures(&self, image_size: usize, n: usize) -> Result<CaptionSource> {
+        let spec = DataSpec {
+            image_size,
+            world_val: n,
+            ..self.data_spec()
+        };
+        CaptionSplits::load(&spec, &mut Vec::new())?.test(n)
     }
 
     /// Checks every setting against its allowed range, naming the field of the first that
