@@ -9,6 +9,7 @@ pub mod image_check;
 pub mod inspect;
 pub mod loaders;
 pub mod probe;
+pub mod pseudo_pairs;
 pub mod records;
 pub mod resize;
 pub mod sources;

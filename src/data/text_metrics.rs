@@ -199,6 +199,21 @@ pub fn repeated_words(text: &str) -> usize {
         .count()
 }
 
+/// The words of a text that name something: not function words, not numbers, three letters
+/// or more, each once, in order of first appearance.
+pub fn content_words(text: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    tokens(text)
+        .into_iter()
+        .filter(|w| {
+            w.chars().count() >= 3
+                && w.chars().any(char::is_alphabetic)
+                && !FUNCTION_WORDS.contains(&w.as_str())
+                && seen.insert(w.clone())
+        })
+        .collect()
+}
+
 /// Whether a caption repeats itself ([`repeated_words`]).
 pub fn is_repetitive(text: &str) -> bool {
     repeated_words(text) > 0

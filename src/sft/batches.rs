@@ -10,6 +10,7 @@ use anyhow::Result;
 use image::RgbImage;
 
 use super::config::TrainConfig;
+use crate::data::pseudo_pairs::PseudoPairs;
 use crate::data::sources::{CaptionSource, EpochOrder, TrainData};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::style::FACTUAL;
@@ -33,8 +34,11 @@ pub struct RowSource {
     image_size: u32,
     image_order: EpochOrder,
     style_order: EpochOrder,
-    /// Style texts that name world things, and the others.
+    /// Style texts that name things (world things, or words of the references), and the
+    /// others.
     style_pools: (Vec<usize>, Vec<usize>),
+    /// The references' concepts, for data other than the built-in world.
+    pseudo_pairs: Option<PseudoPairs>,
     world_order: EpochOrder,
     other_order: EpochOrder,
     lexicon: Lexicon,
@@ -49,8 +53,18 @@ impl RowSource {
         image_size: u32,
     ) -> Self {
         let lexicon = Lexicon::new();
-        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) = (0..data.styles.len())
-            .partition(|&i| !lexicon.mentions(&data.styles[i].text).is_empty());
+        let pseudo_pairs = match &data.train {
+            CaptionSource::World { .. } => None,
+            train => Some(PseudoPairs::new(
+                (0..train.len()).map(|i| train.references(i)),
+            )),
+        };
+        let names_things = |text: &str| match &pseudo_pairs {
+            None => !lexicon.mentions(text).is_empty(),
+            Some(p) => p.pairs(text),
+        };
+        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) =
+            (0..data.styles.len()).partition(|&i| names_things(&data.styles[i].text));
         let seed = config.seed;
         RowSource {
             world_order: EpochOrder::new(
@@ -60,6 +74,7 @@ impl RowSource {
             ),
             other_order: EpochOrder::new(seed, streams::SFT_OTHER_ORDER, other_texts.len().max(1)),
             style_pools: (world_texts, other_texts),
+            pseudo_pairs,
             image_order: EpochOrder::new(seed, streams::SFT_IMAGE_ORDER, data.train.len()),
             style_order: EpochOrder::new(seed, streams::SFT_STYLE_ORDER, data.styles.len().max(1)),
             config,
@@ -111,15 +126,15 @@ impl RowSource {
                 tokens.push(self.encode_text(&t.text)?);
                 styles.push(self.style_ids[&t.style]);
                 let mut rng = Rng::for_item(c.seed, streams::SFT_STYLE_PICTURE, k as u64);
-                let picture = if c.pair_world_mentions {
-                    self.picture_of_mentions(&t.text, &mut rng)
-                } else {
-                    None
+                let (picture, paired) = match (&self.pseudo_pairs, c.pair_mentions) {
+                    (_, false) => (None, None),
+                    (None, true) => (self.picture_of_mentions(&t.text, &mut rng), None),
+                    (Some(p), true) => (None, p.picture_for(&t.text, &mut rng)),
                 };
-                with_image.push(
-                    (picture.is_none() && rng.chance(c.style_image_rate))
-                        .then(|| rng.below(self.data.train.len())),
-                );
+                let unrelated =
+                    (picture.is_none() && paired.is_none()) && rng.chance(c.style_image_rate);
+                with_image
+                    .push(paired.or_else(|| unrelated.then(|| rng.below(self.data.train.len()))));
                 matched.push(picture);
             }
             let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
@@ -139,11 +154,11 @@ impl RowSource {
         })
     }
 
-    /// The style text of style row `k`: from the sentences that name world things with
-    /// probability `world_mention_share`, else from the others (each pool in its own seeded
+    /// The style text of style row `k`: from the sentences that name things with
+    /// probability `mention_share`, else from the others (each pool in its own seeded
     /// epoch order).
     fn style_text(&self, k: usize) -> usize {
-        let Some(share) = self.config.world_mention_share else {
+        let Some(share) = self.config.mention_share else {
             return self.style_order.at(k);
         };
         let (world, other) = &self.style_pools;

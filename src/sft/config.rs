@@ -150,15 +150,20 @@ pub struct TrainConfig {
     /// on the built-in world the styled descriptions shown with their pictures already teach
     /// that an image does not by itself mean "factual".
     pub style_image_rate: f32,
-    /// Show a style sentence that names world things ("the crimson automobile") with a picture
-    /// of those things (built-in world only): the sentences stay unpaired text, the picture is
-    /// made to fit them, and the decoder learns to take named things from the image under any
-    /// style, which alignment then builds on.
-    pub pair_world_mentions: bool,
-    /// Share of style rows drawn from the style sentences that name world things (the built-in
-    /// corpus has 20% of them): the base then often writes styled text about the picture,
-    /// which gives alignment's content reward something to reinforce. None: corpus order.
-    pub world_mention_share: Option<f32>,
+    /// Show a style sentence that names things with a picture of those things: the sentences
+    /// stay unpaired text, and the decoder learns to take named things from the image under
+    /// any style, which alignment then builds on. On the built-in world the picture is
+    /// rendered to fit the sentence ("the crimson automobile": a red car); on any other data
+    /// it is the training picture whose references share the most of the sentence's words
+    /// (`data::pseudo_pairs`, concept-based pseudo-pairs).
+    #[serde(alias = "pair_world_mentions")]
+    pub pair_mentions: bool,
+    /// Share of style rows drawn from the style sentences that name things (world things, or
+    /// words of the training references; 20% of the built-in corpus names world things): the
+    /// base then often writes styled text about the picture, which gives alignment's content
+    /// reward something to reinforce. None: corpus order.
+    #[serde(alias = "world_mention_share")]
+    pub mention_share: Option<f32>,
     /// Probability of training on an image's first (plain) caption rather than a random one:
     /// one consistent phrasing is learnt much faster than a mixture of orders and synonyms.
     pub first_caption_rate: f32,
@@ -209,8 +214,8 @@ impl Default for TrainConfig {
             batch_size: 32,
             style_batch_size: 24,
             style_image_rate: 0.0,
-            pair_world_mentions: true,
-            world_mention_share: Some(0.85),
+            pair_mentions: true,
+            mention_share: Some(0.85),
             first_caption_rate: 1.0,
             grad_accum: 1,
             data_parallel: 2,
@@ -283,8 +288,8 @@ impl TrainConfig {
         check::within("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)?;
         check::within("style_image_rate", self.style_image_rate, 0.0, 1.0)?;
         check::within("first_caption_rate", self.first_caption_rate, 0.0, 1.0)?;
-        if let Some(share) = self.world_mention_share {
-            check::within("world_mention_share", share, 0.0, 1.0)?;
+        if let Some(share) = self.mention_share {
+            check::within("mention_share", share, 0.0, 1.0)?;
         }
         self.optimizer.validate("optimizer")?;
         check::at_least("eval_every", self.eval_every, 1)?;
