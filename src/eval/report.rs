@@ -439,3 +439,24 @@ pub fn write_report(
     write_atomic(&path, h.as_bytes())?;
     Ok((path, examples))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::metric_table;
+    use serde_json::json;
+
+    #[test]
+    fn clip_columns_appear_only_with_clip_scores() {
+        let row = json!({"style": "noir", "style_accuracy": 0.5, "bleu4": 0.1});
+        let plain = json!({"base": {"styles": [row.clone()]}});
+        let t = metric_table(&plain);
+        assert!(t.contains("style acc") && !t.contains("CLIP-S"), "{t}");
+        let mut scored = row;
+        scored["clip_score"] = json!(0.625);
+        scored["ref_clip_score"] = json!(0.5);
+        let with = json!({"base": {"styles": [scored.clone()]}, "aligned": {"styles": [scored]}});
+        let t = metric_table(&with);
+        assert!(t.contains("<th>CLIP-S</th><th>RefCLIP-S</th>"), "{t}");
+        assert!(t.contains("<td>0.625</td><td>0.500</td>"), "{t}");
+    }
+}
