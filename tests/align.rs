@@ -387,6 +387,9 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
 fn clip_reward_is_ref_clip_s_with_references_else_clip_s() {
     use stylecap::data::image::open_rgb;
     use stylecap::model::clip_score::ClipScorer;
+    // Loading draws the random initial weights it then replaces, from the device's generator,
+    // which the seeded runs of the other tests must have to themselves.
+    let _turn = common::serial();
     let device = Device::flex();
     let dir = fixture("clip_model");
     let texts: serde_json::Value =
