@@ -1,17 +1,17 @@
 //! Alignment: the policy-gradient estimators against analytic gradients on a toy policy, PPO's
 //! clipping, a short run on tiny models that leaves the reference untouched, a killed run
-//! that resumes to the uninterrupted one, and alignment on a caption dataset without scene
-//! graphs.
+//! that resumes to the uninterrupted one, alignment on a caption dataset without scene
+//! graphs, and the `clip` content reward (and the evaluation's CLIP scores).
 
 mod common;
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use common::scratch;
+use common::{fixture, reference, scratch};
 use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::loss::{pg_loss, ppo_loss};
-use stylecap::align::reward::ContentRewardKind;
+use stylecap::align::reward::{Clip, ContentReward, ContentRewardKind, Picture};
 use stylecap::align::trainer::Aligner;
 use stylecap::data::synth::{synth, SynthConfig};
 use stylecap::model::weights::{read_named, Values};
@@ -378,4 +378,167 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir_d.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["content_reward"], "scene");
+}
+
+/// The `clip` reward on the CLIP fixture's captions and pictures: RefCLIP-S where the picture
+/// has references, CLIP-S where it has none, each as transformers' features give them
+/// (computed by tools/make_fixtures.py).
+#[test]
+fn clip_reward_is_ref_clip_s_with_references_else_clip_s() {
+    use stylecap::data::image::open_rgb;
+    use stylecap::model::clip_score::ClipScorer;
+    // Loading draws the random initial weights it then replaces, from the device's generator,
+    // which the seeded runs of the other tests must have to themselves.
+    let _turn = common::serial();
+    let device = Device::flex();
+    let dir = fixture("clip_model");
+    let texts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("texts.json")).unwrap()).unwrap();
+    let captions: Vec<String> = serde_json::from_value(texts["captions"].clone()).unwrap();
+    let references: Vec<Vec<String>> = serde_json::from_value(texts["references"].clone()).unwrap();
+    let images = [
+        open_rgb(&dir.join("image.png")).unwrap(),
+        open_rgb(&dir.join("image2.png")).unwrap(),
+    ];
+    let pictures: Vec<Picture> = references
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Picture {
+            references: r,
+            scene: None,
+            image: &images[i % 2],
+        })
+        .collect();
+    let reward = Clip(ClipScorer::load(&dir, &device).unwrap());
+    let got = reward.scores(&captions, &pictures).unwrap();
+    let r = reference("clip_model");
+    let clip = common::values(r.tensor::<2>("clip_score", &device).unwrap());
+    let refclip = common::values(r.tensor::<1>("ref_clip_score", &device).unwrap());
+    for (i, g) in got.iter().enumerate() {
+        let expected = if references[i].is_empty() {
+            clip[i * 2 + i % 2]
+        } else {
+            refclip[i]
+        };
+        assert!(
+            (g - expected).abs() <= 1e-4,
+            "caption {i}: reward {g}, expected {expected}"
+        );
+    }
+    assert!(references.iter().any(Vec::is_empty) && references.iter().any(|r| !r.is_empty()));
+}
+
+/// A short run with the `clip` reward on the built-in world (whose pictures have references):
+/// the content term is logged, finite, and not constant.
+#[test]
+fn a_short_alignment_run_with_the_clip_reward() {
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
+    let _turn = common::serial();
+    let device = Device::flex();
+    let out = scratch("align", "clip-run");
+    let _ = std::fs::remove_dir_all(&out);
+    let config = AlignConfig {
+        base,
+        critic,
+        content_reward: Some(ContentRewardKind::Clip),
+        clip: Some(fixture("clip_model")),
+        steps: 3,
+        images_per_step: 2,
+        samples: 2,
+        max_new_tokens: 8,
+        eval_every: 3,
+        eval_images: 2,
+        lr: 1e-2,
+        ..AlignConfig::default()
+    };
+    Aligner::new(config, &out, false, &device)
+        .unwrap()
+        .run(&RunOptions::default())
+        .unwrap();
+    let content: Vec<f64> = metrics_without_timings(&out)
+        .iter()
+        .filter_map(|r| r["content"].as_f64())
+        .collect();
+    assert_eq!(content.len(), 3, "{content:?}");
+    assert!(
+        content.iter().all(|c| c.is_finite() && *c >= 0.0),
+        "{content:?}"
+    );
+    assert!(
+        content.iter().any(|c| (c - content[0]).abs() > 1e-6),
+        "the clip reward did not vary: {content:?}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["content_reward"], "clip");
+}
+
+/// `eval` with a CLIP model reports each style's mean CLIP-S and RefCLIP-S (the world's test
+/// pictures have references), equal to the scorer's on the same captions and pictures; without
+/// one the JSON has neither key and the table no CLIP columns.
+#[test]
+fn evaluation_with_clip_reports_clip_scores() {
+    use stylecap::critic::Critic;
+    use stylecap::data::sources::CaptionSource;
+    use stylecap::eval::captioner::{evaluate_captioner, render, EvalConfig};
+    use stylecap::model::clip_score::ClipScorer;
+    use stylecap::model::LoadedCaptioner;
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
+    let _turn = common::serial();
+    let device = Device::flex();
+    let captioner = LoadedCaptioner::load(&base.join("model"), &device).unwrap();
+    let judge = Critic::load(&critic, &device).unwrap();
+    let size = captioner.model.config.encoder.image_size();
+    let n = 3;
+    let source = CaptionSource::held_out(None, stylecap::world::Split::Test, size, n).unwrap();
+    let config = EvalConfig {
+        images: n,
+        clip: Some(fixture("clip_model")),
+        ..EvalConfig::default()
+    };
+    let with = evaluate_captioner(&captioner, None, &judge, &source, &config, &device).unwrap();
+    let scorer = ClipScorer::load(&fixture("clip_model"), &device).unwrap();
+    let examples = source.get_many(&(0..n).collect::<Vec<_>>()).unwrap();
+    let images: Vec<&image::RgbImage> = examples.iter().map(|e| &e.image).collect();
+    for s in &with.styles {
+        // With three pictures, the three examples are all the captions.
+        let caps: Vec<&str> = s.examples.iter().map(String::as_str).collect();
+        assert_eq!(caps.len(), n);
+        let expected = scorer
+            .clip_score(&caps, &images)
+            .unwrap()
+            .iter()
+            .sum::<f32>()
+            / n as f32;
+        let got = s.clip_score.unwrap();
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "{}: {got} vs {expected}",
+            s.style
+        );
+        let r = s.ref_clip_score.unwrap();
+        assert!(
+            (0.0..=2.5).contains(&got) && (0.0..=2.5).contains(&r),
+            "{got} {r}"
+        );
+    }
+    assert!(render(&with).contains("RefCLIP-S"));
+    let json = serde_json::to_value(&with).unwrap();
+    assert!(json["styles"][0]["ref_clip_score"].is_number());
+
+    let without = evaluate_captioner(
+        &captioner,
+        None,
+        &judge,
+        &source,
+        &EvalConfig {
+            images: n,
+            ..EvalConfig::default()
+        },
+        &device,
+    )
+    .unwrap();
+    assert!(!render(&without).contains("CLIP-S"));
+    let json = serde_json::to_value(&without).unwrap();
+    assert!(json["styles"][0].get("clip_score").is_none(), "{json}");
 }

@@ -128,6 +128,13 @@ fn alignment_settings_out_of_range_are_refused_naming_the_field() {
     align(&["--config", &t], &["`temperature` is 0.0", "0.01 to 10"]);
     let clip = write(&dir, "clip.toml", "ppo_epochs = 0\n");
     align(&["--config", &clip], &["ppo_epochs = 0"]);
+    // The `clip` reward needs its model, named by the flag that gives it.
+    align(
+        &["--content-reward", "clip"],
+        &["content_reward clip", "--clip DIR"],
+    );
+    let reward = write(&dir, "reward.toml", "content_reward = \"clip\"\n");
+    align(&["--config", &reward], &["--clip DIR"]);
     assert!(!dir.join("run").exists(), "a refused run was started");
 }
 
@@ -146,6 +153,7 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
         &["`top_p` is 2.0", "above 0 and at most 1"],
     );
     eval(&["--images", "0"], &["images = 0"]);
+    eval(&["--clip", "/nonexistent-clip"], &["/nonexistent-clip"]);
 
     // A preset is checked section by section before any stage runs.
     let dir = scratch("cli_inputs", "demo");

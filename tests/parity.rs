@@ -192,3 +192,132 @@ fn vision_encoder_decoder_matches_transformers() {
         "beam search differs from transformers"
     );
 }
+
+/// A tiny `CLIPModel` folder (tokenizer, image processor, both towers and projections):
+/// token ids, pixels, `get_image_features` and `get_text_features` as transformers gives them,
+/// and CLIPScore / RefCLIPScore computed from transformers' features.
+#[test]
+fn clip_model_scores_match_transformers() {
+    use stylecap::model::clip_score::ClipScorer;
+    let d = device();
+    let dir = fixture("clip_model");
+    let r = reference("clip_model");
+    let scorer = ClipScorer::load(&dir, &d).unwrap();
+    let texts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("texts.json")).unwrap()).unwrap();
+    let captions: Vec<String> = serde_json::from_value(texts["captions"].clone()).unwrap();
+    let references: Vec<Vec<String>> = serde_json::from_value(texts["references"].clone()).unwrap();
+    let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
+
+    // Token ids: transformers' padded rows (padding is the end token) cut to each text's own.
+    let ids = ints(r.int_tensor::<2>("input_ids", &d).unwrap());
+    let mask = ints(r.int_tensor::<2>("attention_mask", &d).unwrap());
+    let t = ids.len() / caps.len();
+    let max_positions = scorer.config.text.max_position_embeddings;
+    for (i, c) in caps.iter().enumerate() {
+        let theirs: Vec<i64> = (0..t)
+            .filter(|&j| mask[i * t + j] == 1)
+            .map(|j| ids[i * t + j])
+            .collect();
+        let ours: Vec<i64> = scorer
+            .token_ids(c)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        assert_eq!(ours, theirs, "token ids of {c:?}");
+        assert!(ours.len() <= max_positions);
+    }
+    assert!(
+        (0..caps.len()).any(|i| mask[i * t..(i + 1) * t].iter().all(|&m| m == 1)),
+        "no caption of the fixture is long enough to be truncated"
+    );
+
+    // Pixels by CLIP's image processor, whose single `size` is the short side.
+    let images = [
+        open_rgb(&dir.join("image.png")).unwrap(),
+        open_rgb(&dir.join("image2.png")).unwrap(),
+    ];
+    let refs: Vec<&image::RgbImage> = images.iter().collect();
+    let diff = max_abs_diff(
+        scorer.pixels(&refs),
+        r.tensor::<4>("image_pixels", &d).unwrap(),
+    );
+    assert!(diff <= 1e-5, "CLIP pixels differ by {diff}");
+
+    let flat = |rows: Vec<Vec<f32>>| rows.into_iter().flatten().collect::<Vec<f32>>();
+    let close = |ours: &[f32], theirs: &[f32], what: &str| {
+        assert_eq!(ours.len(), theirs.len(), "{what}: length");
+        let diff = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{what}: max difference {diff:e}");
+        assert!(diff <= TOL, "{what} differs by {diff}");
+    };
+    let image_embeds = values(r.tensor::<2>("image_embeds", &d).unwrap());
+    close(
+        &flat(scorer.image_features(&refs)),
+        &image_embeds,
+        "image features",
+    );
+    let text_embeds = values(r.tensor::<2>("text_embeds", &d).unwrap());
+    close(
+        &flat(scorer.text_features(&caps).unwrap()),
+        &text_embeds,
+        "text features",
+    );
+
+    // CLIP-S of every caption with each picture, and RefCLIP-S of caption i with picture
+    // i % 2 (NaN in the reference where the caption has no references).
+    let clip = values(r.tensor::<2>("clip_score", &d).unwrap());
+    for (k, img) in refs.iter().enumerate() {
+        let ours = scorer.clip_score(&caps, &vec![*img; caps.len()]).unwrap();
+        let theirs: Vec<f32> = (0..caps.len()).map(|i| clip[i * 2 + k]).collect();
+        close(&ours, &theirs, &format!("CLIP-S with picture {k}"));
+    }
+    let own: Vec<&image::RgbImage> = (0..caps.len()).map(|i| refs[i % 2]).collect();
+    let lists: Vec<&[String]> = references.iter().map(Vec::as_slice).collect();
+    let ours = scorer.ref_clip_score(&caps, &own, &lists).unwrap();
+    let theirs = values(r.tensor::<1>("ref_clip_score", &d).unwrap());
+    for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        match o {
+            None => assert!(
+                t.is_nan(),
+                "caption {i}: no RefCLIP-S, transformers gives {t}"
+            ),
+            Some(o) => assert!((o - t).abs() <= TOL, "caption {i}: RefCLIP-S {o} vs {t}"),
+        }
+    }
+    assert!(
+        theirs.iter().filter(|t| **t > 0.0).count() >= 2,
+        "the fixture's RefCLIP-S are degenerate: {theirs:?}"
+    );
+}
+
+/// A CLIP folder missing a part is refused, naming the file.
+#[test]
+fn clip_folder_without_a_part_is_refused_naming_it() {
+    use stylecap::model::clip_score::ClipScorer;
+    let d = device();
+    let src = fixture("clip_model");
+    for missing in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        let dir = scratch("parity", &format!("clip-without-{missing}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != missing {
+                std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+            }
+        }
+        let e = format!("{:#}", ClipScorer::load(&dir, &d).err().unwrap());
+        assert!(e.contains(missing), "without {missing}: {e}");
+    }
+}

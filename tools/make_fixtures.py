@@ -22,6 +22,9 @@ from transformers import (
     AutoImageProcessor,
     BertConfig,
     BertModel,
+    CLIPConfig,
+    CLIPModel,
+    CLIPTokenizer,
     CLIPVisionConfig,
     CLIPVisionModel,
     GPT2Config,
@@ -307,6 +310,164 @@ def make_bert():
         json.dump(texts, f)
 
 
+def bytes_to_unicode():
+    """GPT-2's byte-to-character table, which CLIP's byte-level BPE spells its vocabulary in."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def clip_tokenizer(path, max_length):
+    """A tiny CLIP tokenizer built offline: every byte alone and word-final (`</w>`), merges
+    learnt from SENTENCES by counting pairs, and the start/end tokens last as in OpenAI's."""
+    chars = bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    words = {}
+    for s in SENTENCES:
+        for w in s.split():
+            symbols = tuple(w[:-1]) + (w[-1] + "</w>",)
+            words[symbols] = words.get(symbols, 0) + 1
+    merges = []
+    for _ in range(40):
+        pairs = {}
+        for symbols, n in words.items():
+            for p in zip(symbols, symbols[1:]):
+                pairs[p] = pairs.get(p, 0) + n
+        if not pairs:
+            break
+        best = max(sorted(pairs), key=lambda p: pairs[p])
+        merges.append(best)
+        vocab.setdefault(best[0] + best[1], len(vocab))
+        merged = {}
+        for symbols, n in words.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + n
+        words = merged
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    tok.save_pretrained(path)
+    for extra in ["tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]:
+        if extra != "tokenizer_config.json" and os.path.exists(os.path.join(path, extra)):
+            os.remove(os.path.join(path, extra))
+    return tok
+
+
+def make_clip_model():
+    """A CLIPModel (text and vision towers of different widths, both projected to 16) with
+    its tokenizer and image processor; the reference holds transformers' features of two
+    pictures and some captions, and the CLIPScore / RefCLIPScore they give."""
+    torch.manual_seed(7)
+    path = fresh("clip_model")
+    max_length = 16
+    tok = clip_tokenizer(path, max_length)
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    bos = tok.convert_tokens_to_ids("<|startoftext|>")
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=max_length, bos_token_id=bos,
+            eos_token_id=eos, pad_token_id=eos, initializer_factor=3.0,
+        ),
+        vision_config=dict(
+            image_size=32, patch_size=8, hidden_size=24, intermediate_size=48,
+            num_hidden_layers=2, num_attention_heads=4, initializer_factor=3.0,
+        ),
+        projection_dim=16,
+        initializer_factor=3.0,
+    )
+    model = CLIPModel(cfg).eval()
+    model.save_pretrained(path)
+    # OpenAI's folders give `size` as one number: CLIP's processor reads it as the short side.
+    cfg = {
+        "do_resize": True, "size": 36, "resample": 3, "do_center_crop": True, "crop_size": 32,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "CLIPImageProcessor",
+    }
+    with open(os.path.join(path, "preprocessor_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    img = test_image()
+    img.save(os.path.join(path, "image.png"))
+    other = img.transpose(Image.Transpose.ROTATE_90).resize((50, 44))
+    other.save(os.path.join(path, "image2.png"))
+    processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+    pixels = processor([img, other], return_tensors="pt").pixel_values
+    captions = [
+        "a red car parked beside a tall house",
+        "Two BIRDS fly over the dark tower, at night!",
+        "the yellow sun shines above a green tree and a small boat floats on the grey sea",
+        "snow",
+        "a black cat's 2 lamps",
+    ]
+    references = [
+        ["a red car near a house", "a tall house"],
+        ["birds above a tower"],
+        [],
+        ["snow falls on the mountain", "a purple flower", "the moon"],
+        ["a cat in the rain"],
+    ]
+    enc = tok(captions, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    image_embeds = model.get_image_features(pixel_values=pixels).pooler_output
+    text_embeds = model.get_text_features(
+        input_ids=enc.input_ids, attention_mask=enc.attention_mask).pooler_output
+    flat = [r for rs in references for r in rs]
+    ref_enc = tok(flat, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    ref_embeds = model.get_text_features(
+        input_ids=ref_enc.input_ids, attention_mask=ref_enc.attention_mask).pooler_output
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)
+    cos = unit(text_embeds) @ unit(image_embeds).T  # [captions, images]
+    clip_s = 2.5 * cos.clamp(min=0)
+    # RefCLIPScore (Hessel et al. 2021): the harmonic mean of CLIP-S and the caption's best
+    # reference cosine (at least 0); caption i is scored against picture i % 2.
+    # clip_score holds CLIP-S of every caption with each picture.
+    ref_cos = unit(text_embeds) @ unit(ref_embeds).T
+    refclip, at = [], 0
+    for i, rs in enumerate(references):
+        c = float(clip_s[i, i % 2])
+        if rs:
+            r = max(float(ref_cos[i, at:at + len(rs)].max()), 0.0)
+            refclip.append(2 * c * r / (c + r) if c + r > 0 else 0.0)
+        else:
+            refclip.append(float("nan"))  # undefined without references
+        at += len(rs)
+    print("clip_model input ids:", enc.input_ids.tolist())
+    print("clip_model cosines:", cos.tolist())
+    print("clip_model RefCLIP-S:", refclip)
+    save_file(
+        {
+            "image_pixels": pixels.contiguous(),
+            "image_embeds": image_embeds.contiguous(),
+            "input_ids": enc.input_ids.int().contiguous(),
+            "attention_mask": enc.attention_mask.int().contiguous(),
+            "text_embeds": text_embeds.contiguous(),
+            "clip_score": clip_s.contiguous(),
+            "ref_clip_score": torch.tensor(refclip),
+        },
+        os.path.join(path, "reference.safetensors"),
+    )
+    with open(os.path.join(path, "texts.json"), "w") as f:
+        json.dump({"captions": captions, "references": references}, f, indent=1)
+    for name in os.listdir(path):
+        os.chmod(os.path.join(path, name), 0o644)
+
+
 MAKERS = {
     "vit": lambda: make_vit(),
     "clip": lambda: make_clip(),
@@ -314,6 +475,7 @@ MAKERS = {
     "gpt2_cross": lambda: make_gpt2(cross=True),
     "vit_gpt2": lambda: make_vit_gpt2(),
     "bert": lambda: make_bert(),
+    "clip_model": lambda: make_clip_model(),
 }
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::advantage::Algo;
 use super::kl::KlEstimator;
-use super::reward::ContentRewardKind;
+use super::reward::{ContentRewardKind, CLIP_NEEDS_FOLDER};
 use crate::model::settings::check_sampling;
 use crate::optim::adamw::AdamWConfig;
 use crate::util::check;
@@ -55,6 +55,8 @@ pub struct AlignConfig {
     pub content_reward: Option<ContentRewardKind>,
     /// The sentence encoder of the `similarity` reward (a sentence-transformers folder).
     pub content_encoder: Option<PathBuf>,
+    /// The CLIP model of the `clip` reward (a `CLIPModel` folder).
+    pub clip: Option<PathBuf>,
     /// Target styles; empty: every style of the captioner except `factual`.
     pub styles: Vec<String>,
     pub algo: Algo,
@@ -132,6 +134,7 @@ impl Default for AlignConfig {
             split_seed: 0,
             content_reward: None,
             content_encoder: None,
+            clip: None,
             styles: Vec::new(),
             algo: Algo::Rloo,
             seed: 0,
@@ -220,6 +223,10 @@ impl AlignConfig {
         check::at_least("checkpoint_every", self.checkpoint_every, 1)?;
         check::within("eval_images", self.eval_images, 1, 1_000_000)?;
         check::within("world_train", self.world_train, 1, 100_000_000)?;
+        ensure!(
+            self.content_reward != Some(ContentRewardKind::Clip) || self.clip.is_some(),
+            CLIP_NEEDS_FOLDER
+        );
         Ok(())
     }
 }

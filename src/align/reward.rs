@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use burn::prelude::Device;
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::config::AlignConfig;
@@ -13,6 +14,7 @@ use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
 use crate::data::text_metrics::{repeated_words, tokens, CiderD};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::clip_score::ClipScorer;
 use crate::world::{content_fidelity, Lexicon, Scene};
 
 /// What a content reward may read of a picture.
@@ -22,6 +24,8 @@ pub struct Picture<'a> {
     pub references: &'a [String],
     /// Its scene graph, where the data has them.
     pub scene: Option<&'a Scene>,
+    /// The picture itself.
+    pub image: &'a RgbImage,
 }
 
 /// How true captions are to their pictures.
@@ -42,6 +46,9 @@ pub enum ContentRewardKind {
     /// Cosine similarity of sentence embeddings, the caption's against each reference's
     /// (the highest), by the `content_encoder` (a sentence-transformers folder).
     Similarity,
+    /// CLIP's agreement of caption and picture, by the `clip` folder (a `CLIPModel`):
+    /// RefCLIP-S where the picture has reference captions, else CLIP-S ([`Clip`]).
+    Clip,
 }
 
 impl ContentRewardKind {
@@ -50,16 +57,19 @@ impl ContentRewardKind {
             ContentRewardKind::Scene => "scene",
             ContentRewardKind::Cider => "cider",
             ContentRewardKind::Similarity => "similarity",
+            ContentRewardKind::Clip => "clip",
         }
     }
 
     /// The reward for pictures of `train` (and validation pictures `val`): `scene` needs a
-    /// scene graph for every picture, `similarity` a sentence encoder folder.
+    /// scene graph for every picture, `similarity` a sentence encoder folder (`encoder`),
+    /// `clip` a CLIP folder (`clip`).
     pub fn build(
         self,
         train: &CaptionSource,
         val: &CaptionSource,
         encoder: Option<&Path>,
+        clip: Option<&Path>,
         device: &Device,
     ) -> Result<Box<dyn ContentReward>> {
         Ok(match self {
@@ -87,9 +97,18 @@ impl ContentRewardKind {
                 )?;
                 Box::new(Similarity(SentenceEncoder::load(dir, device)?))
             }
+            ContentRewardKind::Clip => {
+                let dir = clip.context(CLIP_NEEDS_FOLDER)?;
+                Box::new(Clip(ClipScorer::load(dir, device)?))
+            }
         })
     }
 }
+
+/// Why `content_reward clip` without a CLIP folder is refused.
+pub const CLIP_NEEDS_FOLDER: &str = "content_reward clip needs a CLIP model (--clip DIR: a \
+     CLIPModel folder such as openai/clip-vit-base-patch32, with config.json, model.safetensors, \
+     tokenizer.json and preprocessor_config.json)";
 
 /// Content fidelity to the picture's scene graph (`world::content_fidelity`).
 pub struct SceneCheck {
@@ -132,6 +151,27 @@ impl ContentReward for Similarity {
         let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
         let refs: Vec<&[String]> = pictures.iter().map(|p| p.references).collect();
         self.0.max_similarity(&caps, &refs)
+    }
+}
+
+/// CLIP's reading of caption and picture: RefCLIP-S (the harmonic mean of CLIP-S and the
+/// caption's best CLIP text cosine to a reference) where the picture has references, so a
+/// caption must agree with the picture and with what people wrote of it; CLIP-S alone where it
+/// has none. The two are on different scales (CLIP-S reaches 2.5, RefCLIP-S about 1), which
+/// matters little: the algorithms compare the captions of one picture with each other.
+pub struct Clip(pub ClipScorer);
+
+impl ContentReward for Clip {
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
+        let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let images: Vec<&RgbImage> = pictures.iter().map(|p| p.image).collect();
+        let refs: Vec<&[String]> = pictures.iter().map(|p| p.references).collect();
+        let (clip, with_refs) = self.0.scores(&caps, &images, Some(&refs))?;
+        Ok(clip
+            .into_iter()
+            .zip(with_refs)
+            .map(|(c, r)| r.unwrap_or(c))
+            .collect())
     }
 }
 

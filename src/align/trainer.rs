@@ -209,6 +209,7 @@ impl Aligner {
             &data.train,
             &data.val,
             config.content_encoder.as_deref(),
+            config.clip.as_deref(),
             &plain,
         )?;
         let (run, policy, optim, state, step) = match resumed {
@@ -579,6 +580,7 @@ fn pictures(examples: &[CaptionExample]) -> Vec<Picture<'_>> {
         .map(|e| Picture {
             references: &e.captions,
             scene: e.scene.as_ref(),
+            image: &e.image,
         })
         .collect()
 }

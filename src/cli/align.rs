@@ -36,14 +36,19 @@ pub struct AlignArgs {
     #[arg(long)]
     pub val_data: Option<PathBuf>,
     /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders),
-    /// `cider` (CIDEr-D against the references) or `similarity` (sentence embeddings by
-    /// --content-encoder). Default: scene where the data has scene graphs, else cider.
+    /// `cider` (CIDEr-D against the references), `similarity` (sentence embeddings by
+    /// --content-encoder) or `clip` (RefCLIP-S, or CLIP-S without references, by --clip).
+    /// Default: scene where the data has scene graphs, else cider.
     #[arg(long, value_enum)]
     pub content_reward: Option<ContentRewardKind>,
     /// Sentence encoder of the `similarity` reward: a sentence-transformers folder (such as
     /// all-MiniLM-L6-v2).
     #[arg(long)]
     pub content_encoder: Option<PathBuf>,
+    /// CLIP model of the `clip` reward: a CLIPModel folder (such as
+    /// openai/clip-vit-base-patch32).
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -135,6 +140,9 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     }
     if a.content_encoder.is_some() {
         c.content_encoder = a.content_encoder.clone();
+    }
+    if a.clip.is_some() {
+        c.clip = a.clip.clone();
     }
     if let Some(t) = a.target_kl {
         c.target_kl = (t > 0.0).then_some(t);

@@ -52,6 +52,10 @@ pub struct EvalArgs {
     /// caption's embedding similarity to its references.
     #[arg(long)]
     pub content_encoder: Option<PathBuf>,
+    /// CLIP model (a CLIPModel folder such as openai/clip-vit-base-patch32): adds CLIPScore
+    /// and RefCLIPScore.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +83,7 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
         content_encoder: a.content_encoder.clone(),
+        clip: a.clip.clone(),
         ..EvalConfig::default()
     };
     let result = evaluate_captioner(&captioner, base.as_ref(), &judge, &source, &config, &device)?;

@@ -30,6 +30,19 @@ impl TextTokenizer {
         Ok(Self { inner })
     }
 
+    /// The same tokenizer, cutting every text to at most `max_len` ids, special tokens
+    /// included: the text is cut before they are added, so a CLIP text still ends with its
+    /// end token, as transformers' `truncation=True` gives.
+    pub fn truncating(mut self, max_len: usize) -> Result<Self> {
+        self.inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("cannot truncate to {max_len} tokens: {e}"))?;
+        Ok(self)
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self
             .inner

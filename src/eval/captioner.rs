@@ -13,6 +13,7 @@ use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
 use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::clip_score::ClipScorer;
 use crate::model::generate::Strategy;
 use crate::model::settings::check_sampling;
 use crate::model::{DecodeOptions, LoadedCaptioner};
@@ -35,6 +36,8 @@ pub struct EvalConfig {
     /// A sentence encoder (sentence-transformers folder): with it, each caption's highest
     /// embedding similarity to its picture's references is reported.
     pub content_encoder: Option<std::path::PathBuf>,
+    /// A CLIP model (`CLIPModel` folder): with it, CLIPScore and RefCLIPScore are reported.
+    pub clip: Option<std::path::PathBuf>,
 }
 
 impl Default for EvalConfig {
@@ -48,6 +51,7 @@ impl Default for EvalConfig {
             max_new_tokens: 48,
             seed: 0,
             content_encoder: None,
+            clip: None,
         }
     }
 }
@@ -86,6 +90,12 @@ pub struct StyleEval {
     /// Mean over captions of the highest cosine similarity of its sentence embedding to one
     /// of its picture's references (with `content_encoder`).
     pub embedding_similarity: Option<f32>,
+    /// Mean CLIP-S of caption and picture (with `clip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_score: Option<f32>,
+    /// Mean RefCLIP-S over the captions whose picture has references (with `clip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_clip_score: Option<f32>,
     pub distinct1: f32,
     pub distinct2: f32,
     /// BLEU-4 of each caption against the style's other captions (lower: more diverse).
@@ -106,6 +116,11 @@ pub struct CaptionerEval {
     pub images: usize,
     pub config: EvalConfig,
     pub styles: Vec<StyleEval>,
+}
+
+/// The mean of `xs`; None when empty.
+fn mean(xs: &[f32]) -> Option<f32> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f32>() / xs.len() as f32)
 }
 
 /// Self-BLEU: corpus BLEU-4 of each caption against all the others.
@@ -175,6 +190,10 @@ pub fn evaluate_captioner(
         Some(dir) => Some(SentenceEncoder::load(dir, device)?),
         None => None,
     };
+    let clip = match &config.clip {
+        Some(dir) => Some(ClipScorer::load(dir, device)?),
+        None => None,
+    };
     let (critic, tok) = judge;
     let mut out = Vec::new();
     for style in styles {
@@ -209,6 +228,17 @@ pub fn evaluate_captioner(
         let argmax = |p: &Vec<f32>| (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
         let hits = probs.iter().filter(|p| argmax(p) == target).count();
         let score = probs.iter().map(|p| p[target]).sum::<f32>() / n.max(1) as f32;
+        let (clip_score, ref_clip_score) = match &clip {
+            Some(scorer) => {
+                let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
+                let pics: Vec<&RgbImage> = images.iter().collect();
+                let rs: Vec<&[String]> = refs.iter().map(Vec::as_slice).collect();
+                let (c, r) = scorer.scores(&caps, &pics, Some(&rs))?;
+                let r: Vec<f32> = r.into_iter().flatten().collect();
+                (mean(&c), mean(&r))
+            }
+            None => (None, None),
+        };
         let fidelity: Vec<f32> = captions
             .iter()
             .zip(&examples)
@@ -232,6 +262,8 @@ pub fn evaluate_captioner(
                 }
                 None => None,
             },
+            clip_score,
+            ref_clip_score,
             distinct1: distinct_n(&captions, 1),
             distinct2: distinct_n(&captions, 2),
             self_bleu: self_bleu(&captions),
@@ -258,7 +290,9 @@ pub fn render(e: &CaptionerEval) -> String {
         e.images,
         if e.config.greedy { "greedy" } else { "sampled" }
     );
-    let _ = writeln!(
+    // CLIP's columns only where a CLIP model scored the captions.
+    let with_clip = e.styles.iter().any(|r| r.clip_score.is_some());
+    let _ = write!(
         s,
         "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>6} {:>8} {:>7}",
         "style",
@@ -274,9 +308,13 @@ pub fn render(e: &CaptionerEval) -> String {
         "base ppl",
         "KL"
     );
+    if with_clip {
+        let _ = write!(s, " {:>7} {:>9}", "CLIP-S", "RefCLIP-S");
+    }
+    s.push('\n');
     let opt = |v: Option<f32>| v.map_or("-".into(), |f| format!("{f:.3}"));
     for r in &e.styles {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>8} {:>7}",
             r.style,
@@ -292,6 +330,10 @@ pub fn render(e: &CaptionerEval) -> String {
             opt(r.base_perplexity),
             opt(r.kl_to_base)
         );
+        if with_clip {
+            let _ = write!(s, " {:>7} {:>9}", opt(r.clip_score), opt(r.ref_clip_score));
+        }
+        s.push('\n');
     }
     for r in &e.styles {
         if let Some(x) = r.examples.first() {

@@ -256,21 +256,36 @@ fn curves(l: &Layout) -> Result<String> {
 
 fn metric_table(eval: &Value) -> String {
     let mut h = String::new();
-    let cols: [(&str, &str); 11] = [
+    let all: [(&str, &str); 13] = [
         ("style_accuracy", "style acc"),
         ("style_score", "judge p"),
         ("content_fidelity", "content"),
         ("bleu4", "BLEU-4"),
         ("cider_d", "CIDEr-D"),
         ("embedding_similarity", "embedding sim"),
+        ("clip_score", "CLIP-S"),
+        ("ref_clip_score", "RefCLIP-S"),
         ("distinct2", "distinct-2"),
         ("self_bleu", "self-BLEU"),
         ("repetition_rate", "repetition"),
         ("base_perplexity", "base ppl"),
         ("kl_to_base", "KL to base"),
     ];
+    // CLIP's columns only where an evaluation has them (`eval --clip`).
+    let has = |key: &str| {
+        ["base", "aligned"].iter().any(|m| {
+            eval[*m]["styles"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r.get(key).is_some_and(Value::is_number))
+            })
+        })
+    };
+    let cols: Vec<(&str, &str)> = all
+        .into_iter()
+        .filter(|(key, _)| !key.contains("clip") || has(key))
+        .collect();
     h.push_str("<table class=\"metrics\"><tr><th>style</th><th>model</th>");
-    for (_, label) in cols {
+    for (_, label) in &cols {
         let _ = write!(h, "<th>{label}</th>");
     }
     h.push_str("</tr>");
@@ -295,9 +310,9 @@ fn metric_table(eval: &Value) -> String {
                 );
             }
             let _ = write!(h, "<td>{m}</td>");
-            for (key, _) in cols {
+            for (key, _) in &cols {
                 let cell = row
-                    .get(key)
+                    .get(*key)
                     .and_then(Value::as_f64)
                     .map_or("–".into(), |v| format!("{v:.3}"));
                 let _ = write!(h, "<td>{cell}</td>");
@@ -473,4 +488,25 @@ pub fn write_report(
     let path = out.map_or_else(|| dir.join("report.html"), Path::to_path_buf);
     write_atomic(&path, h.as_bytes())?;
     Ok((path, examples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_table;
+    use serde_json::json;
+
+    #[test]
+    fn clip_columns_appear_only_with_clip_scores() {
+        let row = json!({"style": "noir", "style_accuracy": 0.5, "bleu4": 0.1});
+        let plain = json!({"base": {"styles": [row.clone()]}});
+        let t = metric_table(&plain);
+        assert!(t.contains("style acc") && !t.contains("CLIP-S"), "{t}");
+        let mut scored = row;
+        scored["clip_score"] = json!(0.625);
+        scored["ref_clip_score"] = json!(0.5);
+        let with = json!({"base": {"styles": [scored.clone()]}, "aligned": {"styles": [scored]}});
+        let t = metric_table(&with);
+        assert!(t.contains("<th>CLIP-S</th><th>RefCLIP-S</th>"), "{t}");
+        assert!(t.contains("<td>0.625</td><td>0.500</td>"), "{t}");
+    }
 }

@@ -2,6 +2,8 @@
 //! class embedding, `pre_layrnorm` (transformers' spelling), pre-norm layers with quick_gelu,
 //! and `post_layernorm` applied to the pooled CLS state only.
 //!
+//! The encoder layers are shared with the text tower (`clip_text.rs`), which runs them causally.
+//!
 //! Tensor names follow transformers 5 (`embeddings.*`, `encoder.layers.*`); checkpoints of
 //! older versions and full `CLIPModel`s nest them under `vision_model.`, which loading strips.
 
@@ -114,6 +116,63 @@ pub struct ClipEncoder {
     pub layers: Vec<ClipEncoderLayer>,
 }
 
+impl ClipEncoder {
+    /// transformers' `CLIPEncoder`: pre-norm layers, attention then MLP. The text tower
+    /// attends `causal`ly, the vision tower to every patch.
+    pub fn forward(
+        &self,
+        mut x: Tensor<3>,
+        n_head: usize,
+        act: Activation,
+        causal: bool,
+    ) -> Tensor<3> {
+        let d = x.dims()[2];
+        let scale = 1.0 / ((d / n_head) as f64).sqrt();
+        for layer in &self.layers {
+            let hs = layer.layer_norm1.forward(x.clone());
+            let a = &layer.self_attn;
+            let q = split_heads(apply_linear(&a.q_proj, hs.clone()), n_head);
+            let k = split_heads(apply_linear(&a.k_proj, hs.clone()), n_head);
+            let v = split_heads(apply_linear(&a.v_proj, hs), n_head);
+            x = x + apply_linear(
+                &a.out_proj,
+                merge_heads(attend(q, k, v, None, causal, scale)),
+            );
+            let hs = apply_linear(&layer.mlp.fc1, layer.layer_norm2.forward(x.clone()));
+            x = x + apply_linear(&layer.mlp.fc2, act.forward(hs));
+        }
+        x
+    }
+
+    /// `layers` pre-norm layers of width `d`, initialised as transformers does.
+    pub fn new(
+        layers: usize,
+        d: usize,
+        intermediate: usize,
+        eps: f64,
+        std: f64,
+        device: &Device,
+    ) -> Self {
+        let layers = (0..layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(d, d, true, std, device),
+                    k_proj: linear(d, d, true, std, device),
+                    v_proj: linear(d, d, true, std, device),
+                    out_proj: linear(d, d, true, std, device),
+                },
+                layer_norm1: layer_norm(d, eps, device),
+                mlp: ClipMlp {
+                    fc1: linear(d, intermediate, true, std, device),
+                    fc2: linear(intermediate, d, true, std, device),
+                },
+                layer_norm2: layer_norm(d, eps, device),
+            })
+            .collect();
+        Self { layers }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct ClipVisionModel {
     pub embeddings: ClipEmbeddings,
@@ -137,22 +196,14 @@ impl ClipVisionModel {
                 .with_bias(false)
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
                 .init(device);
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: linear(d, d, true, std, device),
-                    k_proj: linear(d, d, true, std, device),
-                    v_proj: linear(d, d, true, std, device),
-                    out_proj: linear(d, d, true, std, device),
-                },
-                layer_norm1: layer_norm(d, eps, device),
-                mlp: ClipMlp {
-                    fc1: linear(d, cfg.intermediate_size, true, std, device),
-                    fc2: linear(cfg.intermediate_size, d, true, std, device),
-                },
-                layer_norm2: layer_norm(d, eps, device),
-            })
-            .collect();
+        let encoder = ClipEncoder::new(
+            cfg.num_hidden_layers,
+            d,
+            cfg.intermediate_size,
+            eps,
+            std,
+            device,
+        );
         Self {
             embeddings: ClipEmbeddings {
                 class_embedding: Param::from_tensor(Tensor::random(
@@ -164,7 +215,7 @@ impl ClipVisionModel {
                 position_embedding: embedding(cfg.num_positions(), d, std, device),
             },
             pre_layrnorm: layer_norm(d, eps, device),
-            encoder: ClipEncoder { layers },
+            encoder,
             post_layernorm: layer_norm(d, eps, device),
             n_head: cfg.num_attention_heads,
             act: ActivationName(
@@ -189,22 +240,8 @@ impl ClipVisionModel {
             Tensor::<1, Int>::arange(0..(h * w + 1) as i64, &patches.device()).unsqueeze::<2>();
         let x = Tensor::cat(vec![cls, patches], 1)
             + vm.embeddings.position_embedding.forward(positions);
-        let mut x = vm.pre_layrnorm.forward(x);
-        let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
-        for layer in &vm.encoder.layers {
-            let hs = layer.layer_norm1.forward(x.clone());
-            let a = &layer.self_attn;
-            let q = split_heads(apply_linear(&a.q_proj, hs.clone()), self.n_head);
-            let k = split_heads(apply_linear(&a.k_proj, hs.clone()), self.n_head);
-            let v = split_heads(apply_linear(&a.v_proj, hs), self.n_head);
-            x = x + apply_linear(
-                &a.out_proj,
-                merge_heads(attend(q, k, v, None, false, scale)),
-            );
-            let hs = apply_linear(&layer.mlp.fc1, layer.layer_norm2.forward(x.clone()));
-            x = x + apply_linear(&layer.mlp.fc2, self.act.0.forward(hs));
-        }
-        x
+        let x = vm.pre_layrnorm.forward(x);
+        vm.encoder.forward(x, self.n_head, self.act.0, false)
     }
 
     /// transformers' `pooler_output`: `post_layernorm` of the CLS state.

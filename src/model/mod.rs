@@ -1,8 +1,11 @@
 //! The captioner: vision encoders (ViT, CLIP), the GPT-2 decoder with cross-attention, style
-//! conditioning, decoding, and checkpoint I/O in Hugging Face layout.
+//! conditioning, decoding, and checkpoint I/O in Hugging Face layout; and CLIP with both
+//! towers, the scorer of the `clip` content reward and the evaluation's CLIP scores.
 
 pub mod captioner;
 pub mod clip;
+pub mod clip_score;
+pub mod clip_text;
 pub mod folder;
 pub mod generate;
 pub mod gpt2;
