@@ -156,6 +156,8 @@ pub struct DemoData {
     pub content_reward: Option<ContentRewardKind>,
     /// The sentence encoder of the `similarity` reward, also used by the evaluation.
     pub content_encoder: Option<PathBuf>,
+    /// The CLIPModel folder of the `clip` reward, also used by the evaluation.
+    pub clip: Option<PathBuf>,
     /// Pretrained vision encoder and GPT-2 (HF folders or ids).
     pub vision: Option<String>,
     pub decoder: Option<String>,
@@ -193,7 +195,9 @@ impl DemoData {
         a.split_seed = preset.train.split_seed;
         set(&mut a.content_reward, &self.content_reward);
         set(&mut a.content_encoder, &self.content_encoder);
+        set(&mut a.clip, &self.clip);
         set(&mut preset.eval.content_encoder, &self.content_encoder);
+        set(&mut preset.eval.clip, &self.clip);
         Ok(())
     }
 }

@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// the evaluation then also reports embedding similarity.
     #[arg(long)]
     pub content_encoder: Option<PathBuf>,
+    /// CLIPModel folder for --content-reward clip; the evaluation then also reports
+    /// CLIPScore and RefCLIPScore.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// Pretrained vision encoder for the base captioner (HF folder or id).
     #[arg(long)]
     pub vision: Option<String>,
@@ -73,6 +77,7 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         styles: a.styles.clone(),
         content_reward: a.content_reward,
         content_encoder: a.content_encoder.clone(),
+        clip: a.clip.clone(),
         vision: a.vision.clone(),
         decoder: a.decoder.clone(),
     }
