@@ -57,6 +57,9 @@ pub struct AlignConfig {
     pub content_encoder: Option<PathBuf>,
     /// The CLIP model of the `clip` reward (a `CLIPModel` folder).
     pub clip: Option<PathBuf>,
+    /// The most the `cider` content reward pays: CIDEr-D of a plain factual caption (about 3)
+    /// would outweigh the whole style reward, and alignment would drop the styles.
+    pub cider_cap: f32,
     /// Target styles; empty: every style of the captioner except `factual`.
     pub styles: Vec<String>,
     pub algo: Algo,
@@ -135,6 +138,7 @@ impl Default for AlignConfig {
             content_reward: None,
             content_encoder: None,
             clip: None,
+            cider_cap: 1.0,
             styles: Vec::new(),
             algo: Algo::Rloo,
             seed: 0,
@@ -199,6 +203,7 @@ impl AlignConfig {
         check_sampling(self.temperature, self.top_p, self.max_new_tokens)?;
         check::non_negative("w_style", self.w_style as f64)?;
         check::non_negative("w_content", self.w_content as f64)?;
+        check::positive("cider_cap", self.cider_cap as f64)?;
         check::non_negative("beta", self.beta)?;
         if let Some(t) = self.target_kl {
             check::positive("target_kl", t)?;

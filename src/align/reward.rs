@@ -70,6 +70,7 @@ impl ContentRewardKind {
         val: &CaptionSource,
         encoder: Option<&Path>,
         clip: Option<&Path>,
+        cider_cap: f32,
         device: &Device,
     ) -> Result<Box<dyn ContentReward>> {
         Ok(match self {
@@ -88,7 +89,10 @@ impl ContentRewardKind {
             ContentRewardKind::Cider => {
                 let references: Vec<Vec<String>> =
                     (0..train.len()).map(|i| train.references(i)).collect();
-                Box::new(Cider(CiderD::new(&references)))
+                Box::new(Cider {
+                    cider: CiderD::new(&references),
+                    cap: cider_cap,
+                })
             }
             ContentRewardKind::Similarity => {
                 let dir = encoder.context(
@@ -130,15 +134,22 @@ impl ContentReward for SceneCheck {
     }
 }
 
-/// CIDEr-D against the picture's references, as self-critical sequence training rewards.
-pub struct Cider(pub CiderD);
+/// CIDEr-D against the picture's references, as self-critical sequence training rewards,
+/// capped at `cap`. Uncapped, a factual caption (CIDEr-D about 3 against factual
+/// references) outscores any styled one by more than the whole style reward (at most 1), and
+/// alignment turns every style into plain captions; capped, the best caption is one in
+/// style that also says what the references say.
+pub struct Cider {
+    pub cider: CiderD,
+    pub cap: f32,
+}
 
 impl ContentReward for Cider {
     fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
         Ok(captions
             .iter()
             .zip(pictures)
-            .map(|(c, p)| self.0.score(c, p.references) as f32)
+            .map(|(c, p)| (self.cider.score(c, p.references) as f32).min(self.cap))
             .collect())
     }
 }
@@ -258,5 +269,49 @@ impl RunningStats {
         } else {
             (self.m2 / (self.n - 1.0)).sqrt().max(1e-6)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caption equal to the references scores far above the cap (CIDEr-D rewards the plain
+    /// phrasing); the reward pays the cap for it and the plain CIDEr-D below it.
+    #[test]
+    fn the_cider_reward_is_cider_d_capped() {
+        let colours = ["red", "blue", "pink", "grey"];
+        let refs: Vec<Vec<String>> = (0..8)
+            .map(|i| {
+                let c = colours[i % 4];
+                vec![
+                    format!("a {c} car beside a small green house at night"),
+                    format!("a {c} car near a green house at night"),
+                ]
+            })
+            .collect();
+        let cider = CiderD::new(&refs);
+        let reward = Cider {
+            cider: CiderD::new(&refs),
+            cap: 1.0,
+        };
+        let image = image::RgbImage::new(1, 1);
+        let picture = Picture {
+            references: &refs[0],
+            scene: None,
+            image: &image,
+        };
+        let captions = [
+            "a red car beside a small green house at night".to_string(),
+            "oh the gloomy red auto wept".to_string(),
+        ];
+        let plain = cider.score(&captions[0], &refs[0]) as f32;
+        let styled = cider.score(&captions[1], &refs[0]) as f32;
+        assert!(
+            plain > 2.0 && styled > 0.0 && styled < 1.0,
+            "{plain} {styled}"
+        );
+        let r = reward.scores(&captions, &[picture, picture]).unwrap();
+        assert_eq!(r, vec![1.0, styled]);
     }
 }

@@ -210,6 +210,7 @@ impl Aligner {
             &data.val,
             config.content_encoder.as_deref(),
             config.clip.as_deref(),
+            config.cider_cap,
             &plain,
         )?;
         let (run, policy, optim, state, step) = match resumed {
