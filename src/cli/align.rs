@@ -35,20 +35,8 @@ pub struct AlignArgs {
     /// Validation pictures (default: a fixed held-out slice of --data).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
-    /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders),
-    /// `cider` (CIDEr-D against the references), `similarity` (sentence embeddings by
-    /// --content-encoder) or `clip` (RefCLIP-S, or CLIP-S without references, by --clip).
-    /// Default: scene where the data has scene graphs, else cider.
-    #[arg(long, value_enum)]
-    pub content_reward: Option<ContentRewardKind>,
-    /// Sentence encoder of the `similarity` reward: a sentence-transformers folder (such as
-    /// all-MiniLM-L6-v2).
-    #[arg(long)]
-    pub content_encoder: Option<PathBuf>,
-    /// CLIP model of the `clip` reward: a CLIPModel folder (such as
-    /// openai/clip-vit-base-patch32).
-    #[arg(long)]
-    pub clip: Option<PathBuf>,
+    #[command(flatten)]
+    pub content: ContentRewardArgs,
     /// Settings file (JSON or TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -100,6 +88,39 @@ pub struct AlignArgs {
     pub quiet: bool,
 }
 
+/// The content reward and the models it reads, shared by `align` and `demo`.
+#[derive(Args)]
+pub struct ContentRewardArgs {
+    /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders),
+    /// `cider` (CIDEr-D against the references), `similarity` (sentence embeddings by
+    /// --content-encoder) or `clip` (RefCLIP-S, or CLIP-S without references, by --clip).
+    /// Default: scene where the data has scene graphs, else cider.
+    #[arg(long, value_enum)]
+    pub content_reward: Option<ContentRewardKind>,
+    /// Sentence encoder of the `similarity` reward: a sentence-transformers folder (such as
+    /// all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub content_encoder: Option<PathBuf>,
+    /// CLIP model of the `clip` reward: a CLIPModel folder (such as
+    /// openai/clip-vit-base-patch32).
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+}
+
+impl ContentRewardArgs {
+    pub fn apply(&self, c: &mut AlignConfig) {
+        if self.content_reward.is_some() {
+            c.content_reward = self.content_reward;
+        }
+        if self.content_encoder.is_some() {
+            c.content_encoder.clone_from(&self.content_encoder);
+        }
+        if self.clip.is_some() {
+            c.clip.clone_from(&self.clip);
+        }
+    }
+}
+
 pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     let mut c: AlignConfig = match &a.config {
         Some(p) => crate::util::read_config_file(p)?,
@@ -135,15 +156,7 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     if a.val_data.is_some() {
         c.val_data = a.val_data.clone();
     }
-    if a.content_reward.is_some() {
-        c.content_reward = a.content_reward;
-    }
-    if a.content_encoder.is_some() {
-        c.content_encoder = a.content_encoder.clone();
-    }
-    if a.clip.is_some() {
-        c.clip = a.clip.clone();
-    }
+    a.content.apply(&mut c);
     if let Some(t) = a.target_kl {
         c.target_kl = (t > 0.0).then_some(t);
     }

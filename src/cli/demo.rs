@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::prelude::Device;
 use clap::Args;
 
-use crate::align::reward::ContentRewardKind;
+use crate::cli::align::ContentRewardArgs;
 use crate::demo::{run as run_demo, DemoData, DemoPreset};
 use crate::eval::captioner::render;
 
@@ -41,18 +41,8 @@ pub struct DemoArgs {
     /// other.
     #[arg(long)]
     pub styles: Option<PathBuf>,
-    /// Alignment's content reward (default: scene where the data has scene graphs, else
-    /// cider).
-    #[arg(long, value_enum)]
-    pub content_reward: Option<ContentRewardKind>,
-    /// Sentence encoder folder (all-MiniLM-L6-v2 layout) for --content-reward similarity;
-    /// the evaluation then also reports embedding similarity.
-    #[arg(long)]
-    pub content_encoder: Option<PathBuf>,
-    /// CLIPModel folder for --content-reward clip; the evaluation then also reports
-    /// CLIPScore and RefCLIPScore.
-    #[arg(long)]
-    pub clip: Option<PathBuf>,
+    #[command(flatten)]
+    pub content: ContentRewardArgs,
     /// Pretrained vision encoder for the base captioner (HF folder or id).
     #[arg(long)]
     pub vision: Option<String>,
@@ -75,9 +65,9 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         val_data: a.val_data.clone(),
         test_data: a.test_data.clone(),
         styles: a.styles.clone(),
-        content_reward: a.content_reward,
-        content_encoder: a.content_encoder.clone(),
-        clip: a.clip.clone(),
+        content_reward: a.content.content_reward,
+        content_encoder: a.content.content_encoder.clone(),
+        clip: a.content.clip.clone(),
         vision: a.vision.clone(),
         decoder: a.decoder.clone(),
     }
