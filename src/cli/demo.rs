@@ -7,6 +7,7 @@ use burn::prelude::Device;
 use clap::Args;
 
 use crate::cli::align::ContentRewardArgs;
+use crate::cli::train::BaseDataArgs;
 use crate::demo::{run as run_demo, DemoData, DemoPreset};
 use crate::eval::captioner::render;
 
@@ -24,31 +25,12 @@ pub struct DemoArgs {
     /// judge, align, eval, report), instead of the built-in one.
     #[arg(long)]
     pub preset: Option<PathBuf>,
-    /// Your own pictures with reference captions, in any format `train --data` reads (a
-    /// `data synth` folder, COCO captions JSON, JSONL manifest, image folder, `data fetch`
-    /// output), instead of the built-in world. Validation and test pictures are fixed
-    /// held-out slices of it unless --val-data / --test-data name others.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Validation pictures (alignment keeps the policy that scores best on them).
-    #[arg(long)]
-    pub val_data: Option<PathBuf>,
-    /// Test pictures for the evaluation and the report's gallery.
-    #[arg(long)]
-    pub test_data: Option<PathBuf>,
-    /// Your own style corpus (JSONL {"text","style"} or a folder of STYLE.txt), instead of
-    /// the built-in styles: the critic learns from one half of it and the judge from the
-    /// other.
-    #[arg(long)]
-    pub styles: Option<PathBuf>,
+    // Your own data instead of the built-in world and styles (the critic learns from one half
+    // of --styles, the judge from the other).
+    #[command(flatten)]
+    pub data: BaseDataArgs,
     #[command(flatten)]
     pub content: ContentRewardArgs,
-    /// Pretrained vision encoder for the base captioner (HF folder or id).
-    #[arg(long)]
-    pub vision: Option<String>,
-    /// Pretrained GPT-2 for the base captioner (HF folder or id).
-    #[arg(long)]
-    pub decoder: Option<String>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -61,15 +43,15 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         (None, false) => DemoPreset::builtin("demo")?,
     };
     DemoData {
-        data: a.data.clone(),
-        val_data: a.val_data.clone(),
-        test_data: a.test_data.clone(),
-        styles: a.styles.clone(),
+        data: a.data.data.clone(),
+        val_data: a.data.val_data.clone(),
+        test_data: a.data.test_data.clone(),
+        styles: a.data.styles.clone(),
         content_reward: a.content.content_reward,
         content_encoder: a.content.content_encoder.clone(),
         clip: a.content.clip.clone(),
-        vision: a.vision.clone(),
-        decoder: a.decoder.clone(),
+        vision: a.data.vision.clone(),
+        decoder: a.data.decoder.clone(),
     }
     .apply(&mut preset)?;
     let summary = run_demo(preset, &a.out, !a.quiet, &device)?;

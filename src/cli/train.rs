@@ -10,27 +10,19 @@ use crate::run::RunOptions;
 use crate::sft::config::TrainConfig;
 use crate::sft::trainer::Trainer;
 
+/// The base captioner's data and pretrained parts, shared by `train` and `demo`.
 #[derive(Args)]
-pub struct TrainArgs {
-    /// Run folder (config.json, metrics.jsonl, checkpoint/, model/, eval.json).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Settings file (JSON, or TOML by extension); flags given here override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint (with its saved configuration).
-    #[arg(long)]
-    pub resume: bool,
-    /// Image–caption data: a `data synth` folder, COCO JSON, JSONL manifest or image folder
-    /// (default: the built-in world, made in memory).
+pub struct BaseDataArgs {
+    /// Image–caption data: a `data synth` folder, COCO captions JSON, JSONL manifest, image
+    /// folder or `data fetch` output (default: the built-in world, made in memory).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Validation pictures (default: a fixed held-out 5% of --data, or the `data synth`
     /// folder's val split).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
-    /// Test pictures, captioned at the end (default: another fixed held-out 5% of --data, or
-    /// the `data synth` folder's test splits).
+    /// Test pictures (default: another fixed held-out 5% of --data, or the `data synth`
+    /// folder's test splits); the demo evaluates and shows these.
     #[arg(long)]
     pub test_data: Option<PathBuf>,
     /// Style corpus: JSONL {"text","style"} or a folder of STYLE.txt (default: the built-in
@@ -43,6 +35,44 @@ pub struct TrainArgs {
     /// Pretrained GPT-2: HF folder or Hub id.
     #[arg(long)]
     pub decoder: Option<String>,
+}
+
+impl BaseDataArgs {
+    pub fn apply(&self, c: &mut TrainConfig) {
+        for (slot, value) in [
+            (&mut c.data, &self.data),
+            (&mut c.val_data, &self.val_data),
+            (&mut c.test_data, &self.test_data),
+            (&mut c.styles, &self.styles),
+        ] {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        for (slot, value) in [
+            (&mut c.vision, &self.vision),
+            (&mut c.decoder, &self.decoder),
+        ] {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run folder (config.json, metrics.jsonl, checkpoint/, model/, eval.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Settings file (JSON, or TOML by extension); flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (with its saved configuration).
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub data: BaseDataArgs,
     /// Optimisation steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -98,24 +128,7 @@ pub fn resolve_config(a: &TrainArgs) -> Result<TrainConfig> {
         eval_every,
         checkpoint_every
     );
-    if a.data.is_some() {
-        c.data = a.data.clone();
-    }
-    if a.val_data.is_some() {
-        c.val_data = a.val_data.clone();
-    }
-    if a.test_data.is_some() {
-        c.test_data = a.test_data.clone();
-    }
-    if a.styles.is_some() {
-        c.styles = a.styles.clone();
-    }
-    if a.vision.is_some() {
-        c.vision = a.vision.clone();
-    }
-    if a.decoder.is_some() {
-        c.decoder = a.decoder.clone();
-    }
+    a.data.apply(&mut c);
     if a.train_vision_layers.is_some() {
         c.train_vision_layers = a.train_vision_layers;
     }
