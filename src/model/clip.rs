@@ -56,13 +56,14 @@ fn d224() -> usize {
 fn d32() -> usize {
     32
 }
-fn act() -> String {
+/// transformers' CLIP defaults, shared by the vision and text configs.
+pub(super) fn act() -> String {
     "quick_gelu".into()
 }
-fn eps() -> f64 {
+pub(super) fn eps() -> f64 {
     1e-5
 }
-fn init() -> f64 {
+pub(super) fn init() -> f64 {
     0.02
 }
 

@@ -8,7 +8,7 @@ use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::clip::ClipEncoder;
+use super::clip::{act, eps, init, ClipEncoder};
 use super::layers::{embedding, layer_norm, Activation, ActivationName};
 
 /// `text_config` of a `CLIPModel`; the defaults are transformers' `CLIPTextConfig`'s (those of
@@ -57,15 +57,6 @@ fn d8() -> usize {
 }
 fn d77() -> usize {
     77
-}
-fn act() -> String {
-    "quick_gelu".into()
-}
-fn eps() -> f64 {
-    1e-5
-}
-fn init() -> f64 {
-    0.02
 }
 fn eos() -> u32 {
     49407
