@@ -1,8 +1,9 @@
 //! `stylecap demo`: the whole chain, on the built-in world or on the user's data and style
 //! corpus ([`DemoData`]): train the base captioner, the critic and the judge, align every
-//! style, and evaluate base and aligned captioners with the judge on the test pictures. Each stage is skipped when its run is complete, so an interrupted demo
-//! continues where it stopped (the base captioner resumes from its checkpoint; the stages
-//! without resume start again).
+//! style, and evaluate base and aligned captioners with the judge on the test pictures. Each
+//! stage is skipped when its run is complete, so an interrupted demo continues where it
+//! stopped (the base captioner resumes from its checkpoint; the stages without resume start
+//! again).
 //!
 //! Its settings are a preset file (`presets/demo.toml`, `presets/demo-quick.toml`, or the
 //! user's own): one section per stage, each overriding that stage's defaults.
@@ -301,10 +302,11 @@ pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Resul
     let mut evals = Vec::new();
     let mut results = serde_json::Map::new();
     let base = LoadedCaptioner::load(&base_dir.join(run::MODEL), device)?;
+    // Alignment keeps the base's encoder, so both see the same pictures, read once.
+    let size = base.model.config.encoder.image_size();
+    let source = preset.train.test_pictures(size, images)?;
     for (name, dir) in [("base", &base_dir), ("aligned", &align_dir)] {
         let captioner = LoadedCaptioner::load(&dir.join(run::MODEL), device)?;
-        let size = captioner.model.config.encoder.image_size();
-        let source = preset.train.test_pictures(size, images)?;
         let e = evaluate_captioner(
             &captioner,
             Some(&base),
