@@ -31,9 +31,11 @@ fn rewrite_weights(dir: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f
     let path = dir.join("model.safetensors");
     let file = SafetensorsFile::open(&path).unwrap();
     let mut tensors: Vec<_> = file
-        .tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.shape, t.values))
+        .names()
+        .map(|n| {
+            let t = file.get(n).unwrap();
+            (n.to_string(), t.shape, t.values)
+        })
         .collect();
     edit(&mut tensors);
     write_safetensors(&path, &tensors).unwrap();

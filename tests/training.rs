@@ -289,6 +289,39 @@ fn checkpoint_round_trips() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Loading builds the modules without drawing the initial values the checkpoint replaces:
+/// the random stream after a load is the one before it.
+#[test]
+fn loading_draws_no_initial_values() {
+    let _turn = serial();
+    let device = Device::flex();
+    let model = tiny_captioner("vit", &["factual", "noir"], &device);
+    let dir = tempdir("lazy_load");
+    model.save(&dir).unwrap();
+    let draw = || {
+        let t = Tensor::<1>::random([8], Distribution::Default, &device);
+        values(t)
+    };
+    device.seed(5);
+    let expected = draw();
+    device.seed(5);
+    let loaded = Captioner::load(&dir, &device).unwrap();
+    assert_eq!(draw(), expected, "loading drew random values");
+    // Every parameter holds its value: none is left for a first use on some thread to draw.
+    struct Pending(usize, usize);
+    impl burn::module::ModuleVisitor for Pending {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0 += usize::from(!p.is_initialized());
+            self.1 += 1;
+        }
+    }
+    let mut pending = Pending(0, 0);
+    loaded.visit(&mut pending);
+    assert_eq!(pending.0, 0, "of {} parameters", pending.1);
+    assert!(pending.1 > 20);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn same_seed_same_training_run() {
     let _turn = serial();

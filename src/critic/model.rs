@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::bert::{encode_texts, mean_pool, BertConfig, BertModel};
 use crate::data::tokenizer::TextTokenizer;
-use crate::model::layers::{apply_linear, linear};
-use crate::model::weights::{collect_module, load_module, write_safetensors, SafetensorsFile};
+use crate::model::layers::{apply_linear, linear, without_init};
+use crate::model::weights::{
+    collect_module, load_module, materialize, write_safetensors, SafetensorsFile,
+};
 use crate::util::{read_json, write_json};
 
 /// stylecap's part of a critic folder.
@@ -81,7 +83,7 @@ impl Critic {
         let info: CriticInfo = read_json(&dir.join("critic.json"))?;
         let bert_config = read_bert_config(dir)?;
         let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
-        let model = Critic::new(bert_config, info, device);
+        let model = without_init(|| Critic::new(bert_config, info, device));
         let strict = |_: &str| false;
         let (bert, _) = load_module(model.bert, &file, "bert", &strict)?;
         let (classifier, _) = load_module(model.classifier, &file, "classifier", &strict)?;
@@ -105,10 +107,7 @@ impl Critic {
     ) -> Result<(Self, TextTokenizer)> {
         let bert_config = read_bert_config(dir)?;
         let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
-        if !file
-            .tensors
-            .contains_key("bert.embeddings.word_embeddings.weight")
-        {
+        if !file.contains("bert.embeddings.word_embeddings.weight") {
             file.rename_prefix("", "bert.");
         }
         let info = CriticInfo {
@@ -116,8 +115,10 @@ impl Critic {
             special_tokens: true,
             max_tokens: bert_config.max_position_embeddings.min(128),
         };
-        let model = Critic::new(bert_config, info, device);
+        // The classifier is drawn fresh by `materialize`, after the encoder is loaded.
+        let model = without_init(|| Critic::new(bert_config, info, device));
         let (bert, _) = load_module(model.bert, &file, "bert", &|_| false)?;
+        materialize(&model.classifier);
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
         Ok((Critic { bert, ..model }, tokenizer))
     }

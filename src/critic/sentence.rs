@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::bert::{encode_texts, mean_pool, BertConfig, BertModel};
 use super::model::read_bert_config;
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::layers::without_init;
 use crate::model::weights::{load_module, SafetensorsFile};
 use crate::util::read_json;
 
@@ -53,14 +54,16 @@ impl SentenceEncoder {
         }
         .min(config.max_position_embeddings);
         let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
-        if !file
-            .tensors
-            .contains_key("bert.embeddings.word_embeddings.weight")
-        {
+        if !file.contains("bert.embeddings.word_embeddings.weight") {
             file.rename_prefix("", "bert.");
         }
-        let (bert, _) = load_module(BertModel::new(&config, device), &file, "bert", &|_| false)
-            .with_context(|| format!("loading the sentence encoder {}", dir.display()))?;
+        let (bert, _) = load_module(
+            without_init(|| BertModel::new(&config, device)),
+            &file,
+            "bert",
+            &|_| false,
+        )
+        .with_context(|| format!("loading the sentence encoder {}", dir.display()))?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
         Ok(SentenceEncoder {
             bert,

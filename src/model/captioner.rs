@@ -11,15 +11,14 @@ use anyhow::{bail, Context, Result};
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use serde_json::Value;
 
 use super::gpt2::{DecoderCache, Gpt2Config, Gpt2LmHeadModel, KeyValue};
-use super::layers::{apply_linear, linear};
+use super::layers::{apply_linear, linear, normal_param, without_init};
 pub use super::style::StyleConfig;
 use super::vision::{VisionConfig, VisionEncoder};
 use super::weights::{
-    collect_module, load_module, unused_tensors, write_safetensors, SafetensorsFile,
+    collect_module, load_module, materialize, unused_tensors, write_safetensors, SafetensorsFile,
 };
 
 /// The whole captioner `config.json`, in transformers' `VisionEncoderDecoderConfig` layout.
@@ -177,19 +176,23 @@ impl EncodedImages {
 impl Captioner {
     /// A randomly initialised captioner.
     pub fn new(config: CaptionerConfig, device: &Device) -> Self {
+        Self::build(config, false, device)
+    }
+
+    fn build(config: CaptionerConfig, with_pooler: bool, device: &Device) -> Self {
         let d_enc = config.encoder.hidden_size();
         let d_dec = config.decoder.n_embd;
         let std = config.decoder.initializer_range;
         let style_prefix = (!config.style.styles.is_empty() && config.style.prefix_tokens > 0)
             .then(|| {
-                Param::from_tensor(Tensor::random(
+                normal_param(
                     [config.style.styles.len(), config.style.prefix_tokens, d_dec],
-                    Distribution::Normal(0.0, std),
+                    std,
                     device,
-                ))
+                )
             });
         Self {
-            encoder: VisionEncoder::new(&config.encoder, false, device),
+            encoder: VisionEncoder::new(&config.encoder, with_pooler, device),
             enc_to_dec_proj: (d_enc != d_dec).then(|| linear(d_enc, d_dec, true, std, device)),
             decoder: Gpt2LmHeadModel::new(&config.decoder, device),
             style_prefix,
@@ -204,12 +207,14 @@ impl Captioner {
         decoder: Gpt2LmHeadModel,
         device: &Device,
     ) -> Self {
-        let fresh = Self::new(config, device);
-        Self {
+        let fresh = without_init(|| Self::new(config, device));
+        let model = Self {
             encoder,
             decoder,
             ..fresh
-        }
+        };
+        materialize(&model);
+        model
     }
 
     pub fn prefix_len(&self) -> usize {
@@ -398,11 +403,8 @@ impl Captioner {
             .with_context(|| format!("{}: invalid captioner config", cfg_path.display()))?;
         let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
         file.rename_prefix("encoder.vision_model.", "encoder.");
-        let with_pooler = file.tensors.contains_key("encoder.pooler.dense.weight");
-        let mut model = Self::new(config, device);
-        if with_pooler {
-            model.encoder = VisionEncoder::new(&model.config.encoder, true, device);
-        }
+        let with_pooler = file.contains("encoder.pooler.dense.weight");
+        let mut model = without_init(|| Self::build(config, with_pooler, device));
         let strict = |_: &str| false;
         let (encoder, r1) = load_module(model.encoder, &file, "encoder", &strict)?;
         let (decoder, r2) = load_module(model.decoder, &file, "decoder", &strict)?;
@@ -426,8 +428,8 @@ impl Captioner {
                 expected
             );
             used.insert("style_prefix".into());
-            // Keep the parameter trainable: a fresh tensor does not track gradients.
-            model.style_prefix = Some(p.map(|old| t.set_require_grad(old.is_require_grad())));
+            let id = p.id;
+            model.style_prefix = Some(p.transform_for_load(t, id));
         }
         let unused = unused_tensors(&file, &used, &|k| {
             k == "decoder.lm_head.weight" || is_gpt2_buffer(k)

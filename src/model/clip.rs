@@ -12,12 +12,11 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, Initializer, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_linear, attend, embedding, layer_norm, linear, merge_heads, split_heads, Activation,
-    ActivationName,
+    apply_linear, attend, embedding, layer_norm, linear, merge_heads, normal_param, split_heads,
+    Activation, ActivationName,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,11 +206,7 @@ impl ClipVisionModel {
         );
         Self {
             embeddings: ClipEmbeddings {
-                class_embedding: Param::from_tensor(Tensor::random(
-                    [d],
-                    Distribution::Normal(0.0, std),
-                    device,
-                )),
+                class_embedding: normal_param([d], std, device),
                 patch_embedding,
                 position_embedding: embedding(cfg.num_positions(), d, std, device),
             },

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::clip::{ClipVisionConfig, ClipVisionModel};
 use super::clip_text::{ClipTextConfig, ClipTextModel};
-use super::layers::{apply_linear, linear};
+use super::layers::{apply_linear, linear, without_init};
 use super::weights::{load_module, unused_tensors, SafetensorsFile};
 use crate::data::image::{PreprocessorConfig, SizeSpec};
 use crate::data::tokenizer::TextTokenizer;
@@ -179,9 +179,13 @@ impl ClipScorer {
         );
         let config = ClipConfig::load(&dir.join("config.json"))?;
         let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
-        let (model, report) =
-            load_module(ClipModel::new(&config, device), &file, "", &|_| false)
-                .with_context(|| format!("loading the CLIP model {}", dir.display()))?;
+        let (model, report) = load_module(
+            without_init(|| ClipModel::new(&config, device)),
+            &file,
+            "",
+            &|_| false,
+        )
+        .with_context(|| format!("loading the CLIP model {}", dir.display()))?;
         let unused = unused_tensors(&file, &report.used, &|k| {
             k == "logit_scale" || k.ends_with("position_ids")
         });

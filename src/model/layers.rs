@@ -21,12 +21,8 @@ pub struct Conv1D {
 impl Conv1D {
     pub fn new(d_in: usize, d_out: usize, std: f64, device: &Device) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::random(
-                [d_in, d_out],
-                Distribution::Normal(0.0, std),
-                device,
-            )),
-            bias: Param::from_tensor(Tensor::zeros([d_out], device)),
+            weight: normal_param([d_in, d_out], std, device),
+            bias: zeros_param([d_out], device),
         }
     }
 
@@ -67,12 +63,60 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// `nn.Linear` initialised as transformers does (normal weights, zero bias).
 pub fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Linear {
     Linear {
-        weight: Param::from_tensor(Tensor::random(
-            [d_in, d_out],
-            Distribution::Normal(0.0, std),
-            device,
-        )),
-        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+        weight: normal_param([d_in, d_out], std, device),
+        bias: bias.then(|| zeros_param([d_out], device)),
+    }
+}
+
+thread_local! {
+    static DEFERRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `build` with the initial values of [`normal_param`] and [`zeros_param`] left undrawn
+/// (burn draws them on first use, as it does for its own layers): for modules whose
+/// parameters a checkpoint is about to replace, so that loading never pays for random
+/// weights it throws away. Outside it, parameters are drawn as they are built, in order.
+pub fn without_init<T>(build: impl FnOnce() -> T) -> T {
+    let before = DEFERRED.with(|d| d.replace(true));
+    let out = build();
+    DEFERRED.with(|d| d.set(before));
+    out
+}
+
+/// A parameter drawn from N(0, std²).
+pub fn normal_param<const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    let draw = move |device: &Device| Tensor::random(shape, Distribution::Normal(0.0, std), device);
+    param(shape, draw, device)
+}
+
+/// A parameter of zeros.
+pub fn zeros_param<const D: usize>(shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    param(
+        shape,
+        move |device: &Device| Tensor::zeros(shape, device),
+        device,
+    )
+}
+
+fn param<const D: usize>(
+    shape: [usize; D],
+    init: impl FnOnce(&Device) -> Tensor<D> + Send + Sync + 'static,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    if DEFERRED.with(|d| d.get()) {
+        Param::uninitialized(
+            burn::module::ParamId::new(),
+            move |device, require_grad| init(device).set_require_grad(require_grad),
+            device.clone(),
+            true,
+            burn::tensor::Shape::from(shape),
+        )
+    } else {
+        Param::from_tensor(init(device))
     }
 }
 

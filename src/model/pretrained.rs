@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::captioner::is_gpt2_buffer;
 use super::gpt2::{read_config, Gpt2Config, Gpt2LmHeadModel};
+use super::layers::without_init;
 use super::vision::{VisionConfig, VisionEncoder};
 use super::weights::{load_module, unused_tensors, SafetensorsFile};
 
@@ -70,8 +71,8 @@ pub fn load_vision(dir: &Path, device: &Device) -> Result<(VisionConfig, VisionE
     let mut file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
     file.rename_prefix("vision_model.", "");
     // `CLIPModel` checkpoints hold text and vision towers; `CLIPVisionModel` only vision.
-    let with_pooler = file.tensors.contains_key("pooler.dense.weight");
-    let model = VisionEncoder::new(&config, with_pooler, device);
+    let with_pooler = file.contains("pooler.dense.weight");
+    let model = without_init(|| VisionEncoder::new(&config, with_pooler, device));
     let (model, report) = load_module(model, &file, "", &|_| false)?;
     let unused = unused_tensors(&file, &report.used, &|k| {
         matches!(config, VisionConfig::Clip(_))
@@ -103,15 +104,15 @@ pub fn load_gpt2(dir: &Path, cross_attention: bool, device: &Device) -> Result<G
     let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
     let had_cross = config.add_cross_attention;
     config.add_cross_attention = cross_attention || had_cross;
-    let model = Gpt2LmHeadModel::new(&config, device);
+    // Fresh cross-attention blocks are drawn by `load_module`, after loading.
+    let model = without_init(|| Gpt2LmHeadModel::new(&config, device));
     let may_be_missing = |name: &str| {
         cross_attention
             && !had_cross
             && (name.contains(".crossattention.") || name.contains(".ln_cross_attn."))
     };
     // Bare `GPT2Model` checkpoints (e.g. the original `gpt2`) have no `transformer.` prefix.
-    let bare = !file.tensors.contains_key("transformer.wte.weight")
-        && file.tensors.contains_key("wte.weight");
+    let bare = !file.contains("transformer.wte.weight") && file.contains("wte.weight");
     let (model, report) = if bare {
         let (t, r) = load_module(model.transformer, &file, "", &may_be_missing)?;
         (Gpt2LmHeadModel { transformer: t }, r)

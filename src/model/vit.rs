@@ -7,12 +7,11 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_linear, attend, layer_norm, linear, merge_heads, split_heads, Activation,
+    apply_linear, attend, layer_norm, linear, merge_heads, normal_param, split_heads, Activation,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,13 +182,7 @@ impl ViTModel {
         let d = cfg.hidden_size;
         let std = cfg.initializer_range;
         let eps = cfg.layer_norm_eps;
-        let normal = |shape: [usize; 3]| {
-            Param::from_tensor(Tensor::random(
-                shape,
-                Distribution::Normal(0.0, std),
-                device,
-            ))
-        };
+        let normal = |shape: [usize; 3]| normal_param(shape, std, device);
         let patchify = |channels: usize, bias: bool| {
             Conv2dConfig::new([channels, d], [cfg.patch_size, cfg.patch_size])
                 .with_stride([cfg.patch_size, cfg.patch_size])

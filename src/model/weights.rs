@@ -25,63 +25,133 @@ pub struct StoredTensor {
     pub values: Vec<f32>,
 }
 
-/// All tensors of one `.safetensors` file, converted to f32.
+/// Where one tensor's bytes lie in the file.
+#[derive(Debug, Clone)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// The bytes of a checkpoint: memory-mapped, so that opening a large checkpoint copies
+/// nothing and each tensor is converted once, straight into the model's parameter.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Read(v) => v,
+        }
+    }
+}
+
+/// One `.safetensors` file: its header is read and checked on opening, each tensor is
+/// converted to f32 when it is asked for.
 pub struct SafetensorsFile {
     pub path: PathBuf,
-    pub tensors: BTreeMap<String, StoredTensor>,
+    bytes: Bytes,
+    entries: BTreeMap<String, Entry>,
 }
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // SAFETY: the map is read-only and lives as long as `self`; a checkpoint rewritten
+        // underneath a running process is not supported (stylecap itself writes checkpoints
+        // to a temporary file and renames it, which leaves a mapped file intact).
+        let bytes = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(m) => Bytes::Mapped(m),
+            Err(_) => Bytes::Read(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+        };
+        let (header, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display())
         })?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::F64 => data
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                    .collect(),
-                Dtype::F16 => data
-                    .chunks_exact(2)
-                    .map(|b| half_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                    .collect(),
-                Dtype::BF16 => data
-                    .chunks_exact(2)
-                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                    .collect(),
-                Dtype::I64 => data
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
-                    .collect(),
-                Dtype::I32 => data
-                    .chunks_exact(4)
-                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
-                    .collect(),
-                other => bail!(
-                    "{}: tensor `{name}` has unsupported dtype {other:?}",
-                    path.display()
-                ),
-            };
-            tensors.insert(
-                name.to_string(),
-                StoredTensor {
-                    shape: view.shape().to_vec(),
-                    values,
+        let base = 8 + header;
+        let mut entries = BTreeMap::new();
+        for (name, info) in metadata.tensors() {
+            if !matches!(
+                info.dtype,
+                Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16 | Dtype::I64 | Dtype::I32
+            ) {
+                bail!(
+                    "{}: tensor `{name}` has unsupported dtype {:?}",
+                    path.display(),
+                    info.dtype
+                );
+            }
+            let (start, end) = info.data_offsets;
+            entries.insert(
+                name,
+                Entry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: base + start,
+                    end: base + end,
                 },
             );
         }
         Ok(Self {
             path: path.to_path_buf(),
-            tensors,
+            bytes,
+            entries,
+        })
+    }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Every tensor name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// A tensor's shape, without reading it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// A tensor converted to f32.
+    pub fn get(&self, name: &str) -> Option<StoredTensor> {
+        let e = self.entries.get(name)?;
+        let data = &self.bytes[e.start..e.end];
+        let values: Vec<f32> = match e.dtype {
+            Dtype::F32 => f32_values(data),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            Dtype::I32 => data
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            _ => unreachable!("dtypes are checked on opening"),
+        };
+        Some(StoredTensor {
+            shape: e.shape.clone(),
+            values,
         })
     }
 
@@ -89,14 +159,14 @@ impl SafetensorsFile {
     /// versions nest some towers differently).
     pub fn rename_prefix(&mut self, from: &str, to: &str) {
         let names: Vec<String> = self
-            .tensors
+            .entries
             .keys()
             .filter(|k| k.starts_with(from))
             .cloned()
             .collect();
         for name in names {
-            let t = self.tensors.remove(&name).expect("listed");
-            self.tensors
+            let t = self.entries.remove(&name).expect("listed");
+            self.entries
                 .insert(format!("{to}{}", &name[from.len()..]), t);
         }
     }
@@ -104,7 +174,6 @@ impl SafetensorsFile {
     /// A tensor by name, with its shape checked.
     pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
         let t = self
-            .tensors
             .get(name)
             .with_context(|| format!("{}: tensor `{name}` is missing", self.path.display()))?;
         if t.shape.len() != D {
@@ -115,7 +184,7 @@ impl SafetensorsFile {
             );
         }
         Ok(Tensor::from_data(
-            TensorData::new(t.values.clone(), t.shape.clone()),
+            TensorData::new(t.values, t.shape),
             device,
         ))
     }
@@ -127,6 +196,19 @@ impl SafetensorsFile {
     ) -> Result<Tensor<D, Int>> {
         Ok(self.tensor::<D>(name, device)?.int())
     }
+}
+
+/// Little-endian f32 bytes as values: one copy where the bytes are aligned (as safetensors
+/// writers align them), else a conversion per value.
+fn f32_values(data: &[u8]) -> Vec<f32> {
+    // SAFETY: every bit pattern is a valid f32.
+    let (head, body, tail) = unsafe { data.align_to::<f32>() };
+    if cfg!(target_endian = "little") && head.is_empty() && tail.is_empty() {
+        return body.to_vec();
+    }
+    data.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn half_to_f32(h: u16) -> f32 {
@@ -196,7 +278,7 @@ pub fn load_module<M: Module>(
     let mut errors = Vec::new();
     let mut report = LoadReport::default();
     let module = replace_named(module, prefix, |name, expected| {
-        let Some(stored) = file.tensors.get(name) else {
+        let Some(shape) = file.shape(name) else {
             if may_be_missing(name) {
                 report.initialized_fresh.push(name.to_string());
             } else {
@@ -205,18 +287,18 @@ pub fn load_module<M: Module>(
             return None;
         };
         report.used.insert(name.to_string());
-        if stored.shape != expected {
+        if shape != expected {
             errors.push(format!(
-                "tensor `{name}` has shape {:?}, the model config expects {expected:?}",
-                stored.shape
+                "tensor `{name}` has shape {shape:?}, the model config expects {expected:?}"
             ));
             return None;
         }
-        Some(stored.clone())
+        file.get(name)
     });
     if !errors.is_empty() {
         bail!("{}: {}", file.path.display(), errors.join("; "));
     }
+    materialize(&module);
     Ok((module, report))
 }
 
@@ -226,10 +308,9 @@ pub fn unused_tensors(
     used: &HashSet<String>,
     ignore: &dyn Fn(&str) -> bool,
 ) -> Vec<String> {
-    file.tensors
-        .keys()
+    file.names()
         .filter(|k| !used.contains(*k) && !ignore(k))
-        .cloned()
+        .map(str::to_string)
         .collect()
 }
 
@@ -401,9 +482,6 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
             "replacement for `{name}` has the wrong shape"
         );
         let device = param.lazy_device();
-        // A fresh tensor does not track gradients; keep the parameter's setting, or a trained
-        // parameter would silently stop learning after its first update.
-        let require_grad = param.val().is_require_grad();
         // Transposed on the host, so that every parameter is a contiguous tensor in burn's
         // layout however it was set: a transposed view would take other kernels (and other
         // rounding) than the contiguous weight the optimizer writes back.
@@ -412,19 +490,56 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
             _ => (new.values, new.shape),
         };
         let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-        param.map(|_| tensor.set_require_grad(require_grad))
+        // Keeps the id and the gradient setting without drawing the initial value of a
+        // parameter that has not been initialised yet.
+        let id = param.id;
+        param.transform_for_load(tensor, id)
     }
 }
 
-/// `[rows, cols]` values, row-major, as `[cols, rows]`.
+/// `[rows, cols]` values, row-major, as `[cols, rows]`: in tiles, so that both sides are read
+/// and written a cache line at a time, and in parallel over bands of output rows.
 pub fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
     let mut out = vec![0f32; values.len()];
-    for (i, row) in values.chunks(cols).enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            out[j * rows + i] = x;
+    if rows == 0 {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, out)| {
+            let j0 = band * TILE;
+            let width = out.len() / rows;
+            let mut tile = [[0f32; TILE]; TILE];
+            for i0 in (0..rows).step_by(TILE) {
+                let height = TILE.min(rows - i0);
+                for (t, i) in tile.iter_mut().zip(i0..i0 + height) {
+                    t[..width].copy_from_slice(&values[i * cols + j0..i * cols + j0 + width]);
+                }
+                for (j, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                    for (o, t) in out_row[i0..i0 + height].iter_mut().zip(&tile) {
+                        *o = t[j];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Draws the initial value of every parameter still waiting for one, in module order, so
+/// that no draw is left to whichever thread first touches the parameter (which would make
+/// the values depend on scheduling).
+pub fn materialize<M: Module>(module: &M) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !param.is_initialized() {
+                let _ = param.val();
+            }
         }
     }
-    out
+    module.visit(&mut Touch);
 }
 
 struct NamedFreezer<'a, F> {
@@ -496,6 +611,19 @@ fn replace<M: Module>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposes_in_tiles() {
+        for (rows, cols) in [(1, 1), (3, 70), (37, 33), (64, 32), (5, 1)] {
+            let v: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+            let t = transpose_2d(&v, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(t[j * rows + i], v[i * cols + j], "{rows}x{cols} at {i},{j}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn half_precision_decodes() {

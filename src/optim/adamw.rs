@@ -239,18 +239,17 @@ impl AdamW {
     pub fn load(config: AdamWConfig, path: &Path) -> Result<Self> {
         let file = SafetensorsFile::open(path)?;
         let step = file
-            .tensors
             .get("step")
             .with_context(|| format!("{}: no `step`", path.display()))?
             .values[0] as u64;
         let mut moments = BTreeMap::new();
-        for (key, t) in &file.tensors {
+        for key in file.names() {
             if let Some(name) = key.strip_prefix("exp_avg.") {
                 let sq = file
-                    .tensors
                     .get(&format!("exp_avg_sq.{name}"))
                     .with_context(|| format!("{}: no exp_avg_sq for {name}", path.display()))?;
-                moments.insert(name.to_string(), (t.values.clone(), sq.values.clone()));
+                let m = file.get(key).expect("listed");
+                moments.insert(name.to_string(), (m.values, sq.values));
             }
         }
         Ok(AdamW {
@@ -324,7 +323,7 @@ mod tests {
         whole.save(&dir.join("a.safetensors")).unwrap();
         // Checkpoint layout: the weight's first moment is the transpose of burn's [3, 2].
         let file = SafetensorsFile::open(&dir.join("a.safetensors")).unwrap();
-        let m = &file.tensors["exp_avg.weight"].values;
+        let m = &file.get("exp_avg.weight").unwrap().values;
         let (burn_m, _) = &whole.moments["weight"];
         assert_eq!(
             m[1], burn_m[2],
