@@ -25,8 +25,10 @@ use crate::align::rollout;
 use crate::align::update::{self, Update};
 use crate::data::image::PreprocessorConfig;
 use crate::model::gpt2::Gpt2Config;
+use crate::model::layers::without_init;
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
+use crate::model::weights::materialize;
 use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, Strategy, StyleConfig};
 use crate::optim::{Accumulated, AdamW};
 use crate::rng::Rng;
@@ -34,15 +36,71 @@ use crate::sft::batches::StepRows;
 use crate::sft::step::micro_step;
 use crate::sft::TrainConfig;
 
+/// The model and workload the benchmark times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The small benchmark model ([`bench_model_config`]), 16 pictures, 64-token captions.
+    Small,
+    /// Real scale: ViT-B/16 at 224 px + GPT-2 124M with cross-attention, vocabulary 50,257
+    /// ([`vit_b16_gpt2_config`]); 8 pictures + 8 style rows of 32 tokens per supervised step,
+    /// 8 pictures for generation and alignment.
+    VitB16Gpt2,
+}
+
+impl Preset {
+    pub fn model(self) -> CaptionerConfig {
+        match self {
+            Preset::Small => bench_model_config(),
+            Preset::VitB16Gpt2 => vit_b16_gpt2_config(),
+        }
+    }
+
+    /// The workload of this preset, timed `runs` times after `warmup`.
+    pub fn workload(self) -> BenchConfig {
+        match self {
+            Preset::Small => BenchConfig::default(),
+            Preset::VitB16Gpt2 => BenchConfig {
+                preset: self,
+                only: Vec::new(),
+                data_parallel: TrainConfig::default().data_parallel,
+                runs: 3,
+                warmup: 1,
+                batch: 8,
+                style_rows: 8,
+                tokens: 32,
+                new_tokens: 32,
+                samples: 4,
+            },
+        }
+    }
+}
+
+/// The parts of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Train,
+    Align,
+    Generate,
+}
+
 /// What to time.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
+    pub preset: Preset,
+    /// The parts to time (all when empty); a part left out reports 0 s.
+    pub only: Vec<Part>,
+    /// Shards of the supervised step (`data_parallel` of `stylecap train`).
+    pub data_parallel: usize,
     /// Timed repetitions of each measurement (after warm-up).
     pub runs: usize,
     /// Untimed repetitions before the timed ones.
     pub warmup: usize,
-    /// Images per batch (one caption each in the supervised step).
+    /// Pictures per batch (one caption each in the supervised step).
     pub batch: usize,
+    /// Style-text rows added to each supervised step, each with a blank picture as
+    /// `stylecap train` shows them.
+    pub style_rows: usize,
     /// Caption tokens per training example.
     pub tokens: usize,
     /// Tokens generated per caption (no early stop).
@@ -51,12 +109,22 @@ pub struct BenchConfig {
     pub samples: usize,
 }
 
+impl BenchConfig {
+    fn wants(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
+}
+
 impl Default for BenchConfig {
     fn default() -> Self {
         BenchConfig {
+            preset: Preset::Small,
+            only: Vec::new(),
+            data_parallel: TrainConfig::default().data_parallel,
             runs: 10,
             warmup: 2,
             batch: 16,
+            style_rows: 0,
             tokens: 64,
             new_tokens: 32,
             samples: 4,
@@ -68,6 +136,7 @@ impl Default for BenchConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
     pub framework: String,
+    pub preset: Preset,
     pub threads: usize,
     pub runs: usize,
     pub train_step_s: f64,
@@ -84,6 +153,23 @@ pub fn bench_model_config() -> CaptionerConfig {
     let gpt2 = Gpt2Config::new(8192, 128, 256, 4, 4);
     let mut cfg = CaptionerConfig::new(VisionConfig::Vit(vit), gpt2, 0, 0, StyleConfig::default());
     // No end token: every caption runs the full length, as in the PyTorch reference.
+    cfg.eos_token_id = None;
+    cfg
+}
+
+/// ViT-B/16 at 224 px (12 layers, 768 wide, 12 heads) and GPT-2 124M (12 layers, 768 wide,
+/// 12 heads, 1024 positions, vocabulary 50,257) with cross-attention, no styles: the pair
+/// users start from (`google/vit-base-patch16-224-in21k` + `gpt2`).
+pub fn vit_b16_gpt2_config() -> CaptionerConfig {
+    let vit = ViTConfig::new(224, 16, 768, 12, 12);
+    let gpt2 = Gpt2Config::new(50257, 1024, 768, 12, 12);
+    let mut cfg = CaptionerConfig::new(
+        VisionConfig::Vit(vit),
+        gpt2,
+        50256,
+        50256,
+        StyleConfig::default(),
+    );
     cfg.eos_token_id = None;
     cfg
 }
@@ -145,50 +231,66 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         b.batch > 0 && b.tokens > 1 && b.new_tokens > 0 && b.samples > 1,
         "bench needs a batch, captions of at least 2 tokens, new tokens and 2 samples"
     );
+    ensure!(
+        (1..=256).contains(&b.data_parallel),
+        "--data-parallel is {}; allowed: 1 to 256",
+        b.data_parallel
+    );
     let threads = rayon::current_num_threads();
     let rss_before = peak_rss_mib();
     base.seed(0);
     let train_device = base.clone().autodiff();
-    let cfg = bench_model_config();
-    let preprocess = PreprocessorConfig::square(64);
+    let cfg = b.preset.model();
+    let side = cfg.encoder.image_size();
+    let preprocess = PreprocessorConfig::square(side);
     let eot = cfg.decoder_start_token_id;
     let mut model = Some(Captioner::new(cfg.clone(), &train_device));
 
     // The supervised step, as `stylecap train` takes it at its defaults.
-    let train = TrainConfig::default();
+    let train = TrainConfig {
+        data_parallel: b.data_parallel,
+        ..TrainConfig::default()
+    };
     let vocab = cfg.decoder.vocab_size;
+    let blank = RgbImage::from_pixel(side as u32, side as u32, image::Rgb([255, 255, 255]));
+    let mut images = pictures(b.batch, side as u32, 1);
+    images.extend(std::iter::repeat_n(blank, b.style_rows));
     let rows = StepRows {
-        images: pictures(b.batch, 64, 1),
-        tokens: (0..b.batch)
+        tokens: (0..images.len())
             .map(|i| {
                 (0..b.tokens - 1)
                     .map(|j| ((i * 131 + j * 17) % (vocab - 1) + 1) as u32)
                     .collect()
             })
             .collect(),
-        styles: vec![0; b.batch],
+        styles: vec![0; images.len()],
+        images,
     };
     let mut optim = AdamW::new(train.optimizer.clone());
-    let train_s = timed(b.warmup, b.runs, |_| {
-        let mut acc = Accumulated::default();
-        let m = model.take().expect("model");
-        let (loss, _) = micro_step(
-            &m,
-            &rows,
-            train.data_parallel,
-            &preprocess,
-            eot,
-            &train_device,
-            (&mut acc, 1),
-            || (),
-        )?;
-        ensure!(
-            loss.is_finite() && acc.global_norm().is_finite(),
-            "the loss diverged"
-        );
-        model = Some(optim.update(m, acc, |_| train.lr).0);
-        Ok(())
-    })?;
+    let train_s = if b.wants(Part::Train) {
+        timed(b.warmup, b.runs, |_| {
+            let mut acc = Accumulated::default();
+            let m = model.take().expect("model");
+            let (loss, _) = micro_step(
+                &m,
+                &rows,
+                train.data_parallel,
+                &preprocess,
+                eot,
+                &train_device,
+                (&mut acc, 1),
+                || (),
+            )?;
+            ensure!(
+                loss.is_finite() && acc.global_norm().is_finite(),
+                "the loss diverged"
+            );
+            model = Some(optim.update(m, acc, |_| train.lr).0);
+            Ok(())
+        })?
+    } else {
+        0.0
+    };
     let peak_train = peak_rss_mib();
 
     // The alignment step, as `stylecap align` takes it at its defaults (see the module docs).
@@ -198,75 +300,90 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         ptx_coef: 0.0,
         ..AlignConfig::default()
     };
-    let reference = Captioner::new(cfg.clone(), base);
-    let pixels = preprocess.batch(&pictures(b.batch, 64, 2), base)?;
+    let reference = without_init(|| Captioner::new(cfg.clone(), base));
+    if b.wants(Part::Align) {
+        materialize(&reference);
+    }
+    let pixels = preprocess.batch(&pictures(b.batch, side as u32, 2), base)?;
     let mut optim = AdamW::new(align.optimizer.clone());
     let (mut baseline, mut stats, mut bad) =
         (MovingBaseline::default(), RunningStats::default(), 0);
-    let rl_s = timed(b.warmup, b.runs, |i| {
-        let policy = model.take().expect("model");
-        let opts = DecodeOptions {
-            strategy: Strategy::Sample {
-                temperature: align.temperature,
-                top_k: 0,
-                top_p: align.top_p,
-            },
-            max_new_tokens: align.max_new_tokens,
-            seed: i as u64,
-        };
-        let r = rollout::sample(
-            &policy,
-            pixels.clone(),
-            None,
-            align.samples,
-            &opts,
-            &train_device,
-        );
-        let ref_lp = rollout::reference_logprobs(&reference, &r);
-        let kls = rollout::caption_kls(align.kl_estimator, &r.old_logprobs, &ref_lp);
-        let scores: Vec<f32> = r
-            .tokens
-            .iter()
-            .map(|t| synthetic_reward(t, vocab))
-            .collect();
-        let rewards = update::rewards(&align, &scores, &kls, align.beta, &mut stats);
-        let advantages = update::advantages(&align, &rewards, &mut baseline, None);
-        let (policy, log) = update::update_policy(
-            policy,
-            &mut optim,
-            &Update {
-                config: &align,
-                rollout: &r,
-                advantages: &advantages,
-                ref_logprobs: &ref_lp,
-                anchor: None,
-                beta: align.beta,
-                step: i,
-            },
-            &mut bad,
-            &train_device,
-        )?;
-        ensure!(log.skipped == 0, "the update skipped a batch");
-        model = Some(policy);
-        Ok(())
-    })?;
+    let rl_s = if b.wants(Part::Align) {
+        timed(b.warmup, b.runs, |i| {
+            let policy = model.take().expect("model");
+            let opts = DecodeOptions {
+                strategy: Strategy::Sample {
+                    temperature: align.temperature,
+                    top_k: 0,
+                    top_p: align.top_p,
+                },
+                max_new_tokens: align.max_new_tokens,
+                seed: i as u64,
+            };
+            let r = rollout::sample(
+                &policy,
+                pixels.clone(),
+                None,
+                align.samples,
+                &opts,
+                &train_device,
+            );
+            let ref_lp = rollout::reference_logprobs(&reference, &r);
+            let kls = rollout::caption_kls(align.kl_estimator, &r.old_logprobs, &ref_lp);
+            let scores: Vec<f32> = r
+                .tokens
+                .iter()
+                .map(|t| synthetic_reward(t, vocab))
+                .collect();
+            let rewards = update::rewards(&align, &scores, &kls, align.beta, &mut stats);
+            let advantages = update::advantages(&align, &rewards, &mut baseline, None);
+            let (policy, log) = update::update_policy(
+                policy,
+                &mut optim,
+                &Update {
+                    config: &align,
+                    rollout: &r,
+                    advantages: &advantages,
+                    ref_logprobs: &ref_lp,
+                    anchor: None,
+                    beta: align.beta,
+                    step: i,
+                },
+                &mut bad,
+                &train_device,
+            )?;
+            ensure!(log.skipped == 0, "the update skipped a batch");
+            model = Some(policy);
+            Ok(())
+        })?
+    } else {
+        0.0
+    };
 
     // Greedy generation, as `stylecap caption` runs it.
-    let infer = Captioner::new(cfg, base);
+    let infer = without_init(|| Captioner::new(cfg, base));
+    if b.wants(Part::Generate) {
+        materialize(&infer);
+    }
     let opts = DecodeOptions {
         max_new_tokens: b.new_tokens,
         ..Default::default()
     };
-    let generate_s = timed(b.warmup, b.runs, |_| {
-        let out = generate(&infer, pixels.clone(), None, &opts)?;
-        ensure!(
-            out[0].tokens.len() == b.new_tokens,
-            "generation stopped early"
-        );
-        Ok(())
-    })?;
+    let generate_s = if b.wants(Part::Generate) {
+        timed(b.warmup, b.runs, |_| {
+            let out = generate(&infer, pixels.clone(), None, &opts)?;
+            ensure!(
+                out[0].tokens.len() == b.new_tokens,
+                "generation stopped early"
+            );
+            Ok(())
+        })?
+    } else {
+        0.0
+    };
     Ok(BenchResult {
         framework: format!("stylecap (burn, {base:?})"),
+        preset: b.preset,
         threads,
         runs: b.runs,
         train_step_s: train_s,

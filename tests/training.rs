@@ -359,7 +359,7 @@ fn train_step(model: Captioner, optim: &mut AdamW, b: &CaptionBatch, lr: f64) ->
     let grads = loss.backward();
     let value = loss.into_scalar::<f32>();
     let mut acc = Accumulated::default();
-    acc.add(&model, &grads, 1.0);
+    acc.add(&model, grads, 1.0);
     (optim.update(model, acc, |_| lr).0, value)
 }
 

@@ -8,7 +8,11 @@ tokens per image for 16 images, score them under a frozen reference, RLOO advant
 KL in the reward, one policy-gradient update with clipped AdamW: `stylecap align`'s step with
 a synthetic reward and no supervised anchor, as `stylecap bench` times it), after --warmup runs.
 
-    python3 tools/bench_torch.py --threads 2 [--json]
+    python3 tools/bench_torch.py --threads 2 [--preset vit-b16-gpt2] [--json]
+
+`--preset vit-b16-gpt2` builds ViT-B/16 at 224 px + GPT-2 124M with cross-attention and times
+8 pictures + 8 style rows (blank pictures) of 32 tokens per training step, and 8 pictures
+for generation and the alignment step, 3 runs after 1 warm-up.
 """
 import argparse
 import copy
@@ -22,48 +26,68 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
 
 
-def build():
-    vit = ViTConfig(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=4,
-                    num_attention_heads=4, intermediate_size=768,
+# Model and workload per preset, as `stylecap bench --preset` (src/bench.rs).
+PRESETS = {
+    "small": dict(image=64, patch=8, vit_d=192, vit_layers=4, vit_heads=4, vocab=8192, positions=128,
+                  gpt_d=256, gpt_layers=4, gpt_heads=4, start=0,
+                  runs=10, warmup=2, batch=16, style_rows=0, tokens=64, new_tokens=32, samples=4),
+    # ViT-B/16 at 224 px + GPT-2 124M with cross-attention.
+    "vit-b16-gpt2": dict(image=224, patch=16, vit_d=768, vit_layers=12, vit_heads=12, vocab=50257,
+                         positions=1024, gpt_d=768, gpt_layers=12, gpt_heads=12, start=50256,
+                         runs=3, warmup=1, batch=8, style_rows=8, tokens=32, new_tokens=32, samples=4),
+}
+
+
+def build(p):
+    vit = ViTConfig(image_size=p["image"], patch_size=p["patch"], hidden_size=p["vit_d"],
+                    num_hidden_layers=p["vit_layers"], num_attention_heads=p["vit_heads"],
+                    intermediate_size=4 * p["vit_d"],
                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    gpt2 = GPT2Config(vocab_size=8192, n_positions=128, n_embd=256, n_layer=4, n_head=4,
+    s = p["start"]
+    gpt2 = GPT2Config(vocab_size=p["vocab"], n_positions=p["positions"], n_embd=p["gpt_d"],
+                      n_layer=p["gpt_layers"], n_head=p["gpt_heads"],
                       add_cross_attention=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                      bos_token_id=s, eos_token_id=s, pad_token_id=s)
     model = VisionEncoderDecoderModel(encoder=ViTModel(vit, add_pooling_layer=False),
                                       decoder=GPT2LMHeadModel(gpt2))
-    model.config.decoder_start_token_id = 0
-    model.config.pad_token_id = 0
+    model.config.decoder_start_token_id = s
+    model.config.pad_token_id = s
     return model
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    for flag in ("runs", "warmup", "batch", "tokens", "new-tokens", "samples"):
+        ap.add_argument(f"--{flag}", type=int, help="default: the preset's")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    p = PRESETS[a.preset]
+    for key in ("runs", "warmup", "batch", "tokens", "new_tokens", "samples"):
+        if getattr(a, key) is None:
+            setattr(a, key, p[key])
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = build().to(dev)
-    b = a.batch
-    pixels = torch.randn(b, 3, 64, 64, device=dev)
-    ids = torch.tensor([[0] + [((i * 131 + j * 17) % 8191 + 1) for j in range(a.tokens - 1)] for i in range(b)], device=dev)
-    targets = torch.cat([ids[:, 1:], torch.zeros(b, 1, dtype=torch.long, device=dev)], 1)
+    model = build(p).to(dev)
+    b, side, vocab, start = a.batch, p["image"], p["vocab"], p["start"]
+    pixels = torch.randn(b, 3, side, side, device=dev)
+    # The style rows: a blank (white) picture each, as stylecap shows style texts.
+    rows = b + p["style_rows"]
+    train_pixels = torch.cat([pixels, torch.ones(p["style_rows"], 3, side, side, device=dev)])
+    ids = torch.tensor([[start] + [((i * 131 + j * 17) % (vocab - 1) + 1) for j in range(a.tokens - 1)]
+                        for i in range(rows)], device=dev)
+    targets = torch.cat([ids[:, 1:], torch.zeros(rows, 1, dtype=torch.long, device=dev)], 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     train = []
     for i in range(a.warmup + a.runs):
         t = time.perf_counter()
-        logits = model(pixel_values=pixels, decoder_input_ids=ids).logits
+        logits = model(pixel_values=train_pixels, decoder_input_ids=ids).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,7 +103,7 @@ def main():
     for p in reference.parameters():
         p.requires_grad_(False)
     rl = []
-    k, vocab = a.samples, model.config.decoder.vocab_size
+    k = a.samples
     for i in range(a.warmup + a.runs):
         t = time.perf_counter()
         model.eval()
@@ -121,14 +145,16 @@ def main():
             assert out.shape[1] == a.new_tokens + 1
             if i >= a.warmup:
                 gen.append(time.perf_counter() - t)
-    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "threads": a.threads, "runs": a.runs,
+    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "preset": a.preset,
+           "threads": a.threads, "runs": a.runs,
            "train_step_s": statistics.median(train), "generate_s": statistics.median(gen),
            "rl_step_s": statistics.median(rl), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before}
     if a.json:
         print(json.dumps(res))
     else:
         print(f"{res['framework']}, {a.threads} threads, median of {a.runs} runs")
-        print(f"  train step (fwd+bwd+AdamW), batch {b} x {a.tokens} tokens: {res['train_step_s']:.3f} s")
+        print(f"  train step (fwd+bwd+AdamW), {b} pictures + {p['style_rows']} style rows x {a.tokens} tokens: "
+              f"{res['train_step_s']:.3f} s")
         print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
         print(f"  RL step ({b} images x {k} samples, reference scoring, update): {res['rl_step_s']:.3f} s")
         print(f"  peak RSS after the training steps: {peak_train:.0f} MiB ({rss_before:.0f} MiB before the model)")

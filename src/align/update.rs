@@ -175,7 +175,7 @@ pub fn update_policy(
             let value = loss.clone().into_scalar::<f32>();
             let grads = loss.backward();
             let mut acc = Accumulated::default();
-            acc.add(&policy, &grads, 1.0);
+            acc.add(&policy, grads, 1.0);
             let norm = acc.global_norm();
             if !value.is_finite() || !norm.is_finite() {
                 log.skipped += 1;

@@ -4,42 +4,61 @@ use anyhow::Result;
 use burn::prelude::*;
 use clap::Args;
 
-use crate::bench::{run as run_bench, BenchConfig};
+use crate::bench::{run as run_bench, BenchConfig, Part, Preset};
 
+/// The workload flags default to the preset's (small: 10 runs after 2 warm-ups, batch 16,
+/// 64-token captions, 32 new tokens, 4 samples; vit-b16-gpt2: 3 runs after 1, 8 pictures +
+/// 8 style rows of 32 tokens, 32 new tokens, 4 samples).
 #[derive(Args)]
 pub struct BenchArgs {
+    /// Model and workload: `small` (the benchmark model) or `vit-b16-gpt2` (ViT-B/16 224 px +
+    /// GPT-2 124M with cross-attention, random weights; about 2 GiB of weights, and 10+ GiB
+    /// while training).
+    #[arg(long, value_enum, default_value_t = Preset::Small)]
+    pub preset: Preset,
+    /// Time only these parts (repeatable; default: all). A part left out reports 0 s.
+    #[arg(long, value_enum)]
+    pub only: Vec<Part>,
+    /// Shards of the supervised step, run in parallel (`data_parallel` of `stylecap train`;
+    /// each shard holds its own gradients: fewer shards, less memory, slower steps).
+    #[arg(long, default_value_t = crate::sft::TrainConfig::default().data_parallel)]
+    pub data_parallel: usize,
     /// Timed repetitions of each measurement (after warm-up).
-    #[arg(long, default_value_t = BenchConfig::default().runs)]
-    pub runs: usize,
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Untimed warm-up repetitions before the timed ones.
-    #[arg(long, default_value_t = BenchConfig::default().warmup)]
-    pub warmup: usize,
-    /// Images per batch (one caption each in the training step).
-    #[arg(long, default_value_t = BenchConfig::default().batch)]
-    pub batch: usize,
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Pictures per batch (one caption each in the training step).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Caption tokens per training example.
-    #[arg(long, default_value_t = BenchConfig::default().tokens)]
-    pub tokens: usize,
+    #[arg(long)]
+    pub tokens: Option<usize>,
     /// Tokens generated per caption (greedy, KV cache, no early stop).
-    #[arg(long, default_value_t = BenchConfig::default().new_tokens)]
-    pub new_tokens: usize,
+    #[arg(long)]
+    pub new_tokens: Option<usize>,
     /// Samples per image in the alignment step (rollout of `batch` images × this, then one
     /// update).
-    #[arg(long, default_value_t = BenchConfig::default().samples)]
-    pub samples: usize,
+    #[arg(long)]
+    pub samples: Option<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: BenchArgs, base: Device) -> Result<()> {
+    let d = args.preset.workload();
     let b = BenchConfig {
-        runs: args.runs,
-        warmup: args.warmup,
-        batch: args.batch,
-        tokens: args.tokens,
-        new_tokens: args.new_tokens,
-        samples: args.samples,
+        runs: args.runs.unwrap_or(d.runs),
+        warmup: args.warmup.unwrap_or(d.warmup),
+        batch: args.batch.unwrap_or(d.batch),
+        tokens: args.tokens.unwrap_or(d.tokens),
+        new_tokens: args.new_tokens.unwrap_or(d.new_tokens),
+        samples: args.samples.unwrap_or(d.samples),
+        only: args.only,
+        data_parallel: args.data_parallel,
+        ..d
     };
     let r = run_bench(&b, &base)?;
     if args.json {
@@ -47,12 +66,13 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}, {} CPU threads, median of {} runs",
-        r.framework, r.threads, r.runs
+        "{}, preset {:?}, {} CPU threads, median of {} runs",
+        r.framework, b.preset, r.threads, r.runs
     );
     println!(
-        "  supervised step (stylecap train's: fwd+bwd+AdamW), batch {} x {} tokens: {:.3} s",
-        b.batch, b.tokens, r.train_step_s
+        "  supervised step (stylecap train's: fwd+bwd+AdamW), {} pictures + {} style rows x {} \
+         tokens: {:.3} s",
+        b.batch, b.style_rows, b.tokens, r.train_step_s
     );
     println!(
         "  greedy generation, batch {} x {} tokens, KV cache: {:.3} s",

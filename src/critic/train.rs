@@ -284,7 +284,7 @@ pub fn train_critic(
             );
         }
         let mut acc = Accumulated::default();
-        acc.add(&critic, &grads, 1.0);
+        acc.add(&critic, grads, 1.0);
         let lr = config.lr * warmup_cosine(step, config.steps, config.warmup_steps, 0.05);
         critic = optim.update(critic, acc, |_| lr).0;
         bar.inc(1);

@@ -73,7 +73,7 @@ pub struct Accumulated {
 
 impl Accumulated {
     /// Adds `scale` × the gradients of one micro-batch.
-    pub fn add<M: Module>(&mut self, model: &M, grads: &Gradients, scale: f32) {
+    pub fn add<M: Module>(&mut self, model: &M, grads: Gradients, scale: f32) {
         self.add_named(native_gradients(model, grads), scale);
     }
 

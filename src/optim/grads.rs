@@ -44,10 +44,27 @@ pub fn named_gradients<M: Module>(
 }
 
 /// Every parameter's checkpoint name with its gradient in burn's own layout, as the optimizer
-/// takes them (see [`crate::model::weights::NativeValues`]).
+/// takes them (see [`crate::model::weights::NativeValues`]). Each gradient leaves `grads` as
+/// it is read, so that a model's gradients are never held twice.
 pub fn native_gradients<M: Module>(
     module: &M,
-    grads: &Gradients,
+    mut grads: Gradients,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    read_gradients(module, grads, true)
+    read_named(module, "", &mut TakeGrads(&mut grads))
+        .into_iter()
+        .map(|(name, g)| (name, g.map(|g| g.values)))
+        .collect()
+}
+
+/// Removes gradients from the container as it reads them, in burn's layout.
+struct TakeGrads<'a>(&'a mut Gradients);
+
+impl ParamReader for TakeGrads<'_> {
+    fn read<const D: usize>(
+        &mut self,
+        param: &Param<Tensor<D>>,
+        _transpose: bool,
+    ) -> Option<StoredTensor> {
+        param.val().grad_remove(self.0).map(|g| stored(g, false))
+    }
 }

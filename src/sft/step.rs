@@ -138,7 +138,7 @@ pub fn micro_step(
             let local = model.clone().fork(device);
             let loss = batch_loss(&local, batch);
             let grads = loss.backward();
-            let named = native_gradients(&local, &grads);
+            let named = native_gradients(&local, grads);
             (loss.into_scalar::<f32>(), *share, named)
         })
         .collect();
