@@ -39,7 +39,7 @@ fn main() {
         let grads = loss.backward();
         let t4 = Instant::now();
         let mut acc = Accumulated::default();
-        acc.add(&model, &grads, 1.0);
+        acc.add(&model, grads, 1.0);
         model = optim.update(model, acc, |_| 1e-4).0;
         let t5 = Instant::now();
         rows.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4].map(|d| d.as_secs_f64()));
