@@ -311,7 +311,8 @@ def make_bert():
 
 
 def bytes_to_unicode():
-    """GPT-2's byte-to-character table, which CLIP's byte-level BPE spells its vocabulary in."""
+    """GPT-2's byte-to-character table (byte -> character, in GPT-2's order), which byte-level
+    BPE vocabularies (GPT-2's, CLIP's) are spelt in."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -320,13 +321,13 @@ def bytes_to_unicode():
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return [chr(c) for c in cs]
+    return dict(zip(bs, map(chr, cs)))
 
 
 def clip_tokenizer(path, max_length):
     """A tiny CLIP tokenizer built offline: every byte alone and word-final (`</w>`), merges
     learnt from SENTENCES by counting pairs, and the start/end tokens last as in OpenAI's."""
-    chars = bytes_to_unicode()
+    chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     for c in chars:
         vocab[c + "</w>"] = len(vocab)

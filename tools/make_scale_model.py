@@ -19,9 +19,14 @@ import glob
 import json
 import os
 
+import sys
+
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import bytes_to_unicode  # noqa: E402
 
 EOS = 50256
 CHECK = ("A cat sits on a mat.", [32, 3797, 10718, 319, 257, 2603, 13])
@@ -33,18 +38,6 @@ def find_ranks():
     if not found:
         raise SystemExit(f"no r50k_base.tiktoken under {pattern}: fetch the tiktoken-rs crate or pass --ranks")
     return found[-1]
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def merge_parts(ranks, token, max_rank):
