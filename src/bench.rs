@@ -64,6 +64,7 @@ impl Preset {
                 preset: self,
                 only: Vec::new(),
                 data_parallel: TrainConfig::default().data_parallel,
+                gradient_checkpointing: false,
                 runs: 3,
                 warmup: 1,
                 batch: 8,
@@ -92,6 +93,8 @@ pub struct BenchConfig {
     pub only: Vec<Part>,
     /// Shards of the supervised step (`data_parallel` of `stylecap train`).
     pub data_parallel: usize,
+    /// Gradient checkpointing in the supervised and alignment steps (`stylecap train`'s).
+    pub gradient_checkpointing: bool,
     /// Timed repetitions of each measurement (after warm-up).
     pub runs: usize,
     /// Untimed repetitions before the timed ones.
@@ -121,6 +124,7 @@ impl Default for BenchConfig {
             preset: Preset::Small,
             only: Vec::new(),
             data_parallel: TrainConfig::default().data_parallel,
+            gradient_checkpointing: false,
             runs: 10,
             warmup: 2,
             batch: 16,
@@ -239,7 +243,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     let threads = rayon::current_num_threads();
     let rss_before = peak_rss_mib();
     base.seed(0);
-    let train_device = base.clone().autodiff();
+    let train_device = crate::tensor::autodiff_device(base, b.gradient_checkpointing);
     let cfg = b.preset.model();
     let side = cfg.encoder.image_size();
     let preprocess = PreprocessorConfig::square(side);
@@ -264,6 +268,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
             })
             .collect(),
         styles: vec![0; images.len()],
+        keys: vec![None; images.len()],
         images,
     };
     let mut optim = AdamW::new(train.optimizer.clone());
@@ -279,6 +284,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 eot,
                 &train_device,
                 (&mut acc, 1),
+                None,
                 || (),
             )?;
             ensure!(

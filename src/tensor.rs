@@ -1,5 +1,5 @@
 //! Moving tensors between host memory and a device: the one place that reads a tensor's
-//! values back, or builds an index tensor from host numbers.
+//! values back, or builds an index tensor from host numbers; and the training device.
 
 use burn::prelude::*;
 
@@ -46,5 +46,16 @@ mod tests {
         );
         assert_eq!(floats(t), vec![1.5, -2.0, 0.25, 8.0]);
         assert_eq!(indices(index_tensor(&[3, 0, 7], &device)), vec![3, 0, 7]);
+    }
+}
+
+/// `device` with autodiff, and with burn's balanced gradient checkpointing when asked
+/// (memory-bound activations recomputed in the backward pass instead of kept).
+pub fn autodiff_device(device: &Device, gradient_checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
     }
 }

@@ -27,14 +27,21 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Keeps freed memory in the process instead of returning it to the OS. A training step
 /// allocates and frees tensors of tens of MB; with glibc's defaults each of those is a fresh
 /// `mmap`, and the page faults and zeroing cost about a tenth of a CPU training step.
+/// Blocks above [`MMAP_ABOVE`] still get their own mapping: kept in the heap, the largest
+/// tensors of a real-scale model (embedding gradients, logits) fragment it, and the resident
+/// size grew with every step.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
-        // M_MMAP_MAX = -4: no allocation goes to mmap; M_TRIM_THRESHOLD = -1: never trim.
-        libc::mallopt(-4, 0);
+        // M_MMAP_THRESHOLD = -3 (fixed, no longer adapting); M_TRIM_THRESHOLD = -1: never trim.
+        libc::mallopt(-3, MMAP_ABOVE as i32);
         libc::mallopt(-1, i32::MAX);
     }
 }
+
+/// Allocations above this size are mapped and unmapped on their own (see
+/// [`keep_freed_memory`]).
+pub const MMAP_ABOVE: usize = 64 << 20;
 
 /// Caps glibc's malloc arenas. A server's many short-lived threads (tokio's blocking pool)
 /// each get an arena of their own by default, and freed memory stays spread over them: the

@@ -21,6 +21,7 @@ fn batch(model: &Captioner, device: &Device, styled: bool) -> CaptionBatch {
         .then(|| Tensor::from_data(TensorData::new(vec![0i64, 1, 0], [3]), device));
     CaptionBatch {
         pixel_values: Tensor::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), device),
+        encoder_states: None,
         styles,
         input_ids,
         targets,
@@ -88,6 +89,7 @@ fn gradients_match_finite_differences() {
     let plain_model = model.clone().to_device(&plain);
     let plain_batch = CaptionBatch {
         pixel_values: b.pixel_values.clone().to_device(&plain),
+        encoder_states: None,
         styles: b.styles.clone().map(|s| s.to_device(&plain)),
         input_ids: b.input_ids.clone().to_device(&plain),
         targets: b.targets.clone().to_device(&plain),
@@ -177,6 +179,7 @@ fn tiny_captioner_overfits_eight_pairs() {
     let pixels = Tensor::<4>::random([8, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
     let b = CaptionBatch {
         pixel_values: pixels.clone(),
+        encoder_states: None,
         styles: None,
         input_ids,
         targets,
@@ -320,6 +323,128 @@ fn loading_draws_no_initial_values() {
     assert_eq!(pending.0, 0, "of {} parameters", pending.1);
     assert!(pending.1 > 20);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Gradient checkpointing recomputes activations in the backward pass; the gradients are the
+/// same.
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    let _turn = serial();
+    let plain = Device::flex();
+    let model = tiny_captioner("vit", &["factual", "noir"], &plain);
+    let dir = tempdir("checkpointing");
+    model.save(&dir).unwrap();
+    let run = |checkpointing: bool| {
+        let device = stylecap::tensor::autodiff_device(&plain, checkpointing);
+        assert_eq!(
+            device.gradient_checkpointing_strategy(),
+            Some(if checkpointing {
+                burn::tensor::GradientCheckpointingStrategy::Balanced
+            } else {
+                burn::tensor::GradientCheckpointingStrategy::Disabled
+            })
+        );
+        let m = Captioner::load(&dir, &device).unwrap();
+        plain.seed(11);
+        let b = batch(&m, &device, true);
+        let loss = batch_loss(&m, &b);
+        let value = loss.clone().into_scalar::<f32>();
+        (value, named_gradients(&m, &loss.backward()))
+    };
+    let (loss_a, a) = run(false);
+    let (loss_b, b) = run(true);
+    assert_eq!(loss_a, loss_b);
+    let mut compared = 0;
+    for ((name, ga), (_, gb)) in a.iter().zip(&b) {
+        let (ga, gb) = (ga.as_ref().unwrap(), gb.as_ref().unwrap());
+        let diff = ga
+            .iter()
+            .zip(gb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "{name}: gradients differ by {diff}");
+        compared += 1;
+    }
+    assert!(compared > 20);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With a frozen encoder, a step from cached encoder features gives the loss and gradients
+/// of encoding the pictures: when it encodes them, and when it reads them back.
+#[test]
+fn cached_encoder_features_give_the_same_step() {
+    use stylecap::data::image::PreprocessorConfig;
+    use stylecap::model::weights::freeze_named;
+    use stylecap::sft::batches::StepRows;
+    use stylecap::sft::features::{FeatureCache, BLANK};
+    use stylecap::sft::step::micro_step;
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let model = tiny_captioner("vit", &["factual", "noir"], &device);
+    let model = freeze_named(model, "", |name| name.starts_with("encoder."));
+    let mut rng = stylecap::rng::Rng::new(3);
+    let mut picture = || {
+        image::RgbImage::from_fn(16, 16, |_, _| {
+            image::Rgb([0, 0, 0].map(|_: u8| rng.below(256) as u8))
+        })
+    };
+    let (a, b) = (picture(), picture());
+    let rows = StepRows {
+        images: vec![a.clone(), b, image::RgbImage::new(16, 16), a],
+        tokens: vec![
+            vec![5, 9, 12],
+            vec![3, 20],
+            vec![40, 2, 11, 6],
+            vec![7, 7, 8],
+        ],
+        styles: vec![0, 0, 1, 1],
+        keys: vec![Some(0), Some(1), Some(BLANK), Some(0)],
+    };
+    let preprocess = PreprocessorConfig::square(16);
+    let step = |features: Option<&FeatureCache>| {
+        let mut acc = Accumulated::default();
+        let (loss, _) = micro_step(
+            &model,
+            &rows,
+            2,
+            &preprocess,
+            0,
+            &device,
+            (&mut acc, 1),
+            features,
+            || (),
+        )
+        .unwrap();
+        (loss, acc.global_norm())
+    };
+    let encoded = step(None);
+    let cache = FeatureCache::new(1);
+    let first = step(Some(&cache));
+    assert_eq!(cache.len(), 3, "three distinct pictures are kept");
+    let hits = cache.hits();
+    let second = step(Some(&cache));
+    assert_eq!(
+        cache.hits(),
+        hits + 4,
+        "the second step reads every picture back"
+    );
+    for (what, (loss, norm)) in [("encoding", first), ("reading back", second)] {
+        assert!(
+            (loss - encoded.0).abs() <= 1e-6 * encoded.0.abs(),
+            "{what}: loss {loss} vs {}",
+            encoded.0
+        );
+        assert!(
+            (norm - encoded.1).abs() <= 1e-5 * encoded.1,
+            "{what}: gradient norm {norm} vs {}",
+            encoded.1
+        );
+    }
+    assert!(encoded.1 > 0.0);
+    // A budget too small for one picture keeps nothing and still gives the same step.
+    let none = FeatureCache::new(0);
+    let (loss, _) = step(Some(&none));
+    assert!(none.is_empty() && (loss - encoded.0).abs() <= 1e-6 * encoded.0.abs());
 }
 
 #[test]

@@ -111,6 +111,9 @@ pub struct AlignConfig {
     pub ptx_images: usize,
     /// Train the vision encoder too (default: only the decoder side).
     pub train_encoder: bool,
+    /// Recompute memory-bound activations in the update's backward pass instead of keeping
+    /// them (as `stylecap train --gradient-checkpointing`).
+    pub gradient_checkpointing: bool,
     /// Start each target style's prefix as this blend of its own prefix and the factual one
     /// (1 = its own). The base writes style text or factual captions; a blend starts from
     /// captions that already name the picture, which the style reward can then restyle.
@@ -171,6 +174,7 @@ impl Default for AlignConfig {
             ptx_coef: 1.0,
             ptx_images: 8,
             train_encoder: false,
+            gradient_checkpointing: false,
             prefix_blend: 1.0,
             optimizer: AdamWConfig {
                 weight_decay: 0.0,

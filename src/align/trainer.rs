@@ -145,7 +145,7 @@ impl Aligner {
             .context("invalid alignment configuration")?;
         device.seed(config.seed);
         let plain = device.clone();
-        let ad = device.clone().autodiff();
+        let ad = crate::tensor::autodiff_device(device, config.gradient_checkpointing);
         let base = LoadedCaptioner::load(&model_dir(&config.base), &plain)
             .with_context(|| format!("loading the base captioner {}", config.base.display()))?;
         let (critic, critic_tokenizer) = Critic::load(&config.critic, &plain)

@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// each shard holds its own gradients: fewer shards, less memory, slower steps).
     #[arg(long, default_value_t = crate::sft::TrainConfig::default().data_parallel)]
     pub data_parallel: usize,
+    /// Recompute memory-bound activations in the backward passes (`stylecap train
+    /// --gradient-checkpointing`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Timed repetitions of each measurement (after warm-up).
     #[arg(long)]
     pub runs: Option<usize>,
@@ -58,6 +62,7 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         samples: args.samples.unwrap_or(d.samples),
         only: args.only,
         data_parallel: args.data_parallel,
+        gradient_checkpointing: args.gradient_checkpointing,
         ..d
     };
     let r = run_bench(&b, &base)?;

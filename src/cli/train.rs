@@ -92,6 +92,10 @@ pub struct TrainArgs {
     /// Vision layers to train from the top (0 freezes the encoder; default all).
     #[arg(long)]
     pub train_vision_layers: Option<usize>,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them
+    /// (less memory, slower steps, the same gradients).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Seed for initialisation and data order.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -133,6 +137,7 @@ pub fn resolve_config(a: &TrainArgs) -> Result<TrainConfig> {
         c.train_vision_layers = a.train_vision_layers;
     }
     c.skip_bad |= a.skip_bad;
+    c.gradient_checkpointing |= a.gradient_checkpointing;
     Ok(c)
 }
 

@@ -227,16 +227,26 @@ impl Captioner {
 
     /// Encoder states projected to the decoder width, `[B, S, d_dec]`.
     pub fn encode_hidden(&self, pixel_values: Tensor<4>) -> Tensor<3> {
-        let h = self.encoder.forward(pixel_values);
+        self.project(self.encoder.forward(pixel_values))
+    }
+
+    /// The encoder's output states `[B, S, d_enc]` at the decoder's width.
+    fn project(&self, states: Tensor<3>) -> Tensor<3> {
         match &self.enc_to_dec_proj {
-            Some(p) => apply_linear(p, h),
-            None => h,
+            Some(p) => apply_linear(p, states),
+            None => states,
         }
     }
 
     pub fn encode(&self, pixel_values: Tensor<4>) -> EncodedImages {
+        self.encode_states(self.encoder.forward(pixel_values))
+    }
+
+    /// [`Self::encode`] from the encoder's output states `[B, S, d_enc]` (computed earlier,
+    /// e.g. by a frozen encoder).
+    pub fn encode_states(&self, states: Tensor<3>) -> EncodedImages {
         EncodedImages {
-            cross: self.decoder.cross_kv(self.encode_hidden(pixel_values)),
+            cross: self.decoder.cross_kv(self.project(states)),
         }
     }
 

@@ -10,6 +10,7 @@ use anyhow::Result;
 use image::RgbImage;
 
 use super::config::TrainConfig;
+use super::features::{PictureKey, BLANK};
 use crate::data::pseudo_pairs::PseudoPairs;
 use crate::data::sources::{CaptionSource, EpochOrder, TrainData};
 use crate::data::tokenizer::TextTokenizer;
@@ -22,6 +23,9 @@ pub struct StepRows {
     pub images: Vec<RgbImage>,
     pub tokens: Vec<Vec<u32>>,
     pub styles: Vec<usize>,
+    /// Each picture's identity for the frozen encoder's feature cache (None: drawn for this
+    /// row alone).
+    pub keys: Vec<Option<PictureKey>>,
 }
 
 /// Image–caption rows (style `factual`) and style-text rows, mixed as the configuration says.
@@ -105,6 +109,8 @@ impl RowSource {
         let mut images: Vec<RgbImage> = Vec::new();
         let mut tokens = Vec::new();
         let mut styles = Vec::new();
+        let mut keys: Vec<Option<PictureKey>> =
+            indices.iter().map(|&i| Some(i as PictureKey)).collect();
         for (e, k) in examples.into_iter().zip(k0..) {
             let mut rng = Rng::for_item(c.seed, streams::SFT_CAPTION_PICK, k as u64);
             let pick = if rng.chance(c.first_caption_rate) {
@@ -140,17 +146,23 @@ impl RowSource {
             let shown: Vec<usize> = with_image.iter().flatten().copied().collect();
             let mut shown = self.data.train.get_many(&shown)?.into_iter();
             for (w, m) in with_image.into_iter().zip(matched) {
-                images.push(match (m, w) {
-                    (Some(picture), _) => picture,
-                    (None, Some(_)) => shown.next().expect("one per index").image,
-                    (None, None) => RgbImage::new(size, size),
-                });
+                let (image, key) = match (m, w) {
+                    (Some(picture), _) => (picture, None),
+                    (None, Some(i)) => (
+                        shown.next().expect("one per index").image,
+                        Some(i as PictureKey),
+                    ),
+                    (None, None) => (RgbImage::new(size, size), Some(BLANK)),
+                };
+                images.push(image);
+                keys.push(key);
             }
         }
         Ok(StepRows {
             images,
             tokens,
             styles,
+            keys,
         })
     }
 

@@ -182,6 +182,14 @@ pub struct TrainConfig {
     pub optimizer: AdamWConfig,
     /// Vision layers to train, counted from the top; None trains the whole encoder, 0 freezes it.
     pub train_vision_layers: Option<usize>,
+    /// Recompute memory-bound activations (element-wise ops, normalisation) in the backward
+    /// pass instead of keeping them (burn's balanced gradient checkpointing): less memory,
+    /// more time; the same gradients.
+    pub gradient_checkpointing: bool,
+    /// With a frozen encoder (`train_vision_layers = 0`), the encoder's output for each
+    /// training picture is kept in memory up to this many MiB and reused at later steps
+    /// instead of encoding the picture again (0: encode at every step).
+    pub feature_cache_mb: usize,
     pub eval_every: usize,
     pub checkpoint_every: usize,
     /// Validation images captioned at each evaluation.
@@ -229,6 +237,8 @@ impl Default for TrainConfig {
                 ..AdamWConfig::default()
             },
             train_vision_layers: None,
+            gradient_checkpointing: false,
+            feature_cache_mb: 2048,
             eval_every: 500,
             checkpoint_every: 250,
             eval_images: 100,

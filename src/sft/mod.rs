@@ -1,8 +1,9 @@
 //! The supervised base captioner (`stylecap train`): its configuration, the rows of each step,
-//! the sharded forward/backward step, and the training loop.
+//! the sharded forward/backward step, the frozen encoder's features, and the training loop.
 
 pub mod batches;
 pub mod config;
+pub mod features;
 pub mod shards;
 pub mod step;
 pub mod trainer;

@@ -7,6 +7,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use super::batches::StepRows;
+use super::features::{FeatureCache, PictureKey};
 use super::shards::by_length;
 use crate::data::image::PreprocessorConfig;
 use crate::model::{lm_head, Captioner};
@@ -17,6 +18,9 @@ use crate::optim::Accumulated;
 /// `[t1..tn, end, pad..]` and the mask of target positions that count.
 pub struct CaptionBatch {
     pub pixel_values: Tensor<4>,
+    /// The encoder's output for `pixel_values`, when a frozen encoder's features are cached:
+    /// the loss starts from these instead of encoding the pixels.
+    pub encoder_states: Option<Tensor<3>>,
     pub styles: Option<Tensor<1, Int>>,
     pub input_ids: Tensor<2, Int>,
     pub targets: Tensor<2, Int>,
@@ -65,6 +69,7 @@ pub fn caption_batch(
     let (input_ids, targets, mask) = teacher_forcing(tokens, eot, eot, eot, device);
     CaptionBatch {
         pixel_values,
+        encoder_states: None,
         styles: Some(crate::tensor::index_tensor(styles, device)),
         input_ids,
         targets,
@@ -74,8 +79,12 @@ pub fn caption_batch(
 
 /// Loss of a batch (differentiable when the model lives on an autodiff device).
 pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
-    let hidden = model.hidden(
-        batch.pixel_values.clone(),
+    let encoded = match &batch.encoder_states {
+        Some(states) => model.encode_states(states.clone()),
+        None => model.encode(batch.pixel_values.clone()),
+    };
+    let hidden = model.hidden_encoded(
+        &encoded,
         batch.styles.clone(),
         batch.input_ids.clone(),
         None,
@@ -112,12 +121,14 @@ pub fn micro_step(
     eot: u32,
     device: &Device,
     (acc, accum): (&mut Accumulated, usize),
+    features: Option<&FeatureCache>,
     before_sum: impl FnOnce(),
 ) -> Result<(f32, usize)> {
     let StepRows {
         images,
         tokens,
         styles,
+        keys,
     } = rows;
     let lengths: Vec<usize> = tokens.iter().map(|r| r.len() + 1).collect();
     let total: usize = lengths.iter().sum();
@@ -129,7 +140,16 @@ pub fn micro_step(
             let ro: Vec<Vec<u32>> = shard.iter().map(|&i| tokens[i].clone()).collect();
             let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
             let pixels = preprocess.batch(&im, device)?;
-            Ok((caption_batch(pixels, &st, &ro, eot, device), share))
+            let keys: Option<Vec<PictureKey>> = shard.iter().map(|&i| keys[i]).collect();
+            let states = match (features, keys) {
+                (Some(cache), Some(keys)) => Some(cache.states(model, &keys, pixels.clone())),
+                _ => None,
+            };
+            let batch = CaptionBatch {
+                encoder_states: states,
+                ..caption_batch(pixels, &st, &ro, eot, device)
+            };
+            Ok((batch, share))
         })
         .collect::<Result<Vec<_>>>()?;
     let results: Vec<(f32, f32, NamedGrads)> = batches

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::batches::{RowSource, StepRows};
 use super::config::TrainConfig;
+use super::features::FeatureCache;
 use super::step::{batch_loss, micro_step, teacher_forcing, CaptionBatch};
 use crate::data::image::PreprocessorConfig;
 use crate::data::sources::{CaptionSource, TrainData};
@@ -113,6 +114,8 @@ pub struct Trainer {
     /// The rows of the next micro-batch, being prepared on another thread while the
     /// optimizer applies this step (they depend only on the seed and the step).
     ahead: Option<RowsAhead>,
+    /// The frozen encoder's output per picture (with `train_vision_layers = 0`).
+    features: Option<FeatureCache>,
     device: Device,
     plain: Device,
 }
@@ -137,7 +140,7 @@ impl Trainer {
         }
         device.seed(config.seed);
         let plain = device.clone();
-        let device = device.clone().autodiff();
+        let device = crate::tensor::autodiff_device(&device, config.gradient_checkpointing);
         let data = TrainData::load(&config.data_spec())?;
         for s in &data.skipped {
             eprintln!("skipped: {s}");
@@ -197,9 +200,12 @@ impl Trainer {
             style_ids.clone(),
             model.config.encoder.image_size() as u32,
         ));
+        let features = (config.train_vision_layers == Some(0) && config.feature_cache_mb > 0)
+            .then(|| FeatureCache::new(config.feature_cache_mb));
         Ok(Trainer {
             rows,
             ahead: None,
+            features,
             config,
             run,
             model,
@@ -268,6 +274,7 @@ impl Trainer {
                 self.eot(),
                 &self.device,
                 (&mut acc, accum),
+                self.features.as_ref(),
                 || self.ahead = rows_ahead(&self.rows, self.config.steps, next),
             )?;
             tokens += total;
@@ -344,6 +351,7 @@ impl Trainer {
             let (input_ids, targets, mask) = teacher_forcing(&tokens, eot, eot, eot, &self.plain);
             let styles = index_tensor(&vec![factual; ids.len()], &self.plain);
             let batch = CaptionBatch {
+                encoder_states: None,
                 pixel_values: pixels.clone(),
                 styles: Some(styles),
                 input_ids,
