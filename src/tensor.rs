@@ -33,6 +33,17 @@ pub fn index_tensor(ids: &[usize], device: &Device) -> Tensor<1, Int> {
     )
 }
 
+/// `device` with autodiff, and with burn's balanced gradient checkpointing when asked
+/// (memory-bound activations recomputed in the backward pass instead of kept).
+pub fn autodiff_device(device: &Device, gradient_checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,16 +57,5 @@ mod tests {
         );
         assert_eq!(floats(t), vec![1.5, -2.0, 0.25, 8.0]);
         assert_eq!(indices(index_tensor(&[3, 0, 7], &device)), vec![3, 0, 7]);
-    }
-}
-
-/// `device` with autodiff, and with burn's balanced gradient checkpointing when asked
-/// (memory-bound activations recomputed in the backward pass instead of kept).
-pub fn autodiff_device(device: &Device, gradient_checkpointing: bool) -> Device {
-    let device = device.clone().autodiff();
-    if gradient_checkpointing {
-        device.gradient_checkpointing()
-    } else {
-        device
     }
 }

@@ -140,7 +140,7 @@ impl Trainer {
         }
         device.seed(config.seed);
         let plain = device.clone();
-        let device = crate::tensor::autodiff_device(&device, config.gradient_checkpointing);
+        let device = crate::tensor::autodiff_device(device, config.gradient_checkpointing);
         let data = TrainData::load(&config.data_spec())?;
         for s in &data.skipped {
             eprintln!("skipped: {s}");
