@@ -62,16 +62,12 @@ impl Preset {
             Preset::Small => BenchConfig::default(),
             Preset::VitB16Gpt2 => BenchConfig {
                 preset: self,
-                only: Vec::new(),
-                data_parallel: TrainConfig::default().data_parallel,
-                gradient_checkpointing: false,
                 runs: 3,
                 warmup: 1,
                 batch: 8,
                 style_rows: 8,
                 tokens: 32,
-                new_tokens: 32,
-                samples: 4,
+                ..BenchConfig::default()
             },
         }
     }

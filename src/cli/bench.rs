@@ -12,8 +12,8 @@ use crate::bench::{run as run_bench, BenchConfig, Part, Preset};
 #[derive(Args)]
 pub struct BenchArgs {
     /// Model and workload: `small` (the benchmark model) or `vit-b16-gpt2` (ViT-B/16 224 px +
-    /// GPT-2 124M with cross-attention, random weights; about 2 GiB of weights, and 10+ GiB
-    /// while training).
+    /// GPT-2 124M with cross-attention, random weights: about 1 GiB per copy of the weights,
+    /// and 9+ GiB while training).
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
     /// Time only these parts (repeatable; default: all). A part left out reports 0 s.

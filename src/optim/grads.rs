@@ -6,11 +6,8 @@ use burn::tensor::Gradients;
 
 use crate::model::weights::{read_named, stored, ParamReader, StoredTensor};
 
-/// Reads gradients, in checkpoint layout or (`native`) in burn's own.
-struct Grads<'a> {
-    grads: &'a Gradients,
-    native: bool,
-}
+/// Reads gradients in checkpoint layout.
+struct Grads<'a>(&'a Gradients);
 
 impl ParamReader for Grads<'_> {
     fn read<const D: usize>(
@@ -18,17 +15,15 @@ impl ParamReader for Grads<'_> {
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor> {
-        let transpose = transpose && !self.native;
-        param.val().grad(self.grads).map(|g| stored(g, transpose))
+        param.val().grad(self.0).map(|g| stored(g, transpose))
     }
 }
 
-fn read_gradients<M: Module>(
+fn read_gradients<M: Module, R: ParamReader>(
     module: &M,
-    grads: &Gradients,
-    native: bool,
+    reader: &mut R,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    read_named(module, "", &mut Grads { grads, native })
+    read_named(module, "", reader)
         .into_iter()
         .map(|(name, g)| (name, g.map(|g| g.values)))
         .collect()
@@ -40,7 +35,7 @@ pub fn named_gradients<M: Module>(
     module: &M,
     grads: &Gradients,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    read_gradients(module, grads, false)
+    read_gradients(module, &mut Grads(grads))
 }
 
 /// Every parameter's checkpoint name with its gradient in burn's own layout, as the optimizer
@@ -50,10 +45,7 @@ pub fn native_gradients<M: Module>(
     module: &M,
     mut grads: Gradients,
 ) -> Vec<(String, Option<Vec<f32>>)> {
-    read_named(module, "", &mut TakeGrads(&mut grads))
-        .into_iter()
-        .map(|(name, g)| (name, g.map(|g| g.values)))
-        .collect()
+    read_gradients(module, &mut TakeGrads(&mut grads))
 }
 
 /// Removes gradients from the container as it reads them, in burn's layout.

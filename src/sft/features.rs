@@ -3,7 +3,7 @@
 //! of at every step that shows it, in memory up to a budget.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::prelude::*;
 
@@ -19,32 +19,40 @@ pub const BLANK: PictureKey = u64::MAX;
 pub struct FeatureCache {
     /// Most f32 values kept.
     budget: usize,
-    states: Mutex<HashMap<PictureKey, Arc<Vec<f32>>>>,
-    kept: Mutex<usize>,
-    hits: Mutex<usize>,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    states: HashMap<PictureKey, Arc<Vec<f32>>>,
+    /// f32 values in `states`.
+    kept: usize,
+    /// Pictures found held so far.
+    hits: usize,
     /// `[S, d]` of one picture's states, known from the first encoding.
-    shape: Mutex<Option<[usize; 2]>>,
+    shape: Option<[usize; 2]>,
 }
 
 impl FeatureCache {
     pub fn new(budget_mb: usize) -> Self {
         FeatureCache {
             budget: budget_mb * (1 << 20) / 4,
-            states: Mutex::default(),
-            kept: Mutex::default(),
-            hits: Mutex::default(),
-            shape: Mutex::default(),
+            held: Mutex::default(),
         }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().expect("not poisoned")
     }
 
     /// Pictures found in the cache so far.
     pub fn hits(&self) -> usize {
-        *self.hits.lock().expect("not poisoned")
+        self.held().hits
     }
 
     /// Pictures held.
     pub fn len(&self) -> usize {
-        self.states.lock().expect("not poisoned").len()
+        self.held().states.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,54 +60,45 @@ impl FeatureCache {
     }
 
     /// The encoder's output states `[B, S, d]` of the pictures `keys` (preprocessed as
-    /// `pixels`): those held are read, the others encoded by `model`'s (frozen) encoder, and
-    /// kept while the budget allows.
+    /// `pixels`): those held are read, the others encoded by `model`'s (frozen) encoder, once
+    /// per distinct picture, and kept while the budget allows.
     pub fn states(&self, model: &Captioner, keys: &[PictureKey], pixels: Tensor<4>) -> Tensor<3> {
         let device = pixels.device();
-        let missing: Vec<usize> = {
-            let held = self.states.lock().expect("not poisoned");
-            (0..keys.len())
-                .filter(|&i| !held.contains_key(&keys[i]))
-                .collect()
-        };
-        *self.hits.lock().expect("not poisoned") += keys.len() - missing.len();
+        let mut held = self.held();
+        // The first row of each picture not held.
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if held.states.contains_key(k) {
+                held.hits += 1;
+            } else if !missing.iter().any(|&j| keys[j] == *k) {
+                missing.push(i);
+            }
+        }
         let mut fresh: HashMap<PictureKey, Arc<Vec<f32>>> = HashMap::new();
         if !missing.is_empty() {
             let index = crate::tensor::index_tensor(&missing, &device);
             let encoded = model.encoder.forward(pixels.select(0, index)).detach();
             let [_, s, d] = encoded.dims();
-            *self.shape.lock().expect("not poisoned") = Some([s, d]);
+            held.shape = Some([s, d]);
             let values = crate::tensor::floats(encoded);
             for (&i, row) in missing.iter().zip(values.chunks_exact(s * d)) {
                 fresh.insert(keys[i], Arc::new(row.to_vec()));
             }
         }
-        let mut held = self.states.lock().expect("not poisoned");
-        let mut kept = self.kept.lock().expect("not poisoned");
-        let rows: Vec<Arc<Vec<f32>>> = keys
-            .iter()
-            .map(|k| {
-                fresh
-                    .get(k)
-                    .or_else(|| held.get(k))
-                    .expect("encoded")
-                    .clone()
-            })
-            .collect();
-        for (k, v) in fresh {
-            if *kept + v.len() <= self.budget {
-                *kept += v.len();
-                held.insert(k, v);
-            }
-        }
-        let [s, d] = self
-            .shape
-            .lock()
-            .expect("not poisoned")
-            .expect("set by the first encoding");
+        let [s, d] = held.shape.expect("set by the first encoding");
         let mut values = Vec::with_capacity(keys.len() * s * d);
-        for r in &rows {
-            values.extend_from_slice(r);
+        for k in keys {
+            let row = fresh
+                .get(k)
+                .or_else(|| held.states.get(k))
+                .expect("encoded");
+            values.extend_from_slice(row);
+        }
+        for (k, v) in fresh {
+            if held.kept + v.len() <= self.budget {
+                held.kept += v.len();
+                held.states.insert(k, v);
+            }
         }
         Tensor::from_data(TensorData::new(values, [keys.len(), s, d]), &device)
     }
