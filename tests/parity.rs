@@ -6,11 +6,14 @@ mod common;
 use burn::prelude::*;
 use common::*;
 use stylecap::data::image::{open_rgb, PreprocessorConfig};
+use stylecap::model::folder::save_adapters;
 use stylecap::model::generate::{generate, DecodeOptions, Strategy};
 use stylecap::model::gpt2::DecoderCache;
+use stylecap::model::lora::{self, LoraConfig, ADAPTER_WEIGHTS};
 use stylecap::model::pretrained::{load_gpt2, load_vision};
 use stylecap::model::vision::VisionEncoder;
-use stylecap::model::Captioner;
+use stylecap::model::weights::SafetensorsFile;
+use stylecap::model::{Captioner, LoadedCaptioner};
 
 const TOL: f32 = 1e-4;
 
@@ -190,6 +193,82 @@ fn vision_encoder_decoder_matches_transformers() {
         g,
         until_end(&want, end),
         "beam search differs from transformers"
+    );
+}
+
+/// A PEFT LoRA adapter over the `vit_gpt2` fixture (rank 4, α 8, attention, cross-attention
+/// and MLP projections, random A and B), as PEFT saved it: stylecap opens the folder,
+/// computes PEFT's logits with the adapters and after `merge_and_unload`, and writes back the
+/// file PEFT wrote (same names, shapes and values).
+#[test]
+fn lora_adapters_match_peft() {
+    let d = device();
+    let dir = fixture("vit_gpt2_lora");
+    let loaded = LoadedCaptioner::load(&dir, &d).unwrap();
+    assert_eq!(
+        lora::config_of(&loaded.model),
+        Some(LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            mlp: true
+        })
+    );
+    let base = reference("vit_gpt2");
+    let r = reference("vit_gpt2_lora");
+    let pixels = base.tensor::<4>("pixel_values", &d).unwrap();
+    let ids = base.int_tensor::<2>("decoder_input_ids", &d).unwrap();
+    let logits = loaded
+        .model
+        .forward(pixels.clone(), None, ids.clone(), None);
+    let effect = max_abs_diff(logits.clone(), base.tensor("logits", &d).unwrap());
+    assert!(
+        effect > 0.1,
+        "the adapters change the logits by only {effect}"
+    );
+    let diff = max_abs_diff(logits.clone(), r.tensor("logits", &d).unwrap());
+    assert!(
+        diff <= TOL,
+        "logits with the adapters differ from PEFT's by {diff}"
+    );
+
+    let merged = lora::merge_adapters(loaded.model.clone());
+    let out = merged.forward(pixels.clone(), None, ids.clone(), None);
+    let diff = max_abs_diff(out, r.tensor("merged_logits", &d).unwrap());
+    assert!(diff <= TOL, "merged logits differ from PEFT's by {diff}");
+
+    let saved = scratch("parity", "lora_round_trip");
+    save_adapters(
+        &saved,
+        &loaded.model,
+        &fixture("vit_gpt2"),
+        &loaded.tokenizer,
+        &loaded.preprocess,
+    )
+    .unwrap();
+    let ours = SafetensorsFile::open(&saved.join(ADAPTER_WEIGHTS)).unwrap();
+    let peft = SafetensorsFile::open(&dir.join(ADAPTER_WEIGHTS)).unwrap();
+    let names = |f: &SafetensorsFile| {
+        f.names()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        names(&ours),
+        names(&peft),
+        "tensor names differ from PEFT's"
+    );
+    for name in names(&peft) {
+        assert_eq!(
+            ours.get(&name),
+            peft.get(&name),
+            "tensor `{name}` differs from PEFT's"
+        );
+    }
+    let again = LoadedCaptioner::load(&saved, &d).unwrap();
+    let diff = max_abs_diff(again.model.forward(pixels, None, ids, None), logits);
+    assert!(
+        diff == 0.0,
+        "the saved adapter folder reopens with logits {diff} apart"
     );
 }
 

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::*;
 use stylecap::data::tokenizer::TextTokenizer;
+use stylecap::model::lora::{self, LoraConfig};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::model::{generate, Captioner, DecodeOptions, Strategy};
 use stylecap::optim::grads::named_gradients;
@@ -81,11 +82,36 @@ fn every_parameter_of_a_clip_captioner_gets_a_gradient() {
 fn gradients_match_finite_differences() {
     let _turn = serial();
     let ad = Device::flex().autodiff();
-    let plain = Device::flex();
     let model = tiny_captioner("vit", &["factual", "noir"], &ad);
     let b = batch(&model, &ad, true);
-    let grads = batch_loss(&model, &b).backward();
-    let named = named_gradients(&model, &grads);
+    let checks = [
+        "encoder.embeddings.patch_embeddings.projection.weight",
+        "encoder.embeddings.patch_embeddings.shape_projection.weight",
+        "encoder.embeddings.cls_token",
+        "encoder.embeddings.position_embeddings",
+        "encoder.encoder.layer.0.attention.attention.query.weight",
+        "encoder.encoder.layer.1.layernorm_after.weight",
+        "encoder.layernorm.bias",
+        "enc_to_dec_proj.weight",
+        "style_prefix",
+        "decoder.transformer.wte.weight",
+        "decoder.transformer.wpe.weight",
+        "decoder.transformer.h.0.attn.c_attn.weight",
+        "decoder.transformer.h.1.crossattention.q_attn.weight",
+        "decoder.transformer.h.0.crossattention.c_attn.bias",
+        "decoder.transformer.h.1.ln_cross_attn.weight",
+        "decoder.transformer.h.1.mlp.c_fc.weight",
+        "decoder.transformer.ln_f.bias",
+    ];
+    assert_matches_finite_differences(&model, &b, &checks);
+}
+
+/// Central differences against autodiff for the three entries with the largest gradient of
+/// each parameter in `checks` (well above float noise).
+fn assert_matches_finite_differences(model: &Captioner, b: &CaptionBatch, checks: &[&str]) {
+    let plain = Device::flex();
+    let grads = batch_loss(model, b).backward();
+    let named = named_gradients(model, &grads);
     let plain_model = model.clone().to_device(&plain);
     let plain_batch = CaptionBatch {
         pixel_values: b.pixel_values.clone().to_device(&plain),
@@ -110,27 +136,8 @@ fn gradients_match_finite_differences() {
         });
         batch_loss(&m, &plain_batch).into_scalar::<f32>() as f64
     };
-    let checks = [
-        "encoder.embeddings.patch_embeddings.projection.weight",
-        "encoder.embeddings.patch_embeddings.shape_projection.weight",
-        "encoder.embeddings.cls_token",
-        "encoder.embeddings.position_embeddings",
-        "encoder.encoder.layer.0.attention.attention.query.weight",
-        "encoder.encoder.layer.1.layernorm_after.weight",
-        "encoder.layernorm.bias",
-        "enc_to_dec_proj.weight",
-        "style_prefix",
-        "decoder.transformer.wte.weight",
-        "decoder.transformer.wpe.weight",
-        "decoder.transformer.h.0.attn.c_attn.weight",
-        "decoder.transformer.h.1.crossattention.q_attn.weight",
-        "decoder.transformer.h.0.crossattention.c_attn.bias",
-        "decoder.transformer.h.1.ln_cross_attn.weight",
-        "decoder.transformer.h.1.mlp.c_fc.weight",
-        "decoder.transformer.ln_f.bias",
-    ];
     let eps = 5e-3f32;
-    for name in checks {
+    for &name in checks {
         let grad = named
             .iter()
             .find(|(n, _)| n == name)
@@ -138,7 +145,6 @@ fn gradients_match_finite_differences() {
             .1
             .clone()
             .unwrap();
-        // The three entries with the largest gradient: well above float noise.
         let mut order: Vec<usize> = (0..grad.len()).collect();
         order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
         for &i in order.iter().take(3) {
@@ -151,6 +157,99 @@ fn gradients_match_finite_differences() {
             );
         }
     }
+}
+
+/// LoRA on the decoder: with the base frozen, every adapter parameter and nothing else gets a
+/// gradient (finite, non-zero, agreeing with finite differences); fresh adapters leave the
+/// output unchanged, and merged ones give the logits of base + adapters.
+#[test]
+fn lora_adapters_train_alone_and_merge_exactly() {
+    let _turn = serial();
+    let ad = Device::flex().autodiff();
+    let base = tiny_captioner("vit", &["factual", "noir"], &ad);
+    let b = batch(&base, &ad, true);
+    let config = LoraConfig {
+        rank: 3,
+        alpha: 6.0,
+        mlp: true,
+    };
+    let model = lora::add_adapters(base.clone(), &config, &ad);
+    assert_eq!(lora::config_of(&model), Some(config));
+    let (l0, l1) = (batch_loss(&base, &b), batch_loss(&model, &b));
+    let d = (l0 - l1).abs().into_scalar::<f32>();
+    assert!(d < 1e-6, "fresh adapters changed the loss by {d}");
+    // B starts at zero, where A's gradient vanishes: give B values so both are exercised.
+    let model = replace_named(model, "", |name, shape| {
+        name.contains(".lora_B.").then(|| StoredTensor {
+            shape: shape.to_vec(),
+            values: (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 7919 + name.len()) % 101) as f32 / 250.0 - 0.2)
+                .collect(),
+        })
+    });
+    let model = lora::freeze_base(model);
+    let grads = batch_loss(&model, &b).backward();
+    let named = named_gradients(&model, &grads);
+    let adapters = named
+        .iter()
+        .filter(|(n, _)| lora::is_adapter_param(n))
+        .count();
+    // 2 blocks × (2 self-attention + 3 cross-attention + 2 MLP projections) × (A, B).
+    assert_eq!(adapters, 28);
+    for (name, grad) in &named {
+        match (lora::is_adapter_param(name), grad) {
+            (true, Some(g)) => assert!(
+                g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0),
+                "{name}: gradient not finite and non-zero"
+            ),
+            (true, None) => panic!("adapter {name} received no gradient"),
+            (false, Some(_)) => panic!("frozen {name} received a gradient"),
+            (false, None) => {}
+        }
+    }
+    assert_matches_finite_differences(
+        &model,
+        &b,
+        &[
+            "decoder.transformer.h.0.attn.c_attn.lora_A.weight",
+            "decoder.transformer.h.1.attn.c_proj.lora_B.weight",
+            "decoder.transformer.h.0.crossattention.q_attn.lora_A.weight",
+            "decoder.transformer.h.1.crossattention.c_attn.lora_B.weight",
+            "decoder.transformer.h.1.mlp.c_fc.lora_A.weight",
+            "decoder.transformer.h.0.mlp.c_proj.lora_B.weight",
+        ],
+    );
+    let plain = Device::flex();
+    let model = model.to_device(&plain);
+    let merged = lora::merge_adapters(model.clone());
+    assert_eq!(lora::config_of(&merged), None);
+    let b = CaptionBatch {
+        pixel_values: b.pixel_values.to_device(&plain),
+        encoder_states: None,
+        styles: b.styles.map(|s| s.to_device(&plain)),
+        input_ids: b.input_ids.to_device(&plain),
+        targets: b.targets.to_device(&plain),
+        mask: b.mask.to_device(&plain),
+    };
+    let logits = |m: &Captioner| {
+        m.forward(
+            b.pixel_values.clone(),
+            b.styles.clone(),
+            b.input_ids.clone(),
+            None,
+        )
+    };
+    let (with_adapters, folded) = (logits(&model), logits(&merged));
+    let effect = max_abs_diff(with_adapters.clone(), logits(&base.to_device(&plain)));
+    assert!(
+        effect > 1e-2,
+        "the adapters change the logits by only {effect}"
+    );
+    let diff = max_abs_diff(with_adapters, folded);
+    assert!(
+        diff < 1e-5,
+        "merged logits differ from base + adapters by {diff}"
+    );
 }
 
 /// Eight images and eight captions: a from-scratch captioner must learn them by heart.

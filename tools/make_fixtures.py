@@ -2,7 +2,7 @@
 """Build the tiny Hugging Face fixtures that stylecap's parity tests load.
 
 Developers run this (CI does not): `python3 tools/make_fixtures.py`.
-Needs: torch, transformers (5.x), tokenizers, safetensors, numpy, pillow.
+Needs: torch, transformers (5.x), peft, tokenizers, safetensors, numpy, pillow.
 
 Each fixture directory holds what transformers' `save_pretrained` writes
 (`config.json`, `model.safetensors`, and where relevant `tokenizer.json`,
@@ -469,12 +469,53 @@ def make_clip_model():
         os.chmod(os.path.join(path, name), 0o644)
 
 
+# The decoder projections stylecap's LoRA targets: self- and cross-attention, and the MLP.
+LORA_TARGETS = r".*decoder\.transformer\.h\.\d+\.(attn|crossattention|mlp)\.(c_attn|q_attn|c_proj|c_fc)"
+
+
+def make_vit_gpt2_lora():
+    """A PEFT LoRA adapter (rank 4, alpha 8) on the `vit_gpt2` fixture's decoder, with random
+    A and B (so the adapter changes the logits), saved as PEFT saves it; the reference holds
+    the logits of base + adapter and of the merged model."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(7)
+    base_path = os.path.join(ROOT, "vit_gpt2")
+    path = fresh("vit_gpt2_lora")
+    model = VisionEncoderDecoderModel.from_pretrained(base_path).eval()
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=LORA_TARGETS, fan_in_fan_out=True,
+        lora_dropout=0.0, bias="none", init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config).eval()
+    peft_model.save_pretrained(path)
+    with open(os.path.join(path, "adapter_config.json")) as f:
+        saved = json.load(f)
+    # The base is the fixture next to this one, wherever the repository is checked out.
+    saved["base_model_name_or_path"] = "../vit_gpt2"
+    with open(os.path.join(path, "adapter_config.json"), "w") as f:
+        json.dump(saved, f, indent=2)
+    from safetensors.torch import load_file
+    inputs = load_file(os.path.join(base_path, "reference.safetensors"))
+    pixel_values, dec_ids = inputs["pixel_values"], inputs["decoder_input_ids"].long()
+    logits = peft_model(pixel_values=pixel_values, decoder_input_ids=dec_ids).logits
+    merged = peft_model.merge_and_unload()
+    merged_logits = merged(pixel_values=pixel_values, decoder_input_ids=dec_ids).logits
+    print("vit_gpt2_lora max |adapter effect|:", float((logits - inputs["logits"]).abs().max()))
+    save_file({"logits": logits.contiguous(), "merged_logits": merged_logits.contiguous()},
+              os.path.join(path, "reference.safetensors"))
+    os.remove(os.path.join(path, "README.md"))  # PEFT's model card template
+    for name in os.listdir(path):
+        os.chmod(os.path.join(path, name), 0o644)
+
+
 MAKERS = {
     "vit": lambda: make_vit(),
     "clip": lambda: make_clip(),
     "gpt2": lambda: make_gpt2(cross=False),
     "gpt2_cross": lambda: make_gpt2(cross=True),
     "vit_gpt2": lambda: make_vit_gpt2(),
+    "vit_gpt2_lora": lambda: make_vit_gpt2_lora(),
     "bert": lambda: make_bert(),
     "clip_model": lambda: make_clip_model(),
 }

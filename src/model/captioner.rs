@@ -386,6 +386,12 @@ impl Captioner {
     /// Saves as a transformers `VisionEncoderDecoderModel` directory (`config.json`,
     /// `model.safetensors`). Writes are atomic.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if super::lora::config_of(self).is_some() {
+            bail!(
+                "the captioner has LoRA adapters: save them as an adapter folder, or merge them \
+                 into the weights first"
+            );
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut tensors = Vec::new();
         collect_module(&self.encoder, "encoder", &mut tensors);

@@ -1,14 +1,17 @@
 //! A captioner folder, the unit every stage reads and writes: `config.json` and
 //! `model.safetensors` (transformers' VisionEncoderDecoder layout), `tokenizer.json` and
-//! `preprocessor_config.json`. [`LoadedCaptioner::load`] and [`save`] are the only code that
-//! reads or writes one.
+//! `preprocessor_config.json`; or an adapter folder, LoRA adapters over a captioner folder
+//! (PEFT's `adapter_config.json` and `adapter_model.safetensors`, see [`lora`]).
+//! [`LoadedCaptioner::load`], [`save`] and [`save_adapters`] are the only code that reads or
+//! writes one.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
 
+use super::lora;
 use super::score::caption_logprobs;
 use super::{generate, Captioner, DecodeOptions, Generation};
 use crate::data::image::PreprocessorConfig;
@@ -18,7 +21,7 @@ use crate::util::write_json;
 /// A captioner folder given as itself or as the run folder holding it in `model/`.
 pub fn model_dir(path: &Path) -> PathBuf {
     let inside = path.join(crate::run::MODEL);
-    if inside.join("config.json").is_file() {
+    if inside.join("config.json").is_file() || inside.join(lora::ADAPTER_CONFIG).is_file() {
         inside
     } else {
         path.to_path_buf()
@@ -33,6 +36,30 @@ pub fn save(
     preprocess: &PreprocessorConfig,
 ) -> Result<()> {
     model.save(dir)?;
+    save_processing(dir, tokenizer, preprocess)
+}
+
+/// Writes the LoRA adapters of `model` as an adapter folder over the captioner folder `base`
+/// (see [`lora`]): PEFT's two files, with the tokenizer and preprocessing beside them, so
+/// that every stage opens it as it opens a captioner folder.
+pub fn save_adapters(
+    dir: &Path,
+    model: &Captioner,
+    base: &Path,
+    tokenizer: &TextTokenizer,
+    preprocess: &PreprocessorConfig,
+) -> Result<()> {
+    let base = std::path::absolute(model_dir(base))
+        .with_context(|| format!("cannot resolve {}", base.display()))?;
+    lora::save_adapters(dir, model, &base)?;
+    save_processing(dir, tokenizer, preprocess)
+}
+
+fn save_processing(
+    dir: &Path,
+    tokenizer: &TextTokenizer,
+    preprocess: &PreprocessorConfig,
+) -> Result<()> {
     tokenizer.save(&dir.join("tokenizer.json"))?;
     write_json(&dir.join("preprocessor_config.json"), preprocess)
 }
@@ -45,7 +72,33 @@ pub struct LoadedCaptioner {
 }
 
 impl LoadedCaptioner {
+    /// Opens a captioner folder, or an adapter folder over one (its base, then its adapters;
+    /// the adapter folder's tokenizer and preprocessing when it has them).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if lora::is_adapter_folder(dir) {
+            let base_dir = lora::base_folder(dir)?;
+            let base = Self::load(&model_dir(&base_dir), device).with_context(|| {
+                format!(
+                    "loading {}, the base captioner of the adapters in {}",
+                    base_dir.display(),
+                    dir.display()
+                )
+            })?;
+            let model = lora::load_adapters(base.model, dir, device)?;
+            let tokenizer = match dir.join("tokenizer.json") {
+                p if p.is_file() => TextTokenizer::load(&p)?,
+                _ => base.tokenizer,
+            };
+            let preprocess = match dir.join("preprocessor_config.json") {
+                p if p.is_file() => PreprocessorConfig::load(&p)?,
+                _ => base.preprocess,
+            };
+            return Ok(LoadedCaptioner {
+                model,
+                tokenizer,
+                preprocess,
+            });
+        }
         let model = Captioner::load(dir, device)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
         let pre = dir.join("preprocessor_config.json");

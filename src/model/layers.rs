@@ -16,6 +16,9 @@ use super::kernels::{pointwise, GeluErf, GeluTanh, QuickGelu, GELU_TANH_CUBIC, G
 pub struct Conv1D {
     pub weight: Param<Tensor<2>>,
     pub bias: Param<Tensor<1>>,
+    /// A LoRA adapter beside the weight (see [`super::lora`]); its tensors are named as PEFT
+    /// names them, `<module>.lora_a.weight` and `<module>.lora_b.weight`.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Conv1D {
@@ -23,11 +26,72 @@ impl Conv1D {
         Self {
             weight: normal_param([d_in, d_out], std, device),
             bias: zeros_param([d_out], device),
+            lora: None,
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        dense(x, self.weight.val(), Some(self.bias.val()))
+        match &self.lora {
+            None => dense(x, self.weight.val(), Some(self.bias.val())),
+            Some(lora) => {
+                dense(x.clone(), self.weight.val(), Some(self.bias.val())) + lora.forward(x)
+            }
+        }
+    }
+
+    /// `[in, out]`, the shape of the weight.
+    pub fn shape(&self) -> [usize; 2] {
+        let s = self.weight.lazy_shape().to_vec();
+        [s[0], s[1]]
+    }
+}
+
+/// LoRA's low-rank update of a frozen linear map, as PEFT's `LoraLayer`:
+/// `x ↦ (α/r)·(x·A)·B`, A `[in, r]` and B `[r, out]` in burn's layout. PEFT stores them as
+/// `nn.Linear` weights named `lora_A` `[r, in]` and `lora_B` `[out, r]`, which is what
+/// checkpoint I/O writes.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    pub lora_a: Linear,
+    pub lora_b: Linear,
+    /// α / r.
+    #[module(skip)]
+    pub scaling: f64,
+}
+
+impl LoraAdapter {
+    /// PEFT's default start: A ~ U(±1/√in) (Kaiming-uniform with a = √5), B = 0, so the adapted
+    /// layer starts equal to the frozen one.
+    pub fn new(d_in: usize, d_out: usize, rank: usize, scaling: f64, device: &Device) -> Self {
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let a = move |device: &Device| {
+            Tensor::random([d_in, rank], Distribution::Uniform(-bound, bound), device)
+        };
+        Self {
+            lora_a: Linear {
+                weight: param([d_in, rank], a, device),
+                bias: None,
+            },
+            lora_b: Linear {
+                weight: zeros_param([rank, d_out], device),
+                bias: None,
+            },
+            scaling,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.lora_a.weight.lazy_shape().to_vec()[1]
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let low = dense(x, self.lora_a.weight.val(), None);
+        dense(low, self.lora_b.weight.val(), None) * self.scaling
+    }
+
+    /// The update as a weight `[in, out]`: what merging adds to the frozen one.
+    pub fn delta(&self) -> Tensor<2> {
+        self.lora_a.weight.val().matmul(self.lora_b.weight.val()) * self.scaling
     }
 }
 

@@ -12,6 +12,7 @@ pub mod gpt2;
 pub mod kernels;
 pub mod layers;
 pub mod lm_head;
+pub mod lora;
 pub mod loss;
 pub mod pretrained;
 pub mod score;

@@ -7,6 +7,8 @@
 //!   GPT-2's `Conv1D` already stores `[in, out]`, which is why it is its own module type
 //!   (`Conv1D`) and never goes through the transpose.
 //! - `nn::LayerNorm` calls its parameters `gamma`/`beta`; PyTorch calls them `weight`/`bias`.
+//! - A LoRA adapter's `lora_a`/`lora_b` are PEFT's `lora_A`/`lora_B`, beside the weight they
+//!   adapt (`c_attn.lora_A.weight`, no `lora.` between).
 //!
 //! Enum variants (e.g. which vision encoder) are not part of the checkpoint name.
 
@@ -236,10 +238,11 @@ pub(crate) fn hf_name(prefix: &str, path: &[(String, String)]) -> (String, bool)
     }
     let mut transpose = false;
     for (i, (name, container)) in path.iter().enumerate() {
-        if container.starts_with("Enum:") {
+        let last = i + 1 == path.len();
+        // A LoRA adapter's tensors sit beside the weight in PEFT's names (`c_attn.lora_A.weight`).
+        if container.starts_with("Enum:") || (container == "Struct:Conv1D" && name == "lora") {
             continue;
         }
-        let last = i + 1 == path.len();
         let name = match (container.as_str(), name.as_str(), last) {
             ("Struct:LayerNorm", "gamma", true) => "weight",
             ("Struct:LayerNorm", "beta", true) => "bias",
@@ -247,6 +250,8 @@ pub(crate) fn hf_name(prefix: &str, path: &[(String, String)]) -> (String, bool)
                 transpose = true;
                 "weight"
             }
+            ("Struct:LoraAdapter", "lora_a", false) => "lora_A",
+            ("Struct:LoraAdapter", "lora_b", false) => "lora_B",
             // `self` is a Rust keyword (BERT's `attention.self`).
             (_, "self_", _) => "self",
             _ => name.as_str(),
@@ -669,6 +674,18 @@ mod tests {
                 &p(&[("c_attn", "Struct:Block"), ("weight", "Struct:Conv1D")])
             ),
             ("c_attn.weight".to_string(), false)
+        );
+        assert_eq!(
+            hf_name(
+                "",
+                &p(&[
+                    ("c_attn", "Struct:Block"),
+                    ("lora", "Struct:Conv1D"),
+                    ("lora_a", "Struct:LoraAdapter"),
+                    ("weight", "Struct:Linear")
+                ])
+            ),
+            ("c_attn.lora_A.weight".to_string(), true)
         );
     }
 }
