@@ -26,6 +26,7 @@ use crate::align::update::{self, Update};
 use crate::data::image::PreprocessorConfig;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::layers::without_init;
+use crate::model::lora;
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
 use crate::model::weights::materialize;
@@ -106,6 +107,9 @@ pub struct BenchConfig {
     pub new_tokens: usize,
     /// Captions sampled per image in the alignment step.
     pub samples: usize,
+    /// The alignment step trains LoRA adapters of this rank over the reference (`stylecap
+    /// align --lora-rank`); 0: the whole decoder.
+    pub lora_rank: usize,
 }
 
 impl BenchConfig {
@@ -128,6 +132,7 @@ impl Default for BenchConfig {
             tokens: 64,
             new_tokens: 32,
             samples: 4,
+            lora_rank: 0,
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct BenchResult {
     pub rl_step_s: f64,
     pub peak_rss_after_train_mib: Option<f64>,
     pub rss_before_model_mib: Option<f64>,
+    /// The peak of the whole run (with `only = [Align]`: the alignment step's).
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// The benchmark model: ViT (64×64 images, patch 8, d=192, 4 layers, 4 heads) and a GPT-2
@@ -244,7 +251,9 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     let side = cfg.encoder.image_size();
     let preprocess = PreprocessorConfig::square(side);
     let eot = cfg.decoder_start_token_id;
-    let mut model = Some(Captioner::new(cfg.clone(), &train_device));
+    // A LoRA alignment step adapts the reference itself: no second model.
+    let own_policy = b.wants(Part::Train) || (b.wants(Part::Align) && b.lora_rank == 0);
+    let mut model = own_policy.then(|| Captioner::new(cfg.clone(), &train_device));
 
     // The supervised step, as `stylecap train` takes it at its defaults.
     let train = TrainConfig {
@@ -300,11 +309,16 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         samples: b.samples,
         max_new_tokens: b.new_tokens,
         ptx_coef: 0.0,
+        lora_rank: b.lora_rank,
         ..AlignConfig::default()
     };
     let reference = without_init(|| Captioner::new(cfg.clone(), base));
     if b.wants(Part::Align) {
         materialize(&reference);
+        if let Some(l) = align.lora() {
+            let policy = lora::add_adapters(reference.clone(), &l, base);
+            model = Some(lora::freeze_base(policy.to_device(&train_device).train()));
+        }
     }
     let pixels = preprocess.batch(&pictures(b.batch, side as u32, 2), base)?;
     let mut optim = AdamW::new(align.optimizer.clone());
@@ -393,5 +407,6 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         rl_step_s: rl_s,
         peak_rss_after_train_mib: peak_train,
         rss_before_model_mib: rss_before,
+        peak_rss_mib: peak_rss_mib(),
     })
 }

@@ -14,6 +14,7 @@ use stylecap::align::loss::{pg_loss, ppo_loss};
 use stylecap::align::reward::{Clip, ContentReward, ContentRewardKind, Picture};
 use stylecap::align::trainer::Aligner;
 use stylecap::data::synth::{synth, SynthConfig};
+use stylecap::model::lora::is_adapter_param;
 use stylecap::model::weights::{read_named, Values};
 use stylecap::rng::Rng;
 use stylecap::run::RunOptions;
@@ -173,6 +174,129 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         assert!(ptx.is_finite() && ptx > 0.0, "{line}");
     }
     assert!(out.join("model/model.safetensors").is_file());
+}
+
+/// LoRA alignment: only the adapters train, over base weights that stay the reference's;
+/// `model/` is an adapter folder that `caption` opens, and `export --merge-lora` folds it into
+/// a plain captioner with the same captions; a killed run resumes to the uninterrupted one.
+#[test]
+fn lora_alignment_trains_only_adapters_resumes_and_exports() {
+    let (base, critic) = common::tiny_base_and_critic("align", 4);
+    let _turn = common::serial();
+    let device = Device::flex();
+    let (whole, killed) = (
+        scratch("align", "lora-whole"),
+        scratch("align", "lora-killed"),
+    );
+    for d in [&whole, &killed] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let config = AlignConfig {
+        base,
+        critic,
+        lora_rank: 2,
+        lora_mlp: true,
+        steps: 4,
+        images_per_step: 2,
+        samples: 2,
+        max_new_tokens: 8,
+        eval_every: 2,
+        checkpoint_every: 2,
+        eval_images: 2,
+        lr: 5e-2,
+        ..AlignConfig::default()
+    };
+    let weights = |m: &stylecap::model::Captioner| -> Vec<(String, Vec<f32>)> {
+        read_named(m, "", &mut Values)
+            .into_iter()
+            .map(|(n, v)| (n, v.unwrap().values))
+            .collect()
+    };
+    let split = |w: Vec<(String, Vec<f32>)>| -> (Vec<_>, Vec<_>) {
+        w.into_iter().partition(|(n, _)| is_adapter_param(n))
+    };
+    let mut a = Aligner::new(config.clone(), &whole, false, &device).unwrap();
+    let reference = weights(&a.reference);
+    let (adapters_before, base_before) = split(weights(&a.policy));
+    assert_eq!(base_before, reference, "the policy's base is the reference");
+    assert!(!adapters_before.is_empty());
+    a.run(&RunOptions::default()).unwrap();
+    let (adapters_after, base_after) = split(weights(&a.policy));
+    assert_eq!(weights(&a.reference), reference, "the reference changed");
+    assert_eq!(base_after, base_before, "a frozen base weight trained");
+    let trained = adapters_after
+        .iter()
+        .zip(&adapters_before)
+        .filter(|(x, y)| x != y)
+        .count();
+    assert_eq!(trained, adapters_before.len(), "every adapter trains");
+    let model = whole.join("model");
+    assert!(model.join("adapter_model.safetensors").is_file());
+    assert!(!model.join("model.safetensors").exists());
+
+    let mut b = Aligner::new(config.clone(), &killed, false, &device).unwrap();
+    b.run(&RunOptions {
+        stop_after: Some(3),
+        ..RunOptions::default()
+    })
+    .unwrap();
+    drop(b);
+    let mut b = Aligner::new(AlignConfig::default(), &killed, true, &device).unwrap();
+    assert_eq!(b.step, 2);
+    b.run(&RunOptions::default()).unwrap();
+    assert!(
+        weights(&a.policy) == weights(&b.policy),
+        "the resumed LoRA policy differs from the uninterrupted one"
+    );
+    for file in ["model/adapter_model.safetensors", "eval.json"] {
+        assert!(
+            std::fs::read(whole.join(file)).unwrap() == std::fs::read(killed.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+
+    // Captions from the adapter folder, and from the merged export.
+    let image = whole.join("picture.png");
+    image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+    })
+    .save(&image)
+    .unwrap();
+    let merged = scratch("align", "lora-merged");
+    let (model, merged, image) = (
+        model.to_str().unwrap(),
+        merged.to_str().unwrap(),
+        image.to_str().unwrap(),
+    );
+    let refused = common::stylecap(&["export", "--model", model, "--out", merged]);
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && e.contains("--merge-lora"),
+        "{e}"
+    );
+    let out = common::stylecap(&["export", "--model", model, "--out", merged, "--merge-lora"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let caption = |m: &str| {
+        let out = common::stylecap(&["caption", "--model", m, "--image", image, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["token_ids"].clone()
+    };
+    let adapted = caption(model);
+    assert!(adapted.as_array().is_some_and(|t| !t.is_empty()));
+    assert_eq!(
+        adapted,
+        caption(merged),
+        "the merged captioner captions otherwise"
+    );
 }
 
 /// The metrics log without its timings (which differ between runs).

@@ -55,6 +55,11 @@ def build(p):
     return model
 
 
+def median(xs):
+    """The median of the timed runs; 0 for a part not timed (`--only`)."""
+    return statistics.median(xs) if xs else 0.0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -62,6 +67,11 @@ def main():
     for flag in ("runs", "warmup", "batch", "tokens", "new-tokens", "samples"):
         ap.add_argument(f"--{flag}", type=int, help="default: the preset's")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--only", action="append", choices=["train", "align", "generate"],
+                    help="time only these parts (repeatable; default: all)")
+    ap.add_argument("--lora-rank", type=int, default=0,
+                    help="alignment trains PEFT LoRA adapters of this rank on the decoder's attention "
+                         "projections (alpha = 2 x rank), the reference being the base without them")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     p = PRESETS[a.preset]
@@ -82,10 +92,11 @@ def main():
     ids = torch.tensor([[start] + [((i * 131 + j * 17) % (vocab - 1) + 1) for j in range(a.tokens - 1)]
                         for i in range(rows)], device=dev)
     targets = torch.cat([ids[:, 1:], torch.zeros(rows, 1, dtype=torch.long, device=dev)], 1)
+    wants = lambda part: not a.only or part in a.only
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     train = []
-    for i in range(a.warmup + a.runs):
+    for i in range(a.warmup + a.runs if wants("train") else 0):
         t = time.perf_counter()
         logits = model(pixel_values=train_pixels, decoder_input_ids=ids).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
@@ -99,12 +110,35 @@ def main():
     peak_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # Alignment step: as `stylecap bench` (RLOO with the KL in the reward, a synthetic reward).
-    reference = copy.deepcopy(model).eval()
-    for p in reference.parameters():
-        p.requires_grad_(False)
+    if a.lora_rank and wants("align"):
+        from peft import LoraConfig, get_peft_model
+
+        del opt
+        targets = r"decoder\.transformer\.h\.\d+\.(attn|crossattention)\.(c_attn|q_attn|c_proj)"
+        model = get_peft_model(model, LoraConfig(r=a.lora_rank, lora_alpha=2 * a.lora_rank, lora_dropout=0.0,
+                                                 target_modules=targets, fan_in_fan_out=True))
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, weight_decay=0.01)
+        reference = None
+    elif wants("align"):
+        reference = copy.deepcopy(model).eval()
+        for q in reference.parameters():
+            q.requires_grad_(False)
+
+    def reference_logits(**kw):
+        if reference is not None:
+            return reference(**kw).logits
+        with model.disable_adapter():
+            return model(**kw).logits
+
+    def reference_encoder(pixel_values):
+        if reference is not None:
+            return reference.encoder(pixel_values=pixel_values).last_hidden_state
+        with model.disable_adapter():
+            return model.encoder(pixel_values=pixel_values).last_hidden_state
+
     rl = []
     k = a.samples
-    for i in range(a.warmup + a.runs):
+    for i in range(a.warmup + a.runs if wants("align") else 0):
         t = time.perf_counter()
         model.eval()
         with torch.no_grad():
@@ -115,8 +149,9 @@ def main():
             seqs = out.sequences[:, 1:]
             old_lp = torch.stack(out.scores, 1).log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
             inputs = out.sequences[:, :-1]
-            ref_enc = reference.encoder(pixel_values=pixels).last_hidden_state.repeat_interleave(k, 0)
-            ref_lp = reference(encoder_outputs=BaseModelOutput(last_hidden_state=ref_enc), decoder_input_ids=inputs).logits.log_softmax(-1)
+            ref_enc = reference_encoder(pixels).repeat_interleave(k, 0)
+            ref_lp = reference_logits(encoder_outputs=BaseModelOutput(last_hidden_state=ref_enc),
+                                      decoder_input_ids=inputs).log_softmax(-1)
             ref_lp = ref_lp.gather(2, seqs.unsqueeze(2)).squeeze(2)
             reward = (seqs < vocab // 2).float().mean(1) - 0.05 * (old_lp - ref_lp).sum(1)
             r = reward.view(-1, k)
@@ -128,7 +163,7 @@ def main():
         loss = -(logp * adv).sum() / logp.numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
         opt.step()
         sync()
         if i >= a.warmup:
@@ -137,7 +172,7 @@ def main():
     model.eval()
     gen = []
     with torch.inference_mode():
-        for i in range(a.warmup + a.runs):
+        for i in range(a.warmup + a.runs if wants("generate") else 0):
             t = time.perf_counter()
             out = model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                                  do_sample=False, num_beams=1)
@@ -147,8 +182,8 @@ def main():
                 gen.append(time.perf_counter() - t)
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
-           "train_step_s": statistics.median(train), "generate_s": statistics.median(gen),
-           "rl_step_s": statistics.median(rl), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before}
+           "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if a.json:
         print(json.dumps(res))
     else:
@@ -158,6 +193,7 @@ def main():
         print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
         print(f"  RL step ({b} images x {k} samples, reference scoring, update): {res['rl_step_s']:.3f} s")
         print(f"  peak RSS after the training steps: {peak_train:.0f} MiB ({rss_before:.0f} MiB before the model)")
+        print(f"  peak RSS of the whole run: {res['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

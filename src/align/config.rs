@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::advantage::Algo;
 use super::kl::KlEstimator;
 use super::reward::{ContentRewardKind, CLIP_NEEDS_FOLDER};
+use crate::model::lora::LoraConfig;
 use crate::model::settings::check_sampling;
 use crate::optim::adamw::AdamWConfig;
 use crate::util::check;
@@ -118,6 +119,15 @@ pub struct AlignConfig {
     /// (1 = its own). The base writes style text or factual captions; a blend starts from
     /// captions that already name the picture, which the style reward can then restyle.
     pub prefix_blend: f32,
+    /// Train LoRA adapters of this rank on the decoder's attention and cross-attention
+    /// projections instead of the decoder itself (0: full fine-tuning). The base stays frozen
+    /// and is the KL reference, so the weights are held once; the run's `model/` is then an
+    /// adapter folder over `base` (PEFT's layout).
+    pub lora_rank: usize,
+    /// LoRA's α (updates are scaled by α / rank); None: twice the rank.
+    pub lora_alpha: Option<f64>,
+    /// Adapt the decoder's MLPs too.
+    pub lora_mlp: bool,
     pub optimizer: AdamWConfig,
     pub eval_every: usize,
     /// Steps between checkpoints (`--resume` continues from the last one).
@@ -176,6 +186,9 @@ impl Default for AlignConfig {
             train_encoder: false,
             gradient_checkpointing: false,
             prefix_blend: 1.0,
+            lora_rank: 0,
+            lora_alpha: None,
+            lora_mlp: false,
             optimizer: AdamWConfig {
                 weight_decay: 0.0,
                 ..AdamWConfig::default()
@@ -190,6 +203,15 @@ impl Default for AlignConfig {
 }
 
 impl AlignConfig {
+    /// The adapters to train, if the run trains LoRA adapters.
+    pub fn lora(&self) -> Option<LoraConfig> {
+        (self.lora_rank > 0).then(|| LoraConfig {
+            rank: self.lora_rank,
+            alpha: self.lora_alpha.unwrap_or(2.0 * self.lora_rank as f64),
+            mlp: self.lora_mlp,
+        })
+    }
+
     /// Checks every setting against its allowed range, naming the field of the first that
     /// is out of it.
     pub fn validate(&self) -> Result<()> {
@@ -227,6 +249,24 @@ impl AlignConfig {
         check::non_negative("ptx_coef", self.ptx_coef as f64)?;
         check::within("ptx_images", self.ptx_images, 0, 4096)?;
         check::within("prefix_blend", self.prefix_blend, 0.0, 1.0)?;
+        check::within("lora_rank", self.lora_rank, 0, 4096)?;
+        if let Some(alpha) = self.lora_alpha {
+            check::positive("lora_alpha", alpha)?;
+        }
+        if self.lora_rank > 0 {
+            ensure!(
+                !self.train_encoder,
+                "train_encoder = true with lora_rank = {}: LoRA keeps the encoder frozen",
+                self.lora_rank
+            );
+            ensure!(
+                self.prefix_blend == 1.0,
+                "prefix_blend = {} with lora_rank = {}: LoRA keeps the base's style prefixes as \
+                 they are (allowed: 1)",
+                self.prefix_blend,
+                self.lora_rank
+            );
+        }
         self.optimizer.validate("optimizer")?;
         check::at_least("eval_every", self.eval_every, 1)?;
         check::at_least("checkpoint_every", self.checkpoint_every, 1)?;

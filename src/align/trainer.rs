@@ -27,6 +27,7 @@ use crate::data::sources::{CaptionExample, CaptionSource, CaptionSplits, DataSpe
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::folder::{self, model_dir, LoadedCaptioner};
 use crate::model::generate::Strategy;
+use crate::model::lora;
 use crate::model::style::FACTUAL;
 use crate::model::weights::{freeze_named, read_named, replace_named, StoredTensor, Values};
 use crate::model::{Captioner, DecodeOptions};
@@ -213,24 +214,35 @@ impl Aligner {
             config.cider_cap,
             &plain,
         )?;
+        let lora = config.lora();
         let (run, policy, optim, state, step) = match resumed {
             Some(r) => {
                 let ckpt = r.run.checkpoint_dir();
-                let policy = LoadedCaptioner::load(&ckpt, &plain)?.model;
+                // With LoRA the checkpoint holds the adapters: over the base already loaded,
+                // so that the policy and the reference share its weights.
+                let policy = match &lora {
+                    Some(_) => lora::load_adapters(base.model.clone(), &ckpt, &plain)?,
+                    None => LoadedCaptioner::load(&ckpt, &plain)?.model,
+                };
                 let optim = AdamW::load(config.optimizer.clone(), &ckpt.join(OPTIMIZER))?;
                 let state: LoopState = read_json(&ckpt.join(LOOP_STATE))?;
                 (r.run, policy, optim, Some(state), r.step)
             }
             None => (
                 RunFolder::create(run, &config)?,
-                base.model.clone(),
+                match &lora {
+                    Some(l) => lora::add_adapters(base.model.clone(), l, &plain),
+                    None => base.model.clone(),
+                },
                 AdamW::new(config.optimizer.clone()),
                 None,
                 0,
             ),
         };
         let policy = policy.to_device(&ad).train();
-        let policy = if config.train_encoder {
+        let policy = if lora.is_some() {
+            lora::freeze_base(policy)
+        } else if config.train_encoder {
             policy
         } else {
             freeze_named(policy, "", |n| n.starts_with("encoder."))
@@ -473,13 +485,19 @@ impl Aligner {
         })
     }
 
+    /// A captioner folder, or with LoRA an adapter folder over the base.
     fn save_policy(&self, dir: &Path) -> Result<()> {
-        folder::save(
-            dir,
-            &self.policy.clone().valid(),
-            &self.tokenizer,
-            &self.preprocess,
-        )
+        let policy = self.policy.clone().valid();
+        match self.config.lora() {
+            Some(_) => folder::save_adapters(
+                dir,
+                &policy,
+                &self.config.base,
+                &self.tokenizer,
+                &self.preprocess,
+            ),
+            None => folder::save(dir, &policy, &self.tokenizer, &self.preprocess),
+        }
     }
 
     /// Saves the policy, the optimizer and the loop's state as the run's checkpoint.

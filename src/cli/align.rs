@@ -80,6 +80,17 @@ pub struct AlignArgs {
     /// each step, keeping the decoder's reading of pictures); 0 turns it off.
     #[arg(long)]
     pub ptx_coef: Option<f32>,
+    /// Train LoRA adapters of this rank on the decoder's attention projections instead of the
+    /// decoder (0: full fine-tuning). The run's model/ is then an adapter folder over --base,
+    /// in PEFT's layout; `stylecap export --merge-lora` folds it into a plain captioner.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA's α: updates are scaled by α / rank (default: twice the rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Adapt the decoder's MLPs too (with --lora-rank).
+    #[arg(long)]
+    pub lora_mlp: bool,
     /// Seed for sampling and image order.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -148,8 +159,15 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
         w_style,
         w_content,
         ptx_coef,
+        lora_rank,
         seed
     );
+    if a.lora_alpha.is_some() {
+        c.lora_alpha = a.lora_alpha;
+    }
+    if a.lora_mlp {
+        c.lora_mlp = true;
+    }
     if a.data.is_some() {
         c.data = a.data.clone();
     }

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// update).
     #[arg(long)]
     pub samples: Option<usize>,
+    /// The alignment step trains LoRA adapters of this rank on the decoder's attention
+    /// projections, over the reference's weights (`stylecap align --lora-rank`).
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +67,7 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         only: args.only,
         data_parallel: args.data_parallel,
         gradient_checkpointing: args.gradient_checkpointing,
+        lora_rank: args.lora_rank,
         ..d
     };
     let r = run_bench(&b, &base)?;
@@ -90,6 +95,9 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
     );
     if let (Some(p), Some(m)) = (r.peak_rss_after_train_mib, r.rss_before_model_mib) {
         println!("  peak RSS after the training steps: {p:.0} MiB ({m:.0} MiB before the model)");
+    }
+    if let Some(p) = r.peak_rss_mib {
+        println!("  peak RSS of the whole run: {p:.0} MiB");
     }
     Ok(())
 }

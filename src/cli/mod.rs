@@ -7,6 +7,7 @@ mod critic;
 mod data;
 mod demo;
 mod eval;
+mod export;
 mod report;
 mod serve;
 mod train;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Evaluate a captioner: captions in each style, judged by the judge, with content
     /// fidelity, BLEU-4, CIDEr-D and diversity.
     Eval(eval::EvalArgs),
+    /// Write a captioner as one plain captioner folder; `--merge-lora` folds LoRA adapters
+    /// into the weights.
+    Export(export::ExportArgs),
     /// Write a self-contained HTML report of a demo folder or training run: metrics table,
     /// training and alignment curves, and a gallery of captions per style, base vs aligned.
     Report(report::ReportArgs),
@@ -134,6 +138,7 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
         Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
         Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
+        Command::Export(args) => export::run(args, crate::util::device(&cli.device)?),
         Command::Report(args) => report::run(args, crate::util::device(&cli.device)?),
         Command::Serve(args) => serve::run(args, crate::util::device(&cli.device)?),
         Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),

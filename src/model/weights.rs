@@ -370,6 +370,7 @@ pub fn stored<const D: usize>(t: Tensor<D>, transpose: bool) -> StoredTensor {
 pub trait ParamReader {
     fn read<const D: usize>(
         &mut self,
+        name: &str,
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor>;
@@ -381,6 +382,7 @@ pub struct Values;
 impl ParamReader for Values {
     fn read<const D: usize>(
         &mut self,
+        _name: &str,
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor> {
@@ -391,18 +393,25 @@ impl ParamReader for Values {
 /// Reads parameter values in burn's own layout (nothing transposed), noting for each
 /// parameter, in visiting order, whether checkpoints store it transposed: for the optimizer,
 /// whose update does not depend on the layout, so that no step pays for transposed copies.
+/// With `only`, just those parameters are read (the trained ones: a LoRA step must not copy
+/// the frozen model).
 #[derive(Default)]
 pub struct NativeValues {
     pub transposed: Vec<bool>,
+    pub only: Option<HashSet<String>>,
 }
 
 impl ParamReader for NativeValues {
     fn read<const D: usize>(
         &mut self,
+        name: &str,
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor> {
         self.transposed.push(transpose);
+        if self.only.as_ref().is_some_and(|only| !only.contains(name)) {
+            return None;
+        }
         Some(stored(param.val(), false))
     }
 }
@@ -436,7 +445,7 @@ impl<R: ParamReader> ModuleVisitor for NamedReader<'_, R> {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
-        let value = self.reader.read(param, transpose);
+        let value = self.reader.read(&name, param, transpose);
         self.out.push((name, value));
     }
 }

@@ -147,7 +147,10 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let mut reader = NativeValues::default();
+        let mut reader = NativeValues {
+            only: Some(grads.grads.keys().cloned().collect()),
+            ..NativeValues::default()
+        };
         let read = read_named(&model, "", &mut reader);
         let mut params: BTreeMap<String, StoredTensor> = BTreeMap::new();
         for ((name, value), transposed) in read.into_iter().zip(reader.transposed) {

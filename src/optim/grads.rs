@@ -12,6 +12,7 @@ struct Grads<'a>(&'a Gradients);
 impl ParamReader for Grads<'_> {
     fn read<const D: usize>(
         &mut self,
+        _name: &str,
         param: &Param<Tensor<D>>,
         transpose: bool,
     ) -> Option<StoredTensor> {
@@ -54,6 +55,7 @@ struct TakeGrads<'a>(&'a mut Gradients);
 impl ParamReader for TakeGrads<'_> {
     fn read<const D: usize>(
         &mut self,
+        _name: &str,
         param: &Param<Tensor<D>>,
         _transpose: bool,
     ) -> Option<StoredTensor> {
