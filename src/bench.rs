@@ -6,9 +6,11 @@
 //!   forward and backward passes, the gradient sum) and the trainer's AdamW.
 //! - The alignment step is `stylecap align`'s: [`rollout::sample`], the reference's
 //!   log-probabilities and KL, [`update::rewards`], [`update::advantages`] and
-//!   [`update::update_policy`] with the trainer's AdamW, at the default settings (RLOO). Two
-//!   parts are left out because the PyTorch reference has none: the critic and content
-//!   checker (a synthetic reward stands in), and the supervised anchor.
+//!   [`update::update_policy`] with the trainer's AdamW, at the default settings (RLOO, the
+//!   encoder frozen and encoded once per step, the reference the policy's starting weights;
+//!   with `lora_rank`, adapters over the reference). Two parts are left out because the
+//!   PyTorch reference has none: the critic and content checker (a synthetic reward stands
+//!   in), and the supervised anchor.
 //! - Greedy generation is `stylecap caption`'s [`generate`].
 
 use std::time::Instant;
@@ -29,7 +31,7 @@ use crate::model::layers::without_init;
 use crate::model::lora;
 use crate::model::vision::VisionConfig;
 use crate::model::vit::ViTConfig;
-use crate::model::weights::materialize;
+use crate::model::weights::{freeze_named, materialize};
 use crate::model::{generate, Captioner, CaptionerConfig, DecodeOptions, Strategy, StyleConfig};
 use crate::optim::{Accumulated, AdamW};
 use crate::rng::Rng;
@@ -312,14 +314,22 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         lora_rank: b.lora_rank,
         ..AlignConfig::default()
     };
-    let reference = without_init(|| Captioner::new(cfg.clone(), base));
-    if b.wants(Part::Align) {
-        materialize(&reference);
-        if let Some(l) = align.lora() {
+    // As `stylecap align` starts: the reference is the policy's starting weights, and the
+    // policy's encoder is frozen (or, with LoRA, everything but the adapters).
+    let reference = b.wants(Part::Align).then(|| match align.lora() {
+        Some(l) => {
+            let reference = Captioner::new(cfg.clone(), base);
             let policy = lora::add_adapters(reference.clone(), &l, base);
             model = Some(lora::freeze_base(policy.to_device(&train_device).train()));
+            reference
         }
-    }
+        None => {
+            let policy = model.take().expect("model");
+            let reference = policy.clone().valid();
+            model = Some(freeze_named(policy, "", |n| n.starts_with("encoder.")));
+            reference
+        }
+    });
     let pixels = preprocess.batch(&pictures(b.batch, side as u32, 2), base)?;
     let mut optim = AdamW::new(align.optimizer.clone());
     let (mut baseline, mut stats, mut bad) =
@@ -343,8 +353,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 align.samples,
                 &opts,
                 &train_device,
+                !align.train_encoder,
             );
-            let ref_lp = rollout::reference_logprobs(&reference, &r);
+            let reference = reference.as_ref().expect("the reference");
+            let ref_lp = rollout::reference_logprobs(reference, &r);
             let kls = rollout::caption_kls(align.kl_estimator, &r.old_logprobs, &ref_lp);
             let scores: Vec<f32> = r
                 .tokens

@@ -120,21 +120,23 @@ def main():
         opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, weight_decay=0.01)
         reference = None
     elif wants("align"):
+        # The reference is a frozen copy of the decoder side; the encoder, frozen in both, is
+        # shared.
+        encoder, model.encoder = model.encoder, None
         reference = copy.deepcopy(model).eval()
+        model.encoder = reference.encoder = encoder
         for q in reference.parameters():
             q.requires_grad_(False)
+    # As `stylecap align` at its defaults: the encoder is frozen (the policy's is the
+    # reference's), so the pictures are encoded once per step.
+    for q in model.encoder.parameters():
+        q.requires_grad_(False)
 
     def reference_logits(**kw):
         if reference is not None:
             return reference(**kw).logits
         with model.disable_adapter():
             return model(**kw).logits
-
-    def reference_encoder(pixel_values):
-        if reference is not None:
-            return reference.encoder(pixel_values=pixel_values).last_hidden_state
-        with model.disable_adapter():
-            return model.encoder(pixel_values=pixel_values).last_hidden_state
 
     rl = []
     k = a.samples
@@ -149,16 +151,16 @@ def main():
             seqs = out.sequences[:, 1:]
             old_lp = torch.stack(out.scores, 1).log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
             inputs = out.sequences[:, :-1]
-            ref_enc = reference_encoder(pixels).repeat_interleave(k, 0)
-            ref_lp = reference_logits(encoder_outputs=BaseModelOutput(last_hidden_state=ref_enc),
+            enc_rows = enc.repeat_interleave(k, 0)
+            ref_lp = reference_logits(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
                                       decoder_input_ids=inputs).log_softmax(-1)
             ref_lp = ref_lp.gather(2, seqs.unsqueeze(2)).squeeze(2)
             reward = (seqs < vocab // 2).float().mean(1) - 0.05 * (old_lp - ref_lp).sum(1)
             r = reward.view(-1, k)
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).reshape(-1, 1)
         model.train()
-        enc = model.encoder(pixel_values=pixels).last_hidden_state.repeat_interleave(k, 0)
-        logp = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), decoder_input_ids=inputs).logits.log_softmax(-1)
+        logp = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
+                     decoder_input_ids=inputs).logits.log_softmax(-1)
         logp = logp.gather(2, seqs.unsqueeze(2)).squeeze(2)
         loss = -(logp * adv).sum() / logp.numel()
         opt.zero_grad(set_to_none=True)

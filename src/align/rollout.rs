@@ -18,6 +18,10 @@ pub struct Rollout {
     pub pixels: Tensor<4>,
     /// The same on the plain device, for the reference.
     pub plain_pixels: Tensor<4>,
+    /// The encoder's output for `pixels` (plain device, one row per image), when the policy's
+    /// encoder is frozen: it is then also the reference's (both are the base's), and every
+    /// pass of the step starts from it instead of encoding the pictures again.
+    pub encoder_states: Option<Tensor<3>>,
     /// Row → image index (each image repeated K times).
     pub image_of_row: Vec<usize>,
     /// Row → captioner style (None for a captioner without styles).
@@ -43,6 +47,8 @@ impl Rollout {
 
 /// Samples `k` captions per image of `pixels` (on the plain device) with `policy`, without
 /// gradient; `styles` gives each image's style. `train` is the device of the policy's update.
+/// `frozen_encoder`: the policy's encoder is the reference's and is not trained, so its
+/// output is kept for the reference and the update (see [`Rollout::encoder_states`]).
 pub fn sample(
     policy: &Captioner,
     pixels: Tensor<4>,
@@ -50,11 +56,13 @@ pub fn sample(
     k: usize,
     opts: &DecodeOptions,
     train: &Device,
+    frozen_encoder: bool,
 ) -> Rollout {
     let plain = pixels.device();
     let images = pixels.dims()[0];
     let policy = policy.clone().valid();
-    let encoded = policy.encode(pixels.clone());
+    let states = policy.encoder.forward(pixels.clone());
+    let encoded = policy.encode_states(states.clone());
     let image_of_row: Vec<usize> = (0..images)
         .flat_map(|i| std::iter::repeat_n(i, k))
         .collect();
@@ -72,10 +80,21 @@ pub fn sample(
     Rollout {
         pixels: pixels.clone().to_device(train),
         plain_pixels: pixels,
+        encoder_states: frozen_encoder.then_some(states),
         image_of_row,
         styles: row_styles,
         old_logprobs: gens.into_iter().map(|g| g.logprobs).collect(),
         tokens,
+    }
+}
+
+/// The policy's encoding of the rollout's pictures on its training device `device`: from the
+/// kept encoder states when the encoder is frozen (constants: only the projection and the
+/// decoder are differentiated), else by encoding the pictures.
+pub fn encode_for_update(policy: &Captioner, rollout: &Rollout, device: &Device) -> EncodedImages {
+    match &rollout.encoder_states {
+        Some(states) => policy.encode_states(states.clone().to_device(device)),
+        None => policy.encode(rollout.pixels.clone()),
     }
 }
 
@@ -108,7 +127,10 @@ pub fn token_logprobs(
 /// plain device), each cut to its caption's length.
 pub fn reference_logprobs(reference: &Captioner, rollout: &Rollout) -> Vec<Vec<f32>> {
     let plain = rollout.plain_pixels.device();
-    let encoded = reference.encode(rollout.plain_pixels.clone());
+    let encoded = match &rollout.encoder_states {
+        Some(states) => reference.encode_states(states.clone()),
+        None => reference.encode(rollout.plain_pixels.clone()),
+    };
     let all: Vec<usize> = (0..rollout.len()).collect();
     let (lp, _, _) = token_logprobs(reference, &encoded, &all, rollout, false, &plain);
     score::to_rows(lp, &rollout.token_slices())

@@ -314,7 +314,16 @@ impl Aligner {
             max_new_tokens: self.config.max_new_tokens,
             seed,
         };
-        let rollout = rollout::sample(&self.policy, pixels, Some(styles), k, &opts, &self.device);
+        let frozen_encoder = !self.config.train_encoder;
+        let rollout = rollout::sample(
+            &self.policy,
+            pixels,
+            Some(styles),
+            k,
+            &opts,
+            &self.device,
+            frozen_encoder,
+        );
         let texts = self.decode_texts(&rollout.tokens)?;
         Ok((rollout, texts))
     }
@@ -584,7 +593,7 @@ impl Aligner {
             }
         }
         bar.finish_and_clear();
-        if !self.run.model_dir().join("config.json").is_file() {
+        if !folder::holds_captioner(&self.run.model_dir()) {
             self.save_policy(&self.run.model_dir())?;
         }
         self.run.write_eval(&self.vals)?;

@@ -18,10 +18,15 @@ use crate::data::image::PreprocessorConfig;
 use crate::data::tokenizer::TextTokenizer;
 use crate::util::write_json;
 
+/// Whether `dir` holds a captioner folder or an adapter folder.
+pub fn holds_captioner(dir: &Path) -> bool {
+    dir.join("config.json").is_file() || dir.join(lora::ADAPTER_CONFIG).is_file()
+}
+
 /// A captioner folder given as itself or as the run folder holding it in `model/`.
 pub fn model_dir(path: &Path) -> PathBuf {
     let inside = path.join(crate::run::MODEL);
-    if inside.join("config.json").is_file() || inside.join(lora::ADAPTER_CONFIG).is_file() {
+    if holds_captioner(&inside) {
         inside
     } else {
         path.to_path_buf()
