@@ -234,14 +234,32 @@ pub fn sample_token(
             return token;
         }
     }
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    let mut idx = ranking(row);
     if top_k > 0 {
         idx.truncate(top_k);
     }
     let total: f64 = idx.iter().map(|&i| weights[i] as f64).sum();
     let probs: Vec<f64> = idx.iter().map(|&i| weights[i] as f64 / total).collect();
     draw(&idx, &probs, top_p, u, true).expect("a complete ranking always yields a token")
+}
+
+/// Token indices by descending value, ties by ascending index (`f32::total_cmp`'s order):
+/// sorting one `u64` key per token that holds both, several times faster than sorting indices
+/// by comparing through the row (a whole vocabulary is ranked whenever a draw falls outside
+/// [`sample_token`]'s head, as it does for flat distributions).
+fn ranking(row: &[f32]) -> Vec<usize> {
+    let mut keys: Vec<u64> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let bits = v.to_bits();
+            // The IEEE bits mapped to an unsigned order equal to `total_cmp`'s, then reversed.
+            let ascending = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
+            (u64::from(!ascending) << 32) | i as u64
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|k| (k & 0xffff_ffff) as usize).collect()
 }
 
 /// exp((row − max row) / temperature) for every token: one vectorizable pass.
@@ -511,6 +529,25 @@ mod tests {
             fallbacks > 0 && fallbacks < trials,
             "both paths exercised: {fallbacks} tail draws of {trials}"
         );
+    }
+
+    #[test]
+    fn ranking_is_total_cmp_descending_with_ties_by_index() {
+        let row = [
+            0.5f32,
+            -0.0,
+            0.0,
+            f32::NEG_INFINITY,
+            -3.25,
+            0.5,
+            f32::INFINITY,
+            -1e-30,
+            1e-30,
+            -3.25,
+        ];
+        let mut want: Vec<usize> = (0..row.len()).collect();
+        want.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        assert_eq!(ranking(&row), want);
     }
 
     #[test]
