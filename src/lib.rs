@@ -2,7 +2,7 @@
 //!
 //! The modules follow the pipeline, and every import points down this list (a test,
 //! `tests/layers.rs`, checks it from the source):
-//! - foundations: [`rng`], [`run`], [`tensor`], [`util`];
+//! - foundations: [`rng`], [`run`], [`tensor`], [`util`], [`alloc`];
 //! - [`world`] (the built-in scene world) and [`data`] (datasets, style corpora, images,
 //!   tokenization, text metrics);
 //! - [`model`] (encoders, decoder, captioner, decoding, captioner folders);
@@ -10,6 +10,7 @@
 //! - the stages: [`sft`], [`critic`], [`align`], [`eval`], [`bench`], [`demo`], [`serve`];
 //! - [`cli`], which only parses arguments and prints.
 
+pub mod alloc;
 pub mod rng;
 pub mod run;
 pub mod tensor;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. Modules on one layer may not use each other.
 const LAYERS: &[&[&str]] = &[
     &["rng", "tensor", "util"],
-    &["run"],
+    &["run", "alloc"],
     &["world"],
     &["data"],
     &["model"],

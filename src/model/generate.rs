@@ -254,12 +254,18 @@ fn ranking(row: &[f32]) -> Vec<usize> {
         .map(|(i, &v)| {
             let bits = v.to_bits();
             // The IEEE bits mapped to an unsigned order equal to `total_cmp`'s, then reversed.
-            let ascending = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
+            let ascending = if bits >> 31 == 1 {
+                !bits
+            } else {
+                bits | 1 << 31
+            };
             (u64::from(!ascending) << 32) | i as u64
         })
         .collect();
     keys.sort_unstable();
-    keys.into_iter().map(|k| (k & 0xffff_ffff) as usize).collect()
+    keys.into_iter()
+        .map(|k| (k & 0xffff_ffff) as usize)
+        .collect()
 }
 
 /// exp((row − max row) / temperature) for every token: one vectorizable pass.
