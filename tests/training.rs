@@ -544,6 +544,28 @@ fn cached_encoder_features_give_the_same_step() {
     let none = FeatureCache::new(0);
     let (loss, _) = step(Some(&none));
     assert!(none.is_empty() && (loss - encoded.0).abs() <= 1e-6 * encoded.0.abs());
+    // With no memory, pictures spill to the file and come back from it bit for bit.
+    let path = tempdir("feature-spill").join("features.bin");
+    let disk = FeatureCache::new(0).spilling_to(path.clone(), 1);
+    let first = step(Some(&disk));
+    assert_eq!(disk.spilled(), 3, "three distinct pictures are spilled");
+    assert!(path.is_file());
+    let hits = disk.hits();
+    let second = step(Some(&disk));
+    assert_eq!(
+        disk.hits(),
+        hits + 4,
+        "the second step reads every picture back"
+    );
+    for (what, (loss, norm)) in [("spilling", first), ("reading the file", second)] {
+        assert!(
+            (loss - encoded.0).abs() <= 1e-6 * encoded.0.abs()
+                && (norm - encoded.1).abs() <= 1e-5 * encoded.1,
+            "{what}: loss {loss}, norm {norm} vs {encoded:?}"
+        );
+    }
+    drop(disk);
+    assert!(!path.exists(), "the spill file is removed with the cache");
 }
 
 #[test]

@@ -190,6 +190,10 @@ pub struct TrainConfig {
     /// training picture is kept in memory up to this many MiB and reused at later steps
     /// instead of encoding the picture again (0: encode at every step).
     pub feature_cache_mb: usize,
+    /// Pictures beyond `feature_cache_mb` go to a file in the run folder
+    /// (`feature-cache.bin`, removed at the end) up to this many MiB (0: none; they are then
+    /// encoded at every step).
+    pub feature_cache_disk_mb: usize,
     pub eval_every: usize,
     pub checkpoint_every: usize,
     /// Validation images captioned at each evaluation.
@@ -239,6 +243,7 @@ impl Default for TrainConfig {
             train_vision_layers: None,
             gradient_checkpointing: false,
             feature_cache_mb: 2048,
+            feature_cache_disk_mb: 0,
             eval_every: 500,
             checkpoint_every: 250,
             eval_images: 100,
@@ -305,6 +310,13 @@ impl TrainConfig {
         check::at_least("eval_every", self.eval_every, 1)?;
         check::at_least("checkpoint_every", self.checkpoint_every, 1)?;
         check::within("eval_images", self.eval_images, 1, 1_000_000)?;
+        check::within("feature_cache_mb", self.feature_cache_mb, 0, 1 << 30)?;
+        check::within(
+            "feature_cache_disk_mb",
+            self.feature_cache_disk_mb,
+            0,
+            1 << 30,
+        )?;
         check::within("max_caption_tokens", self.max_caption_tokens, 1, 4096)?;
         if self.decoder.is_none() {
             let need = self.model.prefix_tokens + self.max_caption_tokens + 2;

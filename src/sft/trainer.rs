@@ -200,8 +200,14 @@ impl Trainer {
             style_ids.clone(),
             model.config.encoder.image_size() as u32,
         ));
-        let features = (config.train_vision_layers == Some(0) && config.feature_cache_mb > 0)
-            .then(|| FeatureCache::new(config.feature_cache_mb));
+        let features = (config.train_vision_layers == Some(0)
+            && (config.feature_cache_mb > 0 || config.feature_cache_disk_mb > 0))
+            .then(|| {
+                FeatureCache::new(config.feature_cache_mb).spilling_to(
+                    run.dir().join("feature-cache.bin"),
+                    config.feature_cache_disk_mb,
+                )
+            });
         Ok(Trainer {
             rows,
             ahead: None,
