@@ -352,7 +352,6 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 None,
                 align.samples,
                 &opts,
-                &train_device,
                 !align.train_encoder,
             );
             let reference = reference.as_ref().expect("the reference");

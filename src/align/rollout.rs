@@ -14,10 +14,8 @@ use crate::tensor::index_tensor;
 
 /// Sampled captions and everything the update needs.
 pub struct Rollout {
-    /// Encoder input for the policy pass (one row per image), on the training device.
+    /// The pictures (one row per image), on the plain device.
     pub pixels: Tensor<4>,
-    /// The same on the plain device, for the reference.
-    pub plain_pixels: Tensor<4>,
     /// The encoder's output for `pixels` (plain device, one row per image), when the policy's
     /// encoder is frozen: it is then also the reference's (both are the base's), and every
     /// pass of the step starts from it instead of encoding the pictures again.
@@ -46,8 +44,7 @@ impl Rollout {
 }
 
 /// Samples `k` captions per image of `pixels` (on the plain device) with `policy`, without
-/// gradient; `styles` gives each image's style. `train` is the device of the policy's update.
-/// `frozen_encoder`: the policy's encoder is the reference's and is not trained, so its
+/// gradient; `styles` gives each image's style. `frozen_encoder`: the policy's encoder is the reference's and is not trained, so its
 /// output is kept for the reference and the update (see [`Rollout::encoder_states`]).
 pub fn sample(
     policy: &Captioner,
@@ -55,7 +52,6 @@ pub fn sample(
     styles: Option<&[usize]>,
     k: usize,
     opts: &DecodeOptions,
-    train: &Device,
     frozen_encoder: bool,
 ) -> Rollout {
     let plain = pixels.device();
@@ -78,8 +74,7 @@ pub fn sample(
     );
     let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
     Rollout {
-        pixels: pixels.clone().to_device(train),
-        plain_pixels: pixels,
+        pixels,
         encoder_states: frozen_encoder.then_some(states),
         image_of_row,
         styles: row_styles,
@@ -88,13 +83,13 @@ pub fn sample(
     }
 }
 
-/// The policy's encoding of the rollout's pictures on its training device `device`: from the
-/// kept encoder states when the encoder is frozen (constants: only the projection and the
-/// decoder are differentiated), else by encoding the pictures.
-pub fn encode_for_update(policy: &Captioner, rollout: &Rollout, device: &Device) -> EncodedImages {
+/// The rollout's pictures encoded by `model` on `device`: from the kept encoder states when
+/// the encoder is frozen (constants: only the projection and the decoder see them), else by
+/// encoding the pictures.
+pub fn encode_rollout(model: &Captioner, rollout: &Rollout, device: &Device) -> EncodedImages {
     match &rollout.encoder_states {
-        Some(states) => policy.encode_states(states.clone().to_device(device)),
-        None => policy.encode(rollout.pixels.clone()),
+        Some(states) => model.encode_states(states.clone().to_device(device)),
+        None => model.encode(rollout.pixels.clone().to_device(device)),
     }
 }
 
@@ -126,11 +121,8 @@ pub fn token_logprobs(
 /// Per-token log-probabilities of every sampled caption under the frozen `reference` (on the
 /// plain device), each cut to its caption's length.
 pub fn reference_logprobs(reference: &Captioner, rollout: &Rollout) -> Vec<Vec<f32>> {
-    let plain = rollout.plain_pixels.device();
-    let encoded = match &rollout.encoder_states {
-        Some(states) => reference.encode_states(states.clone()),
-        None => reference.encode(rollout.plain_pixels.clone()),
-    };
+    let plain = rollout.pixels.device();
+    let encoded = encode_rollout(reference, rollout, &plain);
     let all: Vec<usize> = (0..rollout.len()).collect();
     let (lp, _, _) = token_logprobs(reference, &encoded, &all, rollout, false, &plain);
     score::to_rows(lp, &rollout.token_slices())

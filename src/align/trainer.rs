@@ -315,15 +315,7 @@ impl Aligner {
             seed,
         };
         let frozen_encoder = !self.config.train_encoder;
-        let rollout = rollout::sample(
-            &self.policy,
-            pixels,
-            Some(styles),
-            k,
-            &opts,
-            &self.device,
-            frozen_encoder,
-        );
+        let rollout = rollout::sample(&self.policy, pixels, Some(styles), k, &opts, frozen_encoder);
         let texts = self.decode_texts(&rollout.tokens)?;
         Ok((rollout, texts))
     }

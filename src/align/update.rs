@@ -10,7 +10,7 @@ use super::advantage::{group_normalised, leave_one_out, self_critical, Algo, Mov
 use super::config::AlignConfig;
 use super::loss::{k3_loss, pg_loss, ppo_loss};
 use super::reward::RunningStats;
-use super::rollout::{encode_for_update, token_logprobs, Rollout};
+use super::rollout::{encode_rollout, token_logprobs, Rollout};
 use crate::model::Captioner;
 use crate::optim::{Accumulated, AdamW};
 use crate::rng::{streams, Rng};
@@ -129,7 +129,7 @@ pub fn update_policy(
         for mb in order.chunks(n.div_ceil(minibatches)) {
             let rows = mb.to_vec();
             // Encoded afresh each time: every update changes the cross-attention keys.
-            let encoded = encode_for_update(&policy, u.rollout, device);
+            let encoded = encode_rollout(&policy, u.rollout, device);
             let (logp, mask, ent) =
                 token_logprobs(&policy, &encoded, &rows, u.rollout, true, device);
             log.entropy = ent;

@@ -17,7 +17,7 @@ pub struct Conv1D {
     pub weight: Param<Tensor<2>>,
     pub bias: Param<Tensor<1>>,
     /// A LoRA adapter beside the weight (see [`super::lora`]); its tensors are named as PEFT
-    /// names them, `<module>.lora_a.weight` and `<module>.lora_b.weight`.
+    /// names them, `<module>.lora_A.weight` and `<module>.lora_B.weight`.
     pub lora: Option<LoraAdapter>,
 }
 

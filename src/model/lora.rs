@@ -81,30 +81,14 @@ fn projections(decoder: &mut Gpt2LmHeadModel, mlp: bool) -> Vec<(String, &mut Co
     out
 }
 
-/// The adapted projections of a model, with their names.
-fn adapted(model: &Captioner) -> Vec<(String, &LoraAdapter)> {
-    let mut out = Vec::new();
-    for (i, block) in model.decoder.transformer.h.iter().enumerate() {
-        let mut convs: Vec<(&str, &Conv1D)> = vec![
-            ("attn.c_attn", &block.attn.c_attn),
-            ("attn.c_proj", &block.attn.c_proj),
-        ];
-        if let Some(cross) = &block.crossattention {
-            convs.push(("crossattention.c_attn", &cross.c_attn));
-            if let Some(q) = &cross.q_attn {
-                convs.push(("crossattention.q_attn", q));
-            }
-            convs.push(("crossattention.c_proj", &cross.c_proj));
-        }
-        convs.push(("mlp.c_fc", &block.mlp.c_fc));
-        convs.push(("mlp.c_proj", &block.mlp.c_proj));
-        for (name, conv) in convs {
-            if let Some(l) = &conv.lora {
-                out.push((format!("decoder.transformer.h.{i}.{name}"), l));
-            }
-        }
-    }
-    out
+/// The adapted projections of a model, with their names (the adapters are shared with the
+/// model's: cloning a module copies no tensor).
+fn adapted(model: &Captioner) -> Vec<(String, LoraAdapter)> {
+    let mut decoder = model.decoder.clone();
+    projections(&mut decoder, true)
+        .into_iter()
+        .filter_map(|(name, conv)| conv.lora.take().map(|l| (name, l)))
+        .collect()
 }
 
 /// Whether a parameter (by checkpoint name) belongs to a LoRA adapter.

@@ -49,7 +49,7 @@ struct Held {
 impl Held {
     /// Writes a picture's states at the end of the spill file; false (and nothing recorded)
     /// if the file cannot be written, so that the picture is encoded again when next shown.
-    fn spill(&mut self, path: &PathBuf, key: PictureKey, values: &[f32]) -> bool {
+    fn spill(&mut self, path: &std::path::Path, key: PictureKey, values: &[f32]) -> bool {
         if self.file.is_none() {
             self.file = File::options()
                 .read(true)
