@@ -92,7 +92,8 @@ pub struct BenchConfig {
     pub only: Vec<Part>,
     /// Shards of the supervised step (`data_parallel` of `stylecap train`).
     pub data_parallel: usize,
-    /// Gradient checkpointing in the supervised and alignment steps (`stylecap train`'s).
+    /// Gradient checkpointing in the supervised step (`stylecap train`'s: blocks recomputed)
+    /// and the alignment step (`stylecap align`'s: burn's balanced checkpointing).
     pub gradient_checkpointing: bool,
     /// Timed repetitions of each measurement (after warm-up).
     pub runs: usize,
@@ -248,6 +249,9 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     let threads = rayon::current_num_threads();
     let rss_before = peak_rss_mib();
     base.seed(0);
+    // Checkpointing recomputes blocks in the supervised step, and is burn's balanced
+    // checkpointing in the alignment step, as in `stylecap train` and `stylecap align`.
+    let sft_device = base.clone().autodiff();
     let train_device = crate::tensor::autodiff_device(base, b.gradient_checkpointing);
     let cfg = b.preset.model();
     let side = cfg.encoder.image_size();
@@ -255,7 +259,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     let eot = cfg.decoder_start_token_id;
     // A LoRA alignment step adapts the reference itself: no second model.
     let own_policy = b.wants(Part::Train) || (b.wants(Part::Align) && b.lora_rank == 0);
-    let mut model = own_policy.then(|| Captioner::new(cfg.clone(), &train_device));
+    let mut model = own_policy.then(|| Captioner::new(cfg.clone(), &sft_device));
 
     // The supervised step, as `stylecap train` takes it at its defaults.
     let train = TrainConfig {
@@ -286,10 +290,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
             let (loss, _) = micro_step(
                 &m,
                 &rows,
-                train.data_parallel,
+                (train.data_parallel, b.gradient_checkpointing),
                 &preprocess,
                 eot,
-                &train_device,
+                &sft_device,
                 (&mut acc, 1),
                 None,
                 || (),
@@ -324,8 +328,8 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
             reference
         }
         None => {
-            let policy = model.take().expect("model");
-            let reference = policy.clone().valid();
+            let reference = model.take().expect("model").valid();
+            let policy = reference.clone().to_device(&train_device).train();
             model = Some(freeze_named(policy, "", |n| n.starts_with("encoder.")));
             reference
         }

@@ -424,10 +424,10 @@ fn loading_draws_no_initial_values() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Gradient checkpointing recomputes activations in the backward pass; the gradients are the
-/// same.
+/// burn's balanced checkpointing (the alignment update's `gradient_checkpointing`)
+/// recomputes memory-bound activations in the backward pass; the gradients are the same.
 #[test]
-fn gradient_checkpointing_gives_the_same_gradients() {
+fn balanced_checkpointing_gives_the_same_gradients() {
     let _turn = serial();
     let plain = Device::flex();
     let model = tiny_captioner("vit", &["factual", "noir"], &plain);
@@ -468,19 +468,10 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// With a frozen encoder, a step from cached encoder features gives the loss and gradients
-/// of encoding the pictures: when it encodes them, and when it reads them back.
-#[test]
-fn cached_encoder_features_give_the_same_step() {
-    use stylecap::data::image::PreprocessorConfig;
-    use stylecap::model::weights::freeze_named;
-    use stylecap::sft::batches::StepRows;
-    use stylecap::sft::features::{FeatureCache, BLANK};
-    use stylecap::sft::step::micro_step;
-    let _turn = serial();
-    let device = Device::flex().autodiff();
-    let model = tiny_captioner("vit", &["factual", "noir"], &device);
-    let model = freeze_named(model, "", |name| name.starts_with("encoder."));
+/// Four rows of a supervised step: two pictures (one shown twice) and a blank one, two
+/// styles, captions of different lengths.
+fn step_rows() -> stylecap::sft::batches::StepRows {
+    use stylecap::sft::features::BLANK;
     let mut rng = stylecap::rng::Rng::new(3);
     let mut picture = || {
         image::RgbImage::from_fn(16, 16, |_, _| {
@@ -488,7 +479,7 @@ fn cached_encoder_features_give_the_same_step() {
         })
     };
     let (a, b) = (picture(), picture());
-    let rows = StepRows {
+    stylecap::sft::batches::StepRows {
         images: vec![a.clone(), b, image::RgbImage::new(16, 16), a],
         tokens: vec![
             vec![5, 9, 12],
@@ -498,22 +489,123 @@ fn cached_encoder_features_give_the_same_step() {
         ],
         styles: vec![0, 0, 1, 1],
         keys: vec![Some(0), Some(1), Some(BLANK), Some(0)],
+    }
+}
+
+/// `micro_step` over [`step_rows`] in 2 shards, with blocks recomputed or not and encoder
+/// features from `features` or not: the loss and the gradients.
+fn sharded_step(
+    model: &Captioner,
+    recompute: bool,
+    features: Option<&stylecap::sft::features::FeatureCache>,
+) -> (f32, Accumulated) {
+    let device = Device::flex().autodiff();
+    let preprocess = stylecap::data::image::PreprocessorConfig::square(16);
+    let mut acc = Accumulated::default();
+    let (loss, _) = stylecap::sft::step::micro_step(
+        model,
+        &step_rows(),
+        (2, recompute),
+        &preprocess,
+        0,
+        &device,
+        (&mut acc, 1),
+        features,
+        || (),
+    )
+    .unwrap();
+    (loss, acc)
+}
+
+/// Activation checkpointing (`gradient_checkpointing`: each block recomputed in the backward
+/// pass, its gradients taken part by part) gives the loss and gradients of the plain pass:
+/// ViT and CLIP encoders, the whole model training, the encoder's lower part frozen, and a
+/// frozen encoder's cached features.
+#[test]
+fn recomputed_blocks_give_the_same_gradients() {
+    use stylecap::model::weights::freeze_named;
+    use stylecap::sft::features::FeatureCache;
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let top_only = |name: &str| {
+        name.starts_with("encoder.")
+            && !name.starts_with("encoder.encoder.layer.1.")
+            && !name.starts_with("encoder.layernorm.")
     };
-    let preprocess = PreprocessorConfig::square(16);
-    let step = |features: Option<&FeatureCache>| {
-        let mut acc = Accumulated::default();
-        let (loss, _) = micro_step(
+    type Frozen = fn(&str) -> bool;
+    let cases: [(&str, &str, Frozen, bool); 4] = [
+        ("vit", "all trains", |_| false, false),
+        ("clip_vision_model", "all trains", |_| false, false),
+        ("vit", "top vision layer trains", top_only, false),
+        (
+            "vit",
+            "cached features",
+            |n| n.starts_with("encoder."),
+            true,
+        ),
+    ];
+    for (encoder, what, frozen, cached) in cases {
+        let model = tiny_captioner(encoder, &["factual", "noir"], &device);
+        let model = freeze_named(model, "", frozen);
+        let trainable: Vec<String> = named_gradients(
             &model,
-            &rows,
-            2,
-            &preprocess,
-            0,
-            &device,
-            (&mut acc, 1),
-            features,
-            || (),
+            &batch_loss(&model, &batch(&model, &device, true)).backward(),
         )
-        .unwrap();
+        .into_iter()
+        .filter_map(|(name, g)| g.map(|_| name))
+        .collect();
+        let cache = FeatureCache::new(1);
+        let features = cached.then_some(&cache);
+        let (loss_a, a) = sharded_step(&model, false, features);
+        let (loss_b, b) = sharded_step(&model, true, features);
+        assert!(
+            (loss_a - loss_b).abs() <= 1e-6 * loss_a.abs(),
+            "{encoder}, {what}: loss {loss_b} vs {loss_a}"
+        );
+        let names: Vec<&String> = b.grads().keys().collect();
+        assert_eq!(
+            names,
+            a.grads().keys().collect::<Vec<_>>(),
+            "{encoder}, {what}: the same parameters get gradients"
+        );
+        let mut sorted = trainable.clone();
+        sorted.sort();
+        assert_eq!(
+            names,
+            sorted.iter().collect::<Vec<_>>(),
+            "{encoder}, {what}"
+        );
+        for (name, ga) in a.grads() {
+            let gb = &b.grads()[name];
+            let diff = ga
+                .iter()
+                .zip(gb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= 1e-5,
+                "{encoder}, {what}: {name}: gradients differ by {diff}"
+            );
+            assert!(
+                gb.iter().all(|x| x.is_finite()) && gb.iter().any(|&x| x != 0.0),
+                "{encoder}, {what}: {name}"
+            );
+        }
+    }
+}
+
+/// With a frozen encoder, a step from cached encoder features gives the loss and gradients
+/// of encoding the pictures: when it encodes them, and when it reads them back.
+#[test]
+fn cached_encoder_features_give_the_same_step() {
+    use stylecap::model::weights::freeze_named;
+    use stylecap::sft::features::FeatureCache;
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let model = tiny_captioner("vit", &["factual", "noir"], &device);
+    let model = freeze_named(model, "", |name| name.starts_with("encoder."));
+    let step = |features: Option<&FeatureCache>| {
+        let (loss, acc) = sharded_step(&model, false, features);
         (loss, acc.global_norm())
     };
     let encoded = step(None);

@@ -72,6 +72,9 @@ def main():
     ap.add_argument("--lora-rank", type=int, default=0,
                     help="alignment trains PEFT LoRA adapters of this rank on the decoder's attention "
                          "projections (alpha = 2 x rank), the reference being the base without them")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="the training step recomputes each block in its backward pass "
+                         "(transformers' gradient_checkpointing_enable)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     p = PRESETS[a.preset]
@@ -94,6 +97,8 @@ def main():
     targets = torch.cat([ids[:, 1:], torch.zeros(rows, 1, dtype=torch.long, device=dev)], 1)
     wants = lambda part: not a.only or part in a.only
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    if a.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
     train = []
     for i in range(a.warmup + a.runs if wants("train") else 0):

@@ -112,8 +112,9 @@ pub struct AlignConfig {
     pub ptx_images: usize,
     /// Train the vision encoder too (default: only the decoder side).
     pub train_encoder: bool,
-    /// Recompute memory-bound activations in the update's backward pass instead of keeping
-    /// them (as `stylecap train --gradient-checkpointing`).
+    /// Recompute memory-bound activations (element-wise ops, normalisation) in the update's
+    /// backward pass instead of keeping them (burn's balanced checkpointing; the supervised
+    /// step's option recomputes whole blocks instead).
     pub gradient_checkpointing: bool,
     /// Start each target style's prefix as this blend of its own prefix and the factual one
     /// (1 = its own). The base writes style text or factual captions; a blend starts from

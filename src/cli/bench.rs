@@ -23,8 +23,9 @@ pub struct BenchArgs {
     /// each shard holds its own gradients: fewer shards, less memory, slower steps).
     #[arg(long, default_value_t = crate::sft::TrainConfig::default().data_parallel)]
     pub data_parallel: usize,
-    /// Recompute memory-bound activations in the backward passes (`stylecap train
-    /// --gradient-checkpointing`).
+    /// Gradient checkpointing: the supervised step recomputes each transformer block in its
+    /// backward pass (`stylecap train --gradient-checkpointing`), the alignment step
+    /// memory-bound activations (burn's balanced checkpointing, as `stylecap align`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Timed repetitions of each measurement (after warm-up).

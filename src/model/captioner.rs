@@ -225,13 +225,22 @@ impl Captioner {
         }
     }
 
+    /// Positions the style prefix takes before the tokens (0 without `styles`).
+    pub fn prefix_positions(&self, styles: bool) -> usize {
+        if styles {
+            self.prefix_len()
+        } else {
+            0
+        }
+    }
+
     /// Encoder states projected to the decoder width, `[B, S, d_dec]`.
     pub fn encode_hidden(&self, pixel_values: Tensor<4>) -> Tensor<3> {
         self.project(self.encoder.forward(pixel_values))
     }
 
     /// The encoder's output states `[B, S, d_enc]` at the decoder's width.
-    fn project(&self, states: Tensor<3>) -> Tensor<3> {
+    pub fn project(&self, states: Tensor<3>) -> Tensor<3> {
         match &self.enc_to_dec_proj {
             Some(p) => apply_linear(p, states),
             None => states,
@@ -289,8 +298,7 @@ impl Captioner {
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
         let [b, t] = ids.dims();
-        let has_prefix = styles.is_some() && self.style_prefix.is_some();
-        let k = if has_prefix { self.prefix_len() } else { 0 };
+        let k = self.prefix_positions(styles.is_some());
         let x = self.decoder_inputs(styles, ids.clone());
         let padding = attention_mask.map(|m| {
             let m = m.equal_elem(0);

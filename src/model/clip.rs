@@ -111,6 +111,25 @@ pub struct ClipEncoderLayer {
     pub layer_norm2: LayerNorm,
 }
 
+impl ClipEncoderLayer {
+    /// transformers' `CLIPEncoderLayer`: pre-norm attention then the pre-norm MLP.
+    pub fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, causal: bool) -> Tensor<3> {
+        let d = x.dims()[2];
+        let scale = 1.0 / ((d / n_head) as f64).sqrt();
+        let hs = self.layer_norm1.forward(x.clone());
+        let a = &self.self_attn;
+        let q = split_heads(apply_linear(&a.q_proj, hs.clone()), n_head);
+        let k = split_heads(apply_linear(&a.k_proj, hs.clone()), n_head);
+        let v = split_heads(apply_linear(&a.v_proj, hs), n_head);
+        let x = x + apply_linear(
+            &a.out_proj,
+            merge_heads(attend(q, k, v, None, causal, scale)),
+        );
+        let hs = apply_linear(&self.mlp.fc1, self.layer_norm2.forward(x.clone()));
+        x + apply_linear(&self.mlp.fc2, act.forward(hs))
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct ClipEncoder {
     pub layers: Vec<ClipEncoderLayer>,
@@ -119,29 +138,10 @@ pub struct ClipEncoder {
 impl ClipEncoder {
     /// transformers' `CLIPEncoder`: pre-norm layers, attention then MLP. The text tower
     /// attends `causal`ly, the vision tower to every patch.
-    pub fn forward(
-        &self,
-        mut x: Tensor<3>,
-        n_head: usize,
-        act: Activation,
-        causal: bool,
-    ) -> Tensor<3> {
-        let d = x.dims()[2];
-        let scale = 1.0 / ((d / n_head) as f64).sqrt();
-        for layer in &self.layers {
-            let hs = layer.layer_norm1.forward(x.clone());
-            let a = &layer.self_attn;
-            let q = split_heads(apply_linear(&a.q_proj, hs.clone()), n_head);
-            let k = split_heads(apply_linear(&a.k_proj, hs.clone()), n_head);
-            let v = split_heads(apply_linear(&a.v_proj, hs), n_head);
-            x = x + apply_linear(
-                &a.out_proj,
-                merge_heads(attend(q, k, v, None, causal, scale)),
-            );
-            let hs = apply_linear(&layer.mlp.fc1, layer.layer_norm2.forward(x.clone()));
-            x = x + apply_linear(&layer.mlp.fc2, act.forward(hs));
-        }
-        x
+    pub fn forward(&self, x: Tensor<3>, n_head: usize, act: Activation, causal: bool) -> Tensor<3> {
+        self.layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, n_head, act, causal))
     }
 
     /// `layers` pre-norm layers of width `d`, initialised as transformers does.
@@ -222,6 +222,13 @@ impl ClipVisionModel {
 
     /// `last_hidden_state` `[B, 1 + patches, D]` (before `post_layernorm`, as transformers).
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
+        self.encoder
+            .forward(self.embed(pixel_values), self.n_head, self.act.0, false)
+    }
+
+    /// transformers' `CLIPVisionEmbeddings` followed by `pre_layrnorm`: the input of the first
+    /// encoder layer.
+    pub fn embed(&self, pixel_values: Tensor<4>) -> Tensor<3> {
         let vm = self;
         let patches = vm.embeddings.patch_embedding.forward(pixel_values);
         let [b, d, h, w] = patches.dims();
@@ -236,8 +243,12 @@ impl ClipVisionModel {
             Tensor::<1, Int>::arange(0..(h * w + 1) as i64, &patches.device()).unsqueeze::<2>();
         let x = Tensor::cat(vec![cls, patches], 1)
             + vm.embeddings.position_embedding.forward(positions);
-        let x = vm.pre_layrnorm.forward(x);
-        vm.encoder.forward(x, self.n_head, self.act.0, false)
+        vm.pre_layrnorm.forward(x)
+    }
+
+    /// Encoder layer `i`.
+    pub fn layer(&self, i: usize, x: Tensor<3>) -> Tensor<3> {
+        self.encoder.layers[i].forward(x, self.n_head, self.act.0, false)
     }
 
     /// transformers' `pooler_output`: `post_layernorm` of the CLS state.

@@ -263,7 +263,9 @@ impl Gpt2Block {
         }
     }
 
-    fn forward(
+    /// transformers' `GPT2Block`: self-attention, cross-attention to the encoder's keys and
+    /// values when given, then the MLP, each pre-norm and residual.
+    pub fn forward(
         &self,
         x: Tensor<3>,
         key_padding: Option<&Tensor<2, Bool>>,
@@ -381,12 +383,9 @@ impl Gpt2LmHeadModel {
         cross: Option<&[KeyValue]>,
         mut cache: Option<&mut DecoderCache>,
     ) -> Tensor<3> {
-        let [_, t, _] = inputs_embeds.dims();
+        let t = inputs_embeds.dims()[1];
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let device = inputs_embeds.device();
-        let positions =
-            Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>();
-        let mut x = inputs_embeds + self.transformer.wpe.forward(positions);
+        let mut x = self.add_positions(inputs_embeds, past);
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.transformer.h.len(), None);
         }
@@ -399,6 +398,16 @@ impl Gpt2LmHeadModel {
             c.len += t;
         }
         self.transformer.ln_f.forward(x)
+    }
+
+    /// The first block's input: embeddings `[B, T, D]` of positions `past..past + T` plus
+    /// their position embeddings.
+    pub fn add_positions(&self, inputs_embeds: Tensor<3>, past: usize) -> Tensor<3> {
+        let t = inputs_embeds.dims()[1];
+        let device = inputs_embeds.device();
+        let positions =
+            Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device).unsqueeze::<2>();
+        inputs_embeds + self.transformer.wpe.forward(positions)
     }
 
     /// Logits through the tied LM head, for incremental decoding (see [`DecoderCache::head`]).

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::clip::{ClipVisionConfig, ClipVisionModel};
 use super::vit::{ViTConfig, ViTModel};
+use super::weights::trains;
 
 /// An encoder's `config.json` section, by transformers' `model_type`.
 #[derive(Debug, Clone)]
@@ -96,4 +97,59 @@ impl VisionEncoder {
             Self::Clip(m) => m.forward(pixel_values),
         }
     }
+
+    // The forward pass in its parts, for recomputing one part at a time (activation
+    // checkpointing): `finish(layer(n-1, … layer(0, embed(pixels))))` is `forward(pixels)`.
+
+    /// Number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Vit(m) => m.encoder.layer.len(),
+            Self::Clip(m) => m.encoder.layers.len(),
+        }
+    }
+
+    /// The input of the first layer.
+    pub fn embed(&self, pixel_values: Tensor<4>) -> Tensor<3> {
+        match self {
+            Self::Vit(m) => m.embed(pixel_values),
+            Self::Clip(m) => m.embed(pixel_values),
+        }
+    }
+
+    /// Layer `i`.
+    pub fn layer(&self, i: usize, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Vit(m) => m.layer(i, x),
+            Self::Clip(m) => m.layer(i, x),
+        }
+    }
+
+    /// What follows the last layer (ViT's final LayerNorm; nothing for CLIP).
+    pub fn finish(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Vit(m) => m.layernorm.forward(x),
+            Self::Clip(_) => x,
+        }
+    }
+
+    /// Whether a part of the forward pass has a parameter that takes a gradient.
+    pub fn part_trains(&self, part: VisionPart) -> bool {
+        match (self, part) {
+            (Self::Vit(m), VisionPart::Embed) => trains(&m.embeddings),
+            (Self::Vit(m), VisionPart::Layer(i)) => trains(&m.encoder.layer[i]),
+            (Self::Vit(m), VisionPart::Finish) => trains(&m.layernorm),
+            (Self::Clip(m), VisionPart::Embed) => trains(&m.embeddings) || trains(&m.pre_layrnorm),
+            (Self::Clip(m), VisionPart::Layer(i)) => trains(&m.encoder.layers[i]),
+            (Self::Clip(_), VisionPart::Finish) => false,
+        }
+    }
+}
+
+/// A part of [`VisionEncoder::forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionPart {
+    Embed,
+    Layer(usize),
+    Finish,
 }

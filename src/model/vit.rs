@@ -238,26 +238,36 @@ impl ViTModel {
 
     /// `last_hidden_state` `[B, 1 + patches, D]` for `pixel_values` `[B, C, H, W]`.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Tensor<3> {
+        let x =
+            (0..self.encoder.layer.len()).fold(self.embed(pixel_values), |x, i| self.layer(i, x));
+        self.layernorm.forward(x)
+    }
+
+    /// transformers' `ViTEmbeddings`: the CLS token, then the patches, plus positions.
+    pub fn embed(&self, pixel_values: Tensor<4>) -> Tensor<3> {
         let patches = self.embed_patches(pixel_values); // [B, N, D]
         let [b, _, d] = patches.dims();
         let cls = self.embeddings.cls_token.val().expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val();
-        for layer in &self.encoder.layer {
-            let h = layer.layernorm_before.forward(x.clone());
-            let sa = &layer.attention.attention;
-            let q = split_heads(apply_linear(&sa.query, h.clone()), self.n_head);
-            let k = split_heads(apply_linear(&sa.key, h.clone()), self.n_head);
-            let v = split_heads(apply_linear(&sa.value, h), self.n_head);
-            let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
-            let attn = merge_heads(attend(q, k, v, None, false, scale));
-            x = x + apply_linear(&layer.attention.output.dense, attn);
-            let h = apply_linear(
-                &layer.intermediate.dense,
-                layer.layernorm_after.forward(x.clone()),
-            );
-            x = x + apply_linear(&layer.output.dense, self.act.0.forward(h));
-        }
-        self.layernorm.forward(x)
+        Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embeddings.val()
+    }
+
+    /// transformers' `ViTLayer` `i`: pre-norm self-attention, then the pre-norm MLP.
+    pub fn layer(&self, i: usize, x: Tensor<3>) -> Tensor<3> {
+        let layer = &self.encoder.layer[i];
+        let d = x.dims()[2];
+        let h = layer.layernorm_before.forward(x.clone());
+        let sa = &layer.attention.attention;
+        let q = split_heads(apply_linear(&sa.query, h.clone()), self.n_head);
+        let k = split_heads(apply_linear(&sa.key, h.clone()), self.n_head);
+        let v = split_heads(apply_linear(&sa.value, h), self.n_head);
+        let scale = 1.0 / ((d / self.n_head) as f64).sqrt();
+        let attn = merge_heads(attend(q, k, v, None, false, scale));
+        let x = x + apply_linear(&layer.attention.output.dense, attn);
+        let h = apply_linear(
+            &layer.intermediate.dense,
+            layer.layernorm_after.forward(x.clone()),
+        );
+        x + apply_linear(&layer.output.dense, self.act.0.forward(h))
     }
 
     /// The patch embeddings `[B, N, D]`: transformers' `ViTPatchEmbeddings` (a convolution

@@ -390,32 +390,6 @@ impl ParamReader for Values {
     }
 }
 
-/// Reads parameter values in burn's own layout (nothing transposed), noting for each
-/// parameter, in visiting order, whether checkpoints store it transposed: for the optimizer,
-/// whose update does not depend on the layout, so that no step pays for transposed copies.
-/// With `only`, just those parameters are read (the trained ones: a LoRA step must not copy
-/// the frozen model).
-#[derive(Default)]
-pub struct NativeValues {
-    pub transposed: Vec<bool>,
-    pub only: Option<HashSet<String>>,
-}
-
-impl ParamReader for NativeValues {
-    fn read<const D: usize>(
-        &mut self,
-        name: &str,
-        param: &Param<Tensor<D>>,
-        transpose: bool,
-    ) -> Option<StoredTensor> {
-        self.transposed.push(transpose);
-        if self.only.as_ref().is_some_and(|only| !only.contains(name)) {
-            return None;
-        }
-        Some(stored(param.val(), false))
-    }
-}
-
 /// The module path of the parameter being visited, from burn's enter/exit callbacks.
 #[derive(Default)]
 struct ParamPath(Vec<(String, String)>);
@@ -470,8 +444,6 @@ struct NamedReplacer<'a, F> {
     prefix: &'a str,
     path: ParamPath,
     f: F,
-    /// Values come in burn's layout (see [`replace_native`]), not the checkpoint's.
-    native: bool,
 }
 
 impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedReplacer<'_, F> {
@@ -483,7 +455,6 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
-        let transpose = transpose && !self.native;
         let mut shape = param.lazy_shape().to_vec();
         if transpose {
             shape.reverse();
@@ -495,20 +466,78 @@ impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedRep
             new.shape, shape,
             "replacement for `{name}` has the wrong shape"
         );
-        let device = param.lazy_device();
         // Transposed on the host, so that every parameter is a contiguous tensor in burn's
         // layout however it was set: a transposed view would take other kernels (and other
         // rounding) than the contiguous weight the optimizer writes back.
-        let (values, shape) = match (transpose, new.shape.as_slice()) {
-            (true, &[rows, cols]) => (transpose_2d(&new.values, rows, cols), vec![cols, rows]),
-            _ => (new.values, new.shape),
+        let new = match (transpose, new.shape.as_slice()) {
+            (true, &[rows, cols]) => StoredTensor {
+                values: transpose_2d(&new.values, rows, cols),
+                shape: vec![cols, rows],
+            },
+            _ => new,
         };
-        let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-        // Keeps the id and the gradient setting without drawing the initial value of a
-        // parameter that has not been initialised yet.
-        let id = param.id;
-        param.transform_for_load(tensor, id)
+        set_values(param, new)
     }
+}
+
+/// `param` holding `new` (in burn's layout), with its id and gradient setting, and without
+/// drawing the initial value of a parameter that has not been initialised yet.
+fn set_values<const D: usize>(param: Param<Tensor<D>>, new: StoredTensor) -> Param<Tensor<D>> {
+    let device = param.lazy_device();
+    let tensor = Tensor::<D>::from_data(TensorData::new(new.values, new.shape), &device);
+    let id = param.id;
+    param.transform_for_load(tensor, id)
+}
+
+struct NativeUpdater<'a, S, F> {
+    prefix: &'a str,
+    path: ParamPath,
+    select: S,
+    f: F,
+}
+
+impl<S, F> ModuleMapper for NativeUpdater<'_, S, F>
+where
+    S: Fn(&str) -> bool,
+    F: FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
+{
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, transpose) = hf_name(self.prefix, &self.path.0);
+        if !(self.select)(&name) {
+            return param;
+        }
+        let shape = param.lazy_shape().to_vec();
+        let Some(new) = (self.f)(&name, transpose, stored(param.val(), false)) else {
+            return param;
+        };
+        assert_eq!(new.shape, shape, "update of `{name}` has the wrong shape");
+        set_values(param, new)
+    }
+}
+
+/// Updates parameters one at a time from their values: `f(name, transposed, value)` gets
+/// each parameter that `select`s by checkpoint name, whether checkpoints store it transposed,
+/// and its values in burn's layout, and returns its new values in burn's layout (None keeps
+/// it). Only one parameter's values are copied out at a time: the optimizer's update does not
+/// hold a second copy of the model, nor pay for transposed copies (it is element-wise).
+pub fn update_native<M: Module>(
+    module: M,
+    prefix: &str,
+    select: impl Fn(&str) -> bool,
+    f: impl FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
+) -> M {
+    module.map(&mut NativeUpdater {
+        prefix,
+        path: ParamPath::default(),
+        select,
+        f,
+    })
 }
 
 /// `[rows, cols]` values, row-major, as `[cols, rows]`: in tiles, so that both sides are read
@@ -579,6 +608,19 @@ impl<F: FnMut(&str) -> bool> ModuleMapper for NamedFreezer<'_, F> {
     }
 }
 
+/// Whether any parameter of `module` takes a gradient.
+pub fn trains<M: Module>(module: &M) -> bool {
+    struct Any(bool);
+    impl ModuleVisitor for Any {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 |= param.val().is_require_grad();
+        }
+    }
+    let mut any = Any(false);
+    module.visit(&mut any);
+    any.0
+}
+
 /// Stops gradients for the parameters whose checkpoint names `frozen` selects.
 pub fn freeze_named<M: Module>(module: M, prefix: &str, frozen: impl FnMut(&str) -> bool) -> M {
     module.map(&mut NamedFreezer {
@@ -596,29 +638,10 @@ pub fn replace_named<M: Module>(
     prefix: &str,
     f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
 ) -> M {
-    replace(module, prefix, f, false)
-}
-
-/// [`replace_named`] with values in burn's own layout, as [`NativeValues`] reads them.
-pub fn replace_native<M: Module>(
-    module: M,
-    prefix: &str,
-    f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
-) -> M {
-    replace(module, prefix, f, true)
-}
-
-fn replace<M: Module>(
-    module: M,
-    prefix: &str,
-    f: impl FnMut(&str, &[usize]) -> Option<StoredTensor>,
-    native: bool,
-) -> M {
     module.map(&mut NamedReplacer {
         prefix,
         path: ParamPath::default(),
         f,
-        native,
     })
 }
 

@@ -17,10 +17,7 @@ use burn::tensor::Gradients;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::model::weights::{
-    read_named, replace_native, transpose_2d, write_safetensors, NativeValues, SafetensorsFile,
-    StoredTensor,
-};
+use crate::model::weights::{transpose_2d, update_native, write_safetensors, SafetensorsFile};
 use crate::optim::grads::native_gradients;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,7 +65,6 @@ impl AdamWConfig {
 #[derive(Default)]
 pub struct Accumulated {
     grads: BTreeMap<String, Vec<f32>>,
-    micro_batches: usize,
 }
 
 impl Accumulated {
@@ -78,6 +74,7 @@ impl Accumulated {
     }
 
     /// Adds `scale` × gradients already read by name (by [`native_gradients`]).
+    /// A recomputed pass gives its gradients part by part (`sft::recompute`), each added so.
     pub fn add_named(&mut self, named: Vec<(String, Option<Vec<f32>>)>, scale: f32) {
         for (name, g) in named {
             let Some(g) = g else { continue };
@@ -89,7 +86,11 @@ impl Accumulated {
                 }
             }
         }
-        self.micro_batches += 1;
+    }
+
+    /// The sums so far, by parameter name, in burn's layout.
+    pub fn grads(&self) -> &BTreeMap<String, Vec<f32>> {
+        &self.grads
     }
 
     pub fn global_norm(&self) -> f64 {
@@ -100,6 +101,9 @@ impl Accumulated {
             .sqrt()
     }
 }
+
+/// Elements per task of the update.
+const CHUNK: usize = 1 << 16;
 
 pub struct AdamW {
     pub config: AdamWConfig,
@@ -147,66 +151,56 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let mut reader = NativeValues {
-            only: Some(grads.grads.keys().cloned().collect()),
-            ..NativeValues::default()
-        };
-        let read = read_named(&model, "", &mut reader);
-        let mut params: BTreeMap<String, StoredTensor> = BTreeMap::new();
-        for ((name, value), transposed) in read.into_iter().zip(reader.transposed) {
-            if !grads.grads.contains_key(&name) {
-                continue;
-            }
-            let p = value.expect("values are always read");
-            if transposed && p.shape.len() == 2 && !self.transposed.contains_key(&name) {
-                self.transposed
-                    .insert(name.clone(), [p.shape[0], p.shape[1]]);
-            }
-            let (m, v) = self
-                .moments
-                .entry(name.clone())
-                .or_insert_with(|| (vec![0.0; p.values.len()], vec![0.0; p.values.len()]));
-            if self.from_file.remove(&name) {
-                if let Some(&[rows, cols]) = self.transposed.get(&name) {
-                    *m = transpose_2d(m, cols, rows);
-                    *v = transpose_2d(v, cols, rows);
-                }
-            }
-            params.insert(name, p);
-        }
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         let (clip, bc1, bc2, eps) = (clip as f32, bc1 as f32, bc2 as f32, c.eps as f32);
-        // One task per tensor (the update is memory-bound: a plain loop over four slices,
-        // which vectorizes, beats splitting every small tensor across threads).
-        let jobs: Vec<_> = self
-            .moments
-            .iter_mut()
-            .filter_map(|(name, mv)| {
-                let p = params.remove(name)?;
+        // One parameter at a time, so that one parameter's values are copied out at a time
+        // (not the model's); the update is element-wise and memory-bound, a plain loop over
+        // four slices that vectorizes, in chunks on all threads.
+        let names: BTreeSet<String> = grads.grads.keys().cloned().collect();
+        let model = update_native(
+            model,
+            "",
+            |name| names.contains(name),
+            |name, transposed, mut p| {
                 let g = grads.grads.remove(name)?;
-                Some((name, mv, p, g, lr(name)))
-            })
-            .collect();
-        let mut updated: BTreeMap<String, StoredTensor> = jobs
-            .into_par_iter()
-            .map(|(name, (m, v), mut p, g, rate)| {
+                if transposed && p.shape.len() == 2 && !self.transposed.contains_key(name) {
+                    self.transposed
+                        .insert(name.to_string(), [p.shape[0], p.shape[1]]);
+                }
+                let (m, v) = self
+                    .moments
+                    .entry(name.to_string())
+                    .or_insert_with(|| (vec![0.0; p.values.len()], vec![0.0; p.values.len()]));
+                if self.from_file.remove(name) {
+                    if let Some(&[rows, cols]) = self.transposed.get(name) {
+                        *m = transpose_2d(m, cols, rows);
+                        *v = transpose_2d(v, cols, rows);
+                    }
+                }
                 let decay = if p.shape.len() >= 2 {
                     c.weight_decay
                 } else {
                     0.0
                 };
+                let rate = lr(name);
                 let (rate, shrink) = (rate as f32, (1.0 - rate * decay) as f32);
-                for (((p, m), v), &g) in p.values.iter_mut().zip(m).zip(v).zip(&g) {
-                    let g = g * clip;
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    let step = (*m / bc1) / ((*v / bc2).sqrt() + eps);
-                    *p = *p * shrink - rate * step;
-                }
-                (name.clone(), p)
-            })
-            .collect();
-        let model = replace_native(model, "", |name, _| updated.remove(name));
+                p.values
+                    .par_chunks_mut(CHUNK)
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .zip(g.par_chunks(CHUNK))
+                    .for_each(|(((p, m), v), g)| {
+                        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                            let g = g * clip;
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            let step = (*m / bc1) / ((*v / bc2).sqrt() + eps);
+                            *p = *p * shrink - rate * step;
+                        }
+                    });
+                Some(p)
+            },
+        );
         (
             model,
             UpdateStats {
@@ -272,7 +266,7 @@ mod tests {
     use burn::nn::Linear;
     use burn::prelude::*;
 
-    use crate::model::weights::read_named;
+    use crate::model::weights::{read_named, replace_named, Values};
 
     /// A `[3, 2]` linear layer (stored transposed in checkpoints) with a bias.
     fn layer(device: &Device) -> Linear {
@@ -340,8 +334,8 @@ mod tests {
             std::fs::read(dir.join("b.safetensors")).unwrap()
         );
         let mut copy = layer(&device);
-        copy = replace_native(copy, "", |name, _| {
-            let (n, v) = read_named(&model, "", &mut NativeValues::default())
+        copy = replace_named(copy, "", |name, _| {
+            let (n, v) = read_named(&model, "", &mut Values)
                 .into_iter()
                 .find(|(n, _)| n == name)?;
             assert_eq!(n, name);

@@ -40,7 +40,7 @@ pub fn named_gradients<M: Module>(
 }
 
 /// Every parameter's checkpoint name with its gradient in burn's own layout, as the optimizer
-/// takes them (see [`crate::model::weights::NativeValues`]). Each gradient leaves `grads` as
+/// takes them (see [`crate::model::weights::update_native`]). Each gradient leaves `grads` as
 /// it is read, so that a model's gradients are never held twice.
 pub fn native_gradients<M: Module>(
     module: &M,

@@ -182,9 +182,9 @@ pub struct TrainConfig {
     pub optimizer: AdamWConfig,
     /// Vision layers to train, counted from the top; None trains the whole encoder, 0 freezes it.
     pub train_vision_layers: Option<usize>,
-    /// Recompute memory-bound activations (element-wise ops, normalisation) in the backward
-    /// pass instead of keeping them (burn's balanced gradient checkpointing): less memory,
-    /// more time; the same gradients.
+    /// Keep only each transformer block's input in the forward pass and recompute the block
+    /// in the backward pass, as transformers' `gradient_checkpointing` (`sft::recompute`):
+    /// much less memory, one more forward pass of time; the same gradients.
     pub gradient_checkpointing: bool,
     /// With a frozen encoder (`train_vision_layers = 0`), the encoder's output for each
     /// training picture is kept in memory up to this many MiB and reused at later steps

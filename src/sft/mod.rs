@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod config;
 pub mod features;
+pub mod recompute;
 pub mod shards;
 pub mod step;
 pub mod trainer;

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::batches::StepRows;
 use super::features::{FeatureCache, PictureKey};
+use super::recompute::Recomputed;
 use super::shards::by_length;
 use crate::data::image::PreprocessorConfig;
 use crate::model::{lm_head, Captioner};
@@ -106,6 +107,10 @@ pub type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
 /// runs once the passes are done, before the gradients are summed (the trainer starts making
 /// the next rows there).
 ///
+/// With `recompute`, each shard's activations are recomputed in the backward pass, one
+/// transformer block at a time ([`Recomputed`]); the shards take each part in step and their
+/// gradients are summed part by part, in shard order.
+///
 /// The CPU backend keeps about one core busy on matrices this small, so shards use the
 /// others. Each shard works on its own fork of the model: burn's autodiff graph cannot run
 /// two backward passes through shared parameter nodes at once. The shards run as tasks of
@@ -116,7 +121,7 @@ pub type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
 pub fn micro_step(
     model: &Captioner,
     rows: &StepRows,
-    shards: usize,
+    (shards, recompute): (usize, bool),
     preprocess: &PreprocessorConfig,
     eot: u32,
     device: &Device,
@@ -152,6 +157,29 @@ pub fn micro_step(
             Ok((batch, share))
         })
         .collect::<Result<Vec<_>>>()?;
+    if recompute {
+        let mut passes: Vec<Recomputed> = batches
+            .par_iter()
+            .map(|(batch, _)| Recomputed::forward(model.clone().fork(device), batch))
+            .collect();
+        before_sum();
+        loop {
+            let parts: Vec<Option<NamedGrads>> =
+                passes.par_iter_mut().map(|p| p.backward_next()).collect();
+            if parts.iter().all(Option::is_none) {
+                break;
+            }
+            for (named, (_, share)) in parts.into_iter().zip(&batches) {
+                acc.add_named(named.unwrap_or_default(), share / accum as f32);
+            }
+        }
+        let value = passes
+            .iter()
+            .zip(&batches)
+            .map(|(p, (_, share))| p.loss * share)
+            .sum();
+        return Ok((value, total));
+    }
     let results: Vec<(f32, f32, NamedGrads)> = batches
         .par_iter()
         .map(|(batch, share)| {

@@ -140,7 +140,7 @@ impl Trainer {
         }
         device.seed(config.seed);
         let plain = device.clone();
-        let device = crate::tensor::autodiff_device(device, config.gradient_checkpointing);
+        let device = device.clone().autodiff();
         let data = TrainData::load(&config.data_spec())?;
         for s in &data.skipped {
             eprintln!("skipped: {s}");
@@ -275,7 +275,7 @@ impl Trainer {
             let (value, total) = micro_step(
                 &self.model,
                 &rows,
-                shards,
+                (shards, self.config.gradient_checkpointing),
                 &self.preprocess,
                 self.eot(),
                 &self.device,
