@@ -125,15 +125,6 @@ pub fn command() -> clap::Command {
 pub fn run() -> Result<()> {
     let cli = Cli::from_arg_matches(&command().get_matches())?;
     crate::util::keep_freed_memory();
-    // Before the thread pool starts: a thread takes its arena at its first allocation.
-    let checkpointing = match &cli.command {
-        Command::Train(a) => a.gradient_checkpointing,
-        Command::Bench(a) => a.gradient_checkpointing,
-        _ => false,
-    };
-    if checkpointing {
-        crate::util::limit_malloc_arenas(crate::sft::recompute::MALLOC_ARENAS);
-    }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -93,7 +93,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub train_vision_layers: Option<usize>,
     /// Keep only each transformer block's input and recompute the block in the backward
-    /// pass, as transformers' gradient checkpointing (much less memory, about a quarter more
+    /// pass, as transformers' gradient checkpointing (much less memory, about 30% more
     /// time per step, the same gradients).
     #[arg(long)]
     pub gradient_checkpointing: bool,

@@ -12,13 +12,6 @@
 //! model's activations nor its gradients are ever held at once, besides the caller's sum.
 //! The cost is one more forward pass.
 
-/// glibc malloc arenas that `stylecap train --gradient-checkpointing` keeps
-/// (`util::limit_malloc_arenas`, set before the thread pool starts). The parts' activations
-/// and gradients are made on the pool's threads and freed on others; with an arena per thread,
-/// freed blocks stay spread over them and the resident size grew with every step (at ViT-B +
-/// GPT-2 scale, 5.1 GB after 4 steps instead of 4.7; docs/performance.md).
-pub const MALLOC_ARENAS: i32 = 2;
-
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
