@@ -390,6 +390,19 @@ impl ParamReader for Values {
     }
 }
 
+/// The `enter_module` and `exit_module` of a visitor or mapper that keeps its parameters'
+/// module path in `self.path`.
+macro_rules! follow_path {
+    () => {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+    };
+}
+
 /// The module path of the parameter being visited, from burn's enter/exit callbacks.
 #[derive(Default)]
 struct ParamPath(Vec<(String, String)>);
@@ -411,12 +424,7 @@ struct NamedReader<'a, R> {
 }
 
 impl<R: ParamReader> ModuleVisitor for NamedReader<'_, R> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    follow_path!();
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
         let value = self.reader.read(&name, param, transpose);
@@ -447,12 +455,7 @@ struct NamedReplacer<'a, F> {
 }
 
 impl<F: FnMut(&str, &[usize]) -> Option<StoredTensor>> ModuleMapper for NamedReplacer<'_, F> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    follow_path!();
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
         let mut shape = param.lazy_shape().to_vec();
@@ -501,12 +504,7 @@ where
     S: Fn(&str) -> bool,
     F: FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
 {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    follow_path!();
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (name, transpose) = hf_name(self.prefix, &self.path.0);
         if !(self.select)(&name) {
@@ -592,12 +590,7 @@ struct NamedFreezer<'a, F> {
 }
 
 impl<F: FnMut(&str) -> bool> ModuleMapper for NamedFreezer<'_, F> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
+    follow_path!();
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (name, _) = hf_name(self.prefix, &self.path.0);
         if (self.frozen)(&name) {
