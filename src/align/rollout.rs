@@ -44,8 +44,9 @@ impl Rollout {
 }
 
 /// Samples `k` captions per image of `pixels` (on the plain device) with `policy`, without
-/// gradient; `styles` gives each image's style. `frozen_encoder`: the policy's encoder is the reference's and is not trained, so its
-/// output is kept for the reference and the update (see [`Rollout::encoder_states`]).
+/// gradient; `styles` gives each image's style. `frozen_encoder`: the policy's encoder is the
+/// reference's and is not trained, so its output is kept for the reference and the update
+/// (see [`Rollout::encoder_states`]).
 pub fn sample(
     policy: &Captioner,
     pixels: Tensor<4>,

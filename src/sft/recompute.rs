@@ -46,10 +46,10 @@ pub struct Recomputed<'a> {
     decoder: Vec<Option<Tensor<3>>>,
     /// The encoder's states at the decoder's width, which every block cross-attends to.
     memory: Tensor<3>,
-    /// The encoder's output before the projection.
+    /// The encoder's output before the projection (when the projection's part runs).
     encoded: Option<Tensor<3>>,
-    /// Inputs of the encoder's layers, then the last layer's output (empty when the states
-    /// came from the feature cache).
+    /// Inputs of the encoder's layers, then the last layer's output (empty when no encoder
+    /// part trains, or the states came from the feature cache).
     encoder: Vec<Option<Tensor<3>>>,
     /// The parts still to run, last first.
     parts: Vec<Part>,
@@ -110,10 +110,7 @@ impl<'a> Recomputed<'a> {
         let memory_grad = encoded_grad || project_trains;
         let embed_trains = trains(&model.decoder.transformer.wte)
             || trains(&model.decoder.transformer.wpe)
-            || model
-                .style_prefix
-                .as_ref()
-                .is_some_and(|p| p.val().is_require_grad());
+            || model.style_prefix.as_ref().is_some_and(trains);
         let blocks = &model.decoder.transformer.h;
         let block_input_grad: Vec<bool> = (0..blocks.len())
             .map(|i| embed_trains || memory_grad || blocks[..i].iter().any(trains))
@@ -139,7 +136,7 @@ impl<'a> Recomputed<'a> {
         }
         parts.reverse();
 
-        // The forward pass without a graph, keeping the parts' inputs.
+        // The forward pass without a graph, keeping the inputs of the parts that will run.
         let mut encoder = Vec::new();
         let encoded = match &batch.encoder_states {
             Some(states) => states.clone().inner(),
@@ -147,10 +144,14 @@ impl<'a> Recomputed<'a> {
                 let mut x = plain.encoder.embed(batch.pixel_values.clone().inner());
                 for i in 0..layers {
                     let y = plain.encoder.layer(i, x.clone());
-                    encoder.push(Some(x));
+                    if encoded_grad {
+                        encoder.push(Some(x));
+                    }
                     x = y;
                 }
-                encoder.push(Some(x.clone()));
+                if encoded_grad {
+                    encoder.push(Some(x.clone()));
+                }
                 plain.encoder.finish(x)
             }
         };
@@ -176,7 +177,7 @@ impl<'a> Recomputed<'a> {
             batch,
             decoder,
             memory,
-            encoded: Some(encoded),
+            encoded: memory_grad.then_some(encoded),
             encoder,
             parts,
             block_input_grad,
