@@ -76,11 +76,7 @@ fn sentence_embeddings_are_the_normalised_mask_mean_of_transformers_states() {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let got = encoder.embed(&refs).unwrap();
     for (g, e) in got.iter().zip(&expected) {
-        let diff = g
-            .iter()
-            .zip(e)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(g, e);
         assert!(diff < 1e-4, "embedding differs by {diff}");
     }
     // The reward: the caption's best cosine over its references.

@@ -327,11 +327,7 @@ fn clip_model_scores_match_transformers() {
     let flat = |rows: Vec<Vec<f32>>| rows.into_iter().flatten().collect::<Vec<f32>>();
     let close = |ours: &[f32], theirs: &[f32], what: &str| {
         assert_eq!(ours.len(), theirs.len(), "{what}: length");
-        let diff = ours
-            .iter()
-            .zip(theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(ours, theirs);
         eprintln!("{what}: max difference {diff:e}");
         assert!(diff <= TOL, "{what} differs by {diff}");
     };

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use burn::prelude::*;
-use common::{scratch, serial, tiny_model_shape};
+use common::{max_diff, scratch, serial, tiny_model_shape};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::run::RunOptions;
 use stylecap::sft::config::TrainConfig;
@@ -82,11 +82,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(wa.len(), wb.len());
     for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
-        let diff = va
-            .iter()
-            .zip(vb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(va, vb);
         assert!(diff == 0.0, "{na} differs by {diff} after resuming");
     }
     assert_eq!(
@@ -171,11 +167,7 @@ fn same_seed_same_weights() {
     let mut y = Trainer::new(c, &b, false, &device).unwrap();
     y.run(&RunOptions::default()).unwrap();
     for ((na, va), (_, vb)) in weights(&x).iter().zip(&weights(&y)) {
-        let diff = va
-            .iter()
-            .zip(vb)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(va, vb);
         assert!(
             diff == 0.0,
             "{na} differs by {diff} between two runs of one seed"

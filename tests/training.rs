@@ -456,11 +456,7 @@ fn balanced_checkpointing_gives_the_same_gradients() {
     let mut compared = 0;
     for ((name, ga), (_, gb)) in a.iter().zip(&b) {
         let (ga, gb) = (ga.as_ref().unwrap(), gb.as_ref().unwrap());
-        let diff = ga
-            .iter()
-            .zip(gb)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(ga, gb);
         assert!(diff <= 1e-5, "{name}: gradients differ by {diff}");
         compared += 1;
     }
@@ -577,11 +573,7 @@ fn recomputed_blocks_give_the_same_gradients() {
         );
         for (name, ga) in a.grads() {
             let gb = &b.grads()[name];
-            let diff = ga
-                .iter()
-                .zip(gb)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let diff = max_diff(ga, gb);
             assert!(
                 diff <= 1e-5,
                 "{encoder}, {what}: {name}: gradients differ by {diff}"

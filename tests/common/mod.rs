@@ -31,9 +31,13 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    values(a)
-        .iter()
-        .zip(values(b))
+    max_diff(&values(a), &values(b))
+}
+
+/// The largest |a[i] − b[i]| over the common length.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
