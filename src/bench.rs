@@ -150,6 +150,12 @@ pub struct BenchResult {
     pub train_step_s: f64,
     pub generate_s: f64,
     pub rl_step_s: f64,
+    /// Where the alignment step's time goes: sampling (with encoding the pictures), the
+    /// reference's log-probabilities, and the update (rewards, forward, backward, AdamW);
+    /// each the median of its own over the timed runs.
+    pub rl_sample_s: f64,
+    pub rl_reference_s: f64,
+    pub rl_update_s: f64,
     pub peak_rss_after_train_mib: Option<f64>,
     pub rss_before_model_mib: Option<f64>,
     /// The peak of the whole run (with `only = [Align]`: the alignment step's).
@@ -192,6 +198,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The median of one phase over the timed runs (0 when none ran).
+fn phase(runs: &[[f64; 3]], i: usize) -> f64 {
+    if runs.is_empty() {
+        return 0.0;
+    }
+    median(runs.iter().map(|r| r[i]).collect())
 }
 
 /// The process's peak resident memory so far (VmHWM), in MiB; None off Linux.
@@ -338,8 +352,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     let mut optim = AdamW::new(align.optimizer.clone());
     let (mut baseline, mut stats, mut bad) =
         (MovingBaseline::default(), RunningStats::default(), 0);
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     let rl_s = if b.wants(Part::Align) {
         timed(b.warmup, b.runs, |i| {
+            let t = Instant::now();
             let policy = model.take().expect("model");
             let opts = DecodeOptions {
                 strategy: Strategy::Sample {
@@ -358,8 +374,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 &opts,
                 !align.train_encoder,
             );
+            let sampled = t.elapsed().as_secs_f64();
             let reference = reference.as_ref().expect("the reference");
             let ref_lp = rollout::reference_logprobs(reference, &r);
+            let scored = t.elapsed().as_secs_f64();
             let kls = rollout::caption_kls(align.kl_estimator, &r.old_logprobs, &ref_lp);
             let scores: Vec<f32> = r
                 .tokens
@@ -385,6 +403,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
             )?;
             ensure!(log.skipped == 0, "the update skipped a batch");
             model = Some(policy);
+            if i >= b.warmup {
+                let done = t.elapsed().as_secs_f64();
+                phases.push([sampled, scored - sampled, done - scored]);
+            }
             Ok(())
         })?
     } else {
@@ -420,6 +442,9 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         train_step_s: train_s,
         generate_s,
         rl_step_s: rl_s,
+        rl_sample_s: phase(&phases, 0),
+        rl_reference_s: phase(&phases, 1),
+        rl_update_s: phase(&phases, 2),
         peak_rss_after_train_mib: peak_train,
         rss_before_model_mib: rss_before,
         peak_rss_mib: peak_rss_mib(),

@@ -8,12 +8,15 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::*;
 use stylecap::data::tokenizer::TextTokenizer;
+use stylecap::model::captioner::EncodedImages;
+use stylecap::model::gpt2::KeyValue;
 use stylecap::model::lora::{self, LoraConfig};
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::model::{generate, Captioner, DecodeOptions, Strategy};
 use stylecap::optim::grads::named_gradients;
 use stylecap::optim::{Accumulated, AdamW, AdamWConfig};
 use stylecap::sft::step::{batch_loss, teacher_forcing, CaptionBatch};
+use stylecap::tensor::index_tensor;
 
 fn batch(model: &Captioner, device: &Device, styled: bool) -> CaptionBatch {
     let captions = vec![vec![5, 9, 12, 7], vec![3, 3, 20], vec![40, 2, 11, 6, 8]];
@@ -308,6 +311,101 @@ fn tiny_captioner_overfits_eight_pairs() {
     for (g, s) in out.iter().zip(sentences) {
         assert_eq!(tok.decode(&g.tokens).unwrap().trim(), s);
     }
+}
+
+/// Rows that share pictures (samples or beams of each) attend to each picture's keys and values
+/// as they are: the same logits, gradients and decoded captions as with the keys repeated for
+/// every row, and rows in any other order still gathered.
+#[test]
+fn rows_sharing_pictures_match_repeated_pictures() {
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
+    model.config.eos_token_id = None;
+    let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let rows = [0usize, 0, 1, 1, 2, 2];
+    let repeat = |enc: &EncodedImages| EncodedImages {
+        cross: enc
+            .cross
+            .iter()
+            .map(|kv| KeyValue {
+                k: kv.k.clone().select(0, index_tensor(&rows, &device)),
+                v: kv.v.clone().select(0, index_tensor(&rows, &device)),
+            })
+            .collect(),
+    };
+    let styles = || index_tensor(&[1, 0, 0, 1, 1, 0], &device);
+    let ids: Vec<i64> = (0..6 * 7).map(|i| (i * 13 % 49 + 1) as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [6, 7]), &device);
+    let weights = Tensor::<3>::random([6, 7, 50], Distribution::Normal(0.0, 1.0), &device);
+
+    let mut results = Vec::new();
+    for shared in [true, false] {
+        let enc = model.encode(pixels.clone());
+        let enc = if shared {
+            enc.for_rows(&rows)
+        } else {
+            repeat(&enc)
+        };
+        assert_eq!(enc.cross[0].k.dims()[0], if shared { 3 } else { 6 });
+        let logits = model.forward_encoded(&enc, Some(styles()), ids.clone(), None);
+        let grads = (logits.clone() * weights.clone()).sum().backward();
+        results.push((values(logits), named_gradients(&model, &grads)));
+    }
+    let ((shared_logits, shared_grads), (repeated_logits, repeated_grads)) =
+        (&results[0], &results[1]);
+    let diff = max_diff(shared_logits, repeated_logits);
+    assert!(diff <= 1e-5, "logits differ by {diff}");
+    assert_eq!(shared_grads.len(), repeated_grads.len());
+    let mut compared = 0;
+    for ((name, a), (_, b)) in shared_grads.iter().zip(repeated_grads) {
+        let (a, b) = (a.as_ref(), b.as_ref());
+        assert_eq!(
+            a.is_some(),
+            b.is_some(),
+            "{name}: a gradient on one side only"
+        );
+        if let (Some(a), Some(b)) = (a, b) {
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let diff = max_diff(a, b);
+            assert!(
+                diff <= 1e-5 * scale,
+                "{name}: gradients differ by {diff} (scale {scale})"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 40, "only {compared} gradients compared");
+
+    // Decoding: each picture's captions from its shared keys, sampled and greedy.
+    let model = model.valid();
+    let pixels = pixels.inner();
+    let enc = model.encode(pixels);
+    for strategy in [
+        Strategy::Greedy,
+        Strategy::Sample {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        },
+    ] {
+        let opts = DecodeOptions {
+            strategy,
+            max_new_tokens: 10,
+            seed: 3,
+        };
+        let styles = [1usize, 0, 0, 1, 1, 0];
+        let shared =
+            generate::sample_or_greedy(&model, &enc.for_rows(&rows), Some(&styles), 6, &opts);
+        let repeated = generate::sample_or_greedy(&model, &repeat(&enc), Some(&styles), 6, &opts);
+        for (a, b) in shared.iter().zip(&repeated) {
+            assert_eq!(a.tokens, b.tokens);
+            assert!(max_diff(&a.logprobs, &b.logprobs) <= 1e-5);
+        }
+    }
+    // Any other order of rows is gathered.
+    assert_eq!(enc.for_rows(&[2, 0, 1, 1]).cross[0].k.dims()[0], 4);
+    assert_eq!(enc.for_rows(&[0, 1, 2, 0, 1, 2]).cross[0].k.dims()[0], 6);
 }
 
 /// Incremental decoding with the KV cache gives the tokens and log-probs of recomputing the

@@ -143,7 +143,7 @@ def main():
         with model.disable_adapter():
             return model(**kw).logits
 
-    rl = []
+    rl, phases = [], []
     k = a.samples
     for i in range(a.warmup + a.runs if wants("align") else 0):
         t = time.perf_counter()
@@ -155,11 +155,15 @@ def main():
                                  output_scores=True, return_dict_in_generate=True)
             seqs = out.sequences[:, 1:]
             old_lp = torch.stack(out.scores, 1).log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
+            sync()
+            sampled = time.perf_counter() - t
             inputs = out.sequences[:, :-1]
             enc_rows = enc.repeat_interleave(k, 0)
             ref_lp = reference_logits(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
                                       decoder_input_ids=inputs).log_softmax(-1)
             ref_lp = ref_lp.gather(2, seqs.unsqueeze(2)).squeeze(2)
+            sync()
+            scored = time.perf_counter() - t
             reward = (seqs < vocab // 2).float().mean(1) - 0.05 * (old_lp - ref_lp).sum(1)
             r = reward.view(-1, k)
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).reshape(-1, 1)
@@ -175,6 +179,7 @@ def main():
         sync()
         if i >= a.warmup:
             rl.append(time.perf_counter() - t)
+            phases.append((sampled, scored - sampled, rl[-1] - scored))
 
     model.eval()
     gen = []
@@ -189,7 +194,9 @@ def main():
                 gen.append(time.perf_counter() - t)
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
-           "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before,
+           "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl),
+           "rl_sample_s": median([p[0] for p in phases]), "rl_reference_s": median([p[1] for p in phases]),
+           "rl_update_s": median([p[2] for p in phases]), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if a.json:
         print(json.dumps(res))
@@ -199,6 +206,9 @@ def main():
               f"{res['train_step_s']:.3f} s")
         print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
         print(f"  RL step ({b} images x {k} samples, reference scoring, update): {res['rl_step_s']:.3f} s")
+        if rl:
+            print(f"    of which sampling {res['rl_sample_s']:.3f} s, reference {res['rl_reference_s']:.3f} s, "
+                  f"update {res['rl_update_s']:.3f} s")
         print(f"  peak RSS after the training steps: {peak_train:.0f} MiB ({rss_before:.0f} MiB before the model)")
         print(f"  peak RSS of the whole run: {res['peak_rss_mib']:.0f} MiB")
 

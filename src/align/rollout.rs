@@ -55,7 +55,6 @@ pub fn sample(
     opts: &DecodeOptions,
     frozen_encoder: bool,
 ) -> Rollout {
-    let plain = pixels.device();
     let images = pixels.dims()[0];
     let policy = policy.clone().valid();
     let states = policy.encoder.forward(pixels.clone());
@@ -63,7 +62,7 @@ pub fn sample(
     let image_of_row: Vec<usize> = (0..images)
         .flat_map(|i| std::iter::repeat_n(i, k))
         .collect();
-    let encoded = encoded.select(index_tensor(&image_of_row, &plain));
+    let encoded = encoded.for_rows(&image_of_row);
     let row_styles: Option<Vec<usize>> =
         styles.map(|s| image_of_row.iter().map(|&i| s[i]).collect());
     let gens = sample_or_greedy(
@@ -110,7 +109,7 @@ pub fn token_logprobs(
         index_tensor(&s, device)
     });
     let images: Vec<usize> = rows.iter().map(|&r| rollout.image_of_row[r]).collect();
-    let enc = encoded.select(index_tensor(&images, device));
+    let enc = encoded.for_rows(&images);
     let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
     let (picked, mask, entropy) =
         score::token_logprobs(model, &enc, styles, &tokens, differentiable, device);

@@ -94,6 +94,12 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
          scoring, RLOO update): {:.3} s",
         b.batch, b.samples, b.new_tokens, r.rl_step_s
     );
+    if r.rl_step_s > 0.0 {
+        println!(
+            "    of which sampling {:.3} s, reference {:.3} s, update {:.3} s",
+            r.rl_sample_s, r.rl_reference_s, r.rl_update_s
+        );
+    }
     if let (Some(p), Some(m)) = (r.peak_rss_after_train_mib, r.rss_before_model_mib) {
         println!("  peak RSS after the training steps: {p:.0} MiB ({m:.0} MiB before the model)");
     }

@@ -154,12 +154,32 @@ pub struct Captioner {
 /// Encoder output prepared for decoding: cross-attention keys/values of every layer.
 #[derive(Debug, Clone)]
 pub struct EncodedImages {
+    /// Per decoder layer, the cross-attention keys and values `[I, H, S, Dh]` of I images.
+    /// A decoder batch of B = I·g rows whose consecutive groups of g rows share an image
+    /// attends to them as they are (see
+    /// [`super::gpt2::Gpt2Attention::forward_cross`]).
     pub cross: Vec<KeyValue>,
 }
 
 impl EncodedImages {
-    /// Keeps the rows `index` (used to repeat images for several samples or beams).
-    pub fn select(&self, index: Tensor<1, Int>) -> Self {
+    /// The keys and values for decoder rows showing the images `images` (indices into these
+    /// images, one per row). When the rows are every image in order, each repeated the same
+    /// number of times (samples or beams of each picture), they are these tensors themselves:
+    /// nothing is copied, and each image's keys and values are read once for all its rows.
+    /// Otherwise the rows are gathered.
+    pub fn for_rows(&self, images: &[usize]) -> Self {
+        let n = self.cross.first().map_or(0, |kv| kv.k.dims()[0]);
+        let grouped = n > 0
+            && images.len().is_multiple_of(n)
+            && images
+                .iter()
+                .enumerate()
+                .all(|(r, &i)| i == r / (images.len() / n));
+        if grouped {
+            return self.clone();
+        }
+        let device = self.cross[0].k.device();
+        let index = crate::tensor::index_tensor(images, &device);
         Self {
             cross: self
                 .cross

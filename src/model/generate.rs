@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::captioner::{Captioner, EncodedImages};
@@ -126,27 +127,69 @@ pub fn sample_or_greedy(
 ) -> Vec<Generation> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let limits = vec![opts.max_new_tokens; batch];
-    decode_rows(model, encoded, styles, &limits, |_, row| {
-        match opts.strategy {
-            Strategy::Sample {
-                temperature,
-                top_k,
-                top_p,
-            } => sample_token(row, temperature, top_k, top_p, &mut rng),
-            _ => argmax(row),
-        }
+    decode_rows(model, encoded, styles, &limits, |_| match opts.strategy {
+        Strategy::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } => Choice::draw(temperature, top_k, top_p, &mut rng),
+        _ => Choice::Greedy,
     })
 }
 
+/// How one row's next token is chosen. The random draw is made before the row's
+/// log-probabilities are read, so that the rows of a step are chosen in parallel while each
+/// random stream is consumed in row order, as one thread would.
+#[derive(Debug, Clone, Copy)]
+pub enum Choice {
+    Greedy,
+    /// [`sample_token`]'s choice with its uniform draw `u` already made.
+    Sample {
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        u: f64,
+    },
+}
+
+impl Choice {
+    /// Draws from `rng` what [`sample_token`] would (nothing when the temperature makes the
+    /// choice greedy).
+    pub fn draw(temperature: f32, top_k: usize, top_p: f32, rng: &mut impl Rng) -> Choice {
+        if temperature <= 0.0 {
+            return Choice::Greedy;
+        }
+        Choice::Sample {
+            temperature,
+            top_k,
+            top_p,
+            u: rng.random(),
+        }
+    }
+
+    pub fn pick(&self, row: &[f32]) -> usize {
+        match *self {
+            Choice::Greedy => argmax(row),
+            Choice::Sample {
+                temperature,
+                top_k,
+                top_p,
+                u,
+            } => sample_with_draw(row, temperature, top_k, top_p, u),
+        }
+    }
+}
+
 /// Incremental decoding with the KV cache where each row has its own length limit and
-/// `pick(row, log_probs)` chooses its next token, so rows of different requests (greedy or
-/// sampled, each with its own random stream) can share one batch.
+/// `choose(row)` says how its next token is picked, so rows of different requests (greedy or
+/// sampled, each with its own random stream) can share one batch. `choose` is called in row
+/// order for the rows still going; the picks themselves run on all threads.
 pub fn decode_rows(
     model: &Captioner,
     encoded: &EncodedImages,
     styles: Option<&[usize]>,
     max_new_tokens: &[usize],
-    mut pick: impl FnMut(usize, &[f32]) -> usize,
+    mut choose: impl FnMut(usize) -> Choice,
 ) -> Vec<Generation> {
     let batch = max_new_tokens.len();
     let device = encoded.cross[0].k.device();
@@ -163,13 +206,19 @@ pub fn decode_rows(
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     for step in 0..longest {
         let lp = crate::tensor::floats(log_softmax(logits, 1));
+        let choices: Vec<Option<Choice>> =
+            (0..batch).map(|i| (!done[i]).then(|| choose(i))).collect();
+        let picks: Vec<Option<usize>> = lp
+            .par_chunks_exact(vocab)
+            .zip(&choices)
+            .map(|(row, c)| c.map(|c| c.pick(row)))
+            .collect();
         let mut next = Vec::with_capacity(batch);
-        for (i, row) in lp.chunks_exact(vocab).enumerate() {
-            if done[i] {
+        for (i, (row, pick)) in lp.chunks_exact(vocab).zip(picks).enumerate() {
+            let Some(tok) = pick else {
                 next.push(pad as i64);
                 continue;
-            }
-            let tok = pick(i, row);
+            };
             out[i].tokens.push(tok as u32);
             out[i].logprobs.push(row[tok]);
             done[i] = Some(tok as u32) == eos || out[i].tokens.len() >= max_new_tokens[i];
@@ -200,12 +249,6 @@ pub fn argmax(row: &[f32]) -> usize {
 
 /// Samples from log-probs `row` with temperature, then top-k and top-p (nucleus) truncation
 /// (HF's order: temperature, top-k, top-p; at least one token is always kept).
-///
-/// Tokens are ranked by probability and the uniform draw walks that ranking. Sorting the whole
-/// vocabulary for every token was a tenth of an alignment step, so the ranking is built only
-/// over the tokens of relative probability ≥ [`HEAD`]: every other token ranks below all of
-/// them, so whenever the draw (or the nucleus) ends inside that head the answer is the one the
-/// full ranking gives. Otherwise it falls back to ranking everything.
 pub fn sample_token(
     row: &[f32],
     temperature: f32,
@@ -213,10 +256,22 @@ pub fn sample_token(
     top_p: f32,
     rng: &mut impl Rng,
 ) -> usize {
+    Choice::draw(temperature, top_k, top_p, rng).pick(row)
+}
+
+/// [`sample_token`] with its uniform draw `u` made.
+///
+/// Tokens are ranked by probability and the draw walks that ranking. Sorting the whole
+/// vocabulary for every token was a tenth of an alignment step, so the ranking is built only
+/// over the tokens of relative probability ≥ [`HEAD`]: every other token ranks below all of
+/// them, so whenever the draw (or the nucleus) ends inside that head the answer is the one the
+/// full ranking gives. Otherwise (flat distributions: a random model's, high temperatures) the
+/// walk finds its token by selection over the whole vocabulary ([`first_reaching`]), in
+/// expected linear time, without sorting it.
+fn sample_with_draw(row: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> usize {
     if temperature <= 0.0 {
         return argmax(row);
     }
-    let u: f64 = rng.random();
     let weights = unnormalised(row, temperature);
     let total: f64 = weights.iter().map(|&w| w as f64).sum();
     // A temperature too small for f32 (the settings refuse it) makes every weight NaN; the
@@ -233,27 +288,82 @@ pub fn sample_token(
         if let Some(token) = draw(&head, &probs, top_p, u, false) {
             return token;
         }
+        let mut keys = ranking_keys(row);
+        let prob = |key: u64| weights[key_token(key)] as f64 / total;
+        let (keep, target) = if top_p < 1.0 {
+            match first_reaching(&mut keys, prob, |cum| cum >= top_p as f64) {
+                Some((j, mass)) => (j + 1, u * mass),
+                None => (keys.len(), u * keys.iter().map(|&k| prob(k)).sum::<f64>()),
+            }
+        } else {
+            (keys.len(), u)
+        };
+        let kept = &mut keys[..keep];
+        return match first_reaching(kept, prob, |cum| target < cum) {
+            Some((j, _)) => key_token(kept[j]),
+            // Rounding left the draw past the last kept token: that token, as `draw` does.
+            None => key_token(kept.iter().copied().max().expect("at least one token kept")),
+        };
     }
     let mut idx = ranking(row);
-    if top_k > 0 {
-        idx.truncate(top_k);
-    }
+    idx.truncate(top_k);
     let total: f64 = idx.iter().map(|&i| weights[i] as f64).sum();
     let probs: Vec<f64> = idx.iter().map(|&i| weights[i] as f64 / total).collect();
     draw(&idx, &probs, top_p, u, true).expect("a complete ranking always yields a token")
 }
 
-/// Token indices by descending value, ties by ascending index (`f32::total_cmp`'s order):
-/// sorting one `u64` key per token that holds both, several times faster than sorting indices
-/// by comparing through the row (a whole vocabulary is ranked whenever a draw falls outside
-/// [`sample_token`]'s head, as it does for flat distributions).
+/// The first position of the ranking (ascending `keys`, see [`ranking_keys`]) at which the
+/// running sum of `prob` satisfies `reached` (which must stay true once true), and the sum
+/// there; None if it never does. `keys` is reordered so that every key before that position
+/// ranks before it and every key after ranks after it. Quickselect: each round splits the
+/// remaining range at its median and keeps the half where the sum is reached.
+fn first_reaching(
+    keys: &mut [u64],
+    prob: impl Fn(u64) -> f64,
+    reached: impl Fn(f64) -> bool,
+) -> Option<(usize, f64)> {
+    const SORT_BELOW: usize = 64;
+    let (mut lo, mut hi, mut before) = (0, keys.len(), 0.0f64);
+    while hi - lo > SORT_BELOW {
+        let mid = lo + (hi - lo) / 2;
+        keys[lo..hi].select_nth_unstable(mid - lo);
+        let left: f64 = keys[lo..mid].iter().map(|&k| prob(k)).sum();
+        if reached(before + left) {
+            hi = mid;
+            continue;
+        }
+        let at = before + left + prob(keys[mid]);
+        if reached(at) {
+            return Some((mid, at));
+        }
+        before = at;
+        lo = mid + 1;
+    }
+    keys[lo..hi].sort_unstable();
+    for (j, &key) in keys.iter().enumerate().take(hi).skip(lo) {
+        before += prob(key);
+        if reached(before) {
+            return Some((j, before));
+        }
+    }
+    None
+}
+
+/// Token indices by descending value, ties by ascending index (`f32::total_cmp`'s order).
 fn ranking(row: &[f32]) -> Vec<usize> {
-    let mut keys: Vec<u64> = row
-        .iter()
+    let mut keys = ranking_keys(row);
+    keys.sort_unstable();
+    keys.into_iter().map(key_token).collect()
+}
+
+/// One `u64` per token whose ascending order is [`ranking`]'s: the value's bits mapped to an
+/// unsigned order equal to `total_cmp`'s and reversed, then the index. Sorting or selecting
+/// these is several times faster than comparing indices through the row.
+fn ranking_keys(row: &[f32]) -> Vec<u64> {
+    row.iter()
         .enumerate()
         .map(|(i, &v)| {
             let bits = v.to_bits();
-            // The IEEE bits mapped to an unsigned order equal to `total_cmp`'s, then reversed.
             let ascending = if bits >> 31 == 1 {
                 !bits
             } else {
@@ -261,11 +371,11 @@ fn ranking(row: &[f32]) -> Vec<usize> {
             };
             (u64::from(!ascending) << 32) | i as u64
         })
-        .collect();
-    keys.sort_unstable();
-    keys.into_iter()
-        .map(|k| (k & 0xffff_ffff) as usize)
         .collect()
+}
+
+fn key_token(key: u64) -> usize {
+    (key & 0xffff_ffff) as usize
 }
 
 /// exp((row − max row) / temperature) for every token: one vectorizable pass.
@@ -339,13 +449,10 @@ fn beam_search(
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
     let vocab = model.decoder.vocab_size();
-    let rows: Vec<i64> = (0..batch as i64)
+    let rows: Vec<usize> = (0..batch)
         .flat_map(|b| std::iter::repeat_n(b, beams))
         .collect();
-    let encoded = encoded.select(Tensor::from_data(
-        TensorData::new(rows, [batch * beams]),
-        &device,
-    ));
+    let encoded = encoded.for_rows(&rows);
     let (mut cache, mut logits) = model.start_decoding(
         &encoded,
         style_tensor(styles, beams, &device),
@@ -495,10 +602,10 @@ mod tests {
     }
 
     #[test]
-    fn ranking_only_the_head_picks_what_the_full_ranking_picks() {
+    fn the_head_and_the_selection_pick_what_the_full_ranking_picks() {
         // Rows of random sharpness (the head decides), and rows of one likely token over a
         // wide flat tail of tokens each below the head's threshold (the draw often lands in
-        // the tail: the fallback decides).
+        // the tail: the selection over the whole row decides).
         let mut gen = StdRng::seed_from_u64(3);
         let mut rows: Vec<Vec<f32>> = Vec::new();
         for sharpness in [0.5f32, 3.0, 8.0] {

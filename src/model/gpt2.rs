@@ -201,11 +201,29 @@ impl Gpt2Attention {
         }
     }
 
+    /// Cross-attention of `x` `[B, T, D]` to the keys and values `kv` of I images, where
+    /// B = I·g and rows `i·g .. (i+1)·g` show image i (g = 1: one row per image). The g rows
+    /// of an image are its queries side by side, `[I, g·T, D]`: each query attends to the
+    /// image's keys alone, so the result is the same as with the keys repeated for every row,
+    /// without the copies (nor, in training, the sum of their gradients back over the rows).
     pub fn forward_cross(&self, x: Tensor<3>, kv: &KeyValue) -> Tensor<3> {
         let q_attn = self.q_attn.as_ref().expect("cross-attention has q_attn");
-        let q = split_heads(q_attn.forward(x), self.n_head);
-        let y = attend(q, kv.k.clone(), kv.v.clone(), None, false, self.scale);
-        self.c_proj.forward(merge_heads(y))
+        let [b, t, d] = x.dims();
+        let images = kv.k.dims()[0];
+        assert!(
+            images > 0 && b.is_multiple_of(images),
+            "{b} decoder rows cannot share the keys of {images} images"
+        );
+        let q = q_attn.forward(x).reshape([images, b / images * t, d]);
+        let y = attend(
+            split_heads(q, self.n_head),
+            kv.k.clone(),
+            kv.v.clone(),
+            None,
+            false,
+            self.scale,
+        );
+        self.c_proj.forward(merge_heads(y).reshape([b, t, d]))
     }
 }
 

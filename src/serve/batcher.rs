@@ -24,7 +24,7 @@ use super::metrics::Metrics;
 use crate::critic::Critic;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::folder::LoadedCaptioner;
-use crate::model::generate::{argmax, decode_rows, sample_token};
+use crate::model::generate::{decode_rows, Choice};
 use crate::rng::{streams, Rng};
 
 /// What the decoding thread owns.
@@ -237,7 +237,7 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
     for (ji, j) in jobs.iter().enumerate() {
         for (si, &style) in j.styles.iter().enumerate() {
             for k in 0..j.n {
-                image_of_row.push(ji as i64);
+                image_of_row.push(ji);
                 style_of_row.push(style);
                 limits.push(j.decoding.max_new_tokens);
                 let stream = (si * j.n + k) as u64;
@@ -251,18 +251,17 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
         }
     }
     let rows = image_of_row.len();
-    let index = Tensor::<1, Int>::from_data(TensorData::new(image_of_row, [rows]), &engine.device);
-    let encoded = encoded.select(index);
+    let encoded = encoded.for_rows(&image_of_row);
     let styles = model
         .style_prefix
         .is_some()
         .then_some(style_of_row.as_slice());
-    let gens = decode_rows(model, &encoded, styles, &limits, |i, row| {
+    let gens = decode_rows(model, &encoded, styles, &limits, |i| {
         let (d, rng) = &mut pickers[i];
         if d.greedy {
-            argmax(row)
+            Choice::Greedy
         } else {
-            sample_token(row, d.temperature, 0, d.top_p, rng)
+            Choice::draw(d.temperature, 0, d.top_p, rng)
         }
     });
     let mut texts = Vec::with_capacity(rows);
