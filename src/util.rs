@@ -50,7 +50,7 @@ pub const MMAP_ABOVE: usize = 64 << 20;
 /// weight, whose column panels then run down rows 9–12 KB apart where the cache sets alias.
 /// Packed, those products run 1.3–2.5× faster (2 threads, GPT-2's `[768, 3072]` MLP weight:
 /// 25 → 48 GFLOP/s for 32 rows, 13 → 30 for 8); a single row still reads it in place. The
-/// kernels' arithmetic is the same either way.
+/// kernels' arithmetic is the same either way (tested: the same bits).
 pub fn tune_matmul() {
     // Rows above 1 × the kernel's 6-column width.
     gemm::set_lhs_packing_threshold_single_thread(1);
@@ -251,5 +251,38 @@ pub mod check {
             "{field} = {value} is not a finite number"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    /// Packing changes where gemm reads the weight from, not the arithmetic: the products of
+    /// few rows are bit for bit those of gemm's default threshold.
+    #[test]
+    fn tuned_packing_changes_no_bits() {
+        let device = Device::flex();
+        for (m, k, n) in [(8, 768, 3072), (32, 3072, 768), (7, 96, 200), (33, 64, 33)] {
+            let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
+            gemm::set_lhs_packing_threshold_single_thread(
+                gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
+            );
+            gemm::set_lhs_packing_threshold_multi_thread(
+                gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD,
+            );
+            let plain = crate::tensor::floats(x.clone().matmul(w.clone()));
+            super::tune_matmul();
+            let packed = crate::tensor::floats(x.matmul(w));
+            assert!(
+                plain
+                    .iter()
+                    .zip(&packed)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{m}x{k}x{n}: the packed product differs"
+            );
+        }
     }
 }
