@@ -262,7 +262,7 @@ pub fn sample_token(
 /// [`sample_token`] with its uniform draw `u` made.
 ///
 /// Tokens are ranked by probability and the draw walks that ranking. Sorting the whole
-/// vocabulary for every token was a tenth of an alignment step, so the ranking is built only
+/// vocabulary for every token would cost V log V per token, so the ranking is built only
 /// over the tokens of relative probability ≥ [`HEAD`]: every other token ranks below all of
 /// them, so whenever the draw (or the nucleus) ends inside that head the answer is the one the
 /// full ranking gives. Otherwise (flat distributions: a random model's, high temperatures) the
