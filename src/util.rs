@@ -273,9 +273,10 @@ mod tests {
             gemm::set_lhs_packing_threshold_multi_thread(
                 gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD,
             );
-            let plain = crate::tensor::floats(x.clone().matmul(w.clone()));
+            let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
+            let plain = values(x.clone().matmul(w.clone()));
             super::tune_matmul();
-            let packed = crate::tensor::floats(x.matmul(w));
+            let packed = values(x.matmul(w));
             assert!(
                 plain
                     .iter()
