@@ -47,14 +47,9 @@ fn main() {
         let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let shape = if transposed { [n, k] } else { [k, n] };
         let w = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        gemm::set_lhs_packing_threshold_single_thread(
-            gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
-        );
-        gemm::set_lhs_packing_threshold_multi_thread(
-            gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD,
-        );
+        stylecap::util::tune_matmul(false);
         let before = gflops(&x, &w, transposed);
-        stylecap::util::tune_matmul();
+        stylecap::util::tune_matmul(true);
         let after = gflops(&x, &w, transposed);
         println!("{m:>5} x {k:>4} x {n:>5}: {before:6.1} -> {after:6.1}");
     }

@@ -43,18 +43,26 @@ pub fn keep_freed_memory() {
 /// [`keep_freed_memory`]).
 pub const MMAP_ABOVE: usize = 64 << 20;
 
-/// Has the matrix-product kernels (the `gemm` crate, under burn's CPU backend) pack the
-/// weight's panels into a contiguous buffer whenever more than a few rows multiply it, as
-/// they do for large products. By default gemm packs only above 96 rows (multi-threaded) and
-/// otherwise reads the weight in place: when decoding, a batch of a few rows against each
-/// weight, whose column panels then run down rows 9–12 KB apart where the cache sets alias.
-/// Packed, those products run 1.3–2.5× faster (2 threads, GPT-2's `[768, 3072]` MLP weight:
-/// 25 → 48 GFLOP/s for 32 rows, 13 → 30 for 8); a single row still reads it in place. The
-/// kernels' arithmetic is the same either way (tested: the same bits).
-pub fn tune_matmul() {
-    // Rows above 1 × the kernel's 6-column width.
-    gemm::set_lhs_packing_threshold_single_thread(1);
-    gemm::set_lhs_packing_threshold_multi_thread(1);
+/// With `tuned`, has the matrix-product kernels (the `gemm` crate, under burn's CPU backend)
+/// pack the weight's panels into a contiguous buffer whenever more than a few rows multiply
+/// it, as they do for large products; without, restores gemm's defaults. By default gemm
+/// packs only above 96 rows (multi-threaded) and otherwise reads the weight in place: when
+/// decoding, a batch of a few rows against each weight, whose column panels then run down
+/// rows 9–12 KB apart where the cache sets alias (figures: docs/performance.md, "Sampling at
+/// scale"). A single row still reads it in place. The kernels' arithmetic is the same either
+/// way (tested: the same bits).
+pub fn tune_matmul(tuned: bool) {
+    // Tuned: rows above 1 × the kernel's 6-column width.
+    let (single, multi) = if tuned {
+        (1, 1)
+    } else {
+        (
+            gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
+            gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD,
+        )
+    };
+    gemm::set_lhs_packing_threshold_single_thread(single);
+    gemm::set_lhs_packing_threshold_multi_thread(multi);
 }
 
 /// Caps glibc's malloc arenas. A server's many short-lived threads (tokio's blocking pool)
@@ -267,15 +275,10 @@ mod tests {
         for (m, k, n) in [(8, 768, 3072), (32, 3072, 768), (7, 96, 200), (33, 64, 33)] {
             let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
-            gemm::set_lhs_packing_threshold_single_thread(
-                gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
-            );
-            gemm::set_lhs_packing_threshold_multi_thread(
-                gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD,
-            );
+            super::tune_matmul(false);
             let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
             let plain = values(x.clone().matmul(w.clone()));
-            super::tune_matmul();
+            super::tune_matmul(true);
             let packed = values(x.matmul(w));
             assert!(
                 plain

@@ -125,7 +125,7 @@ pub fn command() -> clap::Command {
 pub fn run() -> Result<()> {
     let cli = Cli::from_arg_matches(&command().get_matches())?;
     crate::util::keep_freed_memory();
-    crate::util::tune_matmul();
+    crate::util::tune_matmul(true);
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

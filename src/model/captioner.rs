@@ -169,12 +169,10 @@ impl EncodedImages {
     /// Otherwise the rows are gathered.
     pub fn for_rows(&self, images: &[usize]) -> Self {
         let n = self.cross.first().map_or(0, |kv| kv.k.dims()[0]);
-        let grouped = n > 0
-            && images.len().is_multiple_of(n)
-            && images
-                .iter()
-                .enumerate()
-                .all(|(r, &i)| i == r / (images.len() / n));
+        let per_image = images.len().checked_div(n).unwrap_or(0);
+        let grouped = per_image > 0
+            && images.len() == per_image * n
+            && images.iter().enumerate().all(|(r, &i)| i == r / per_image);
         if grouped {
             return self.clone();
         }
