@@ -26,6 +26,7 @@ fn batch(model: &Captioner, device: &Device, styled: bool) -> CaptionBatch {
     CaptionBatch {
         pixel_values: Tensor::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), device),
         encoder_states: None,
+        pictures: vec![0, 1, 2],
         styles,
         input_ids,
         targets,
@@ -119,6 +120,7 @@ fn assert_matches_finite_differences(model: &Captioner, b: &CaptionBatch, checks
     let plain_batch = CaptionBatch {
         pixel_values: b.pixel_values.clone().to_device(&plain),
         encoder_states: None,
+        pictures: b.pictures.clone(),
         styles: b.styles.clone().map(|s| s.to_device(&plain)),
         input_ids: b.input_ids.clone().to_device(&plain),
         targets: b.targets.clone().to_device(&plain),
@@ -229,6 +231,7 @@ fn lora_adapters_train_alone_and_merge_exactly() {
     let b = CaptionBatch {
         pixel_values: b.pixel_values.to_device(&plain),
         encoder_states: None,
+        pictures: b.pictures,
         styles: b.styles.map(|s| s.to_device(&plain)),
         input_ids: b.input_ids.to_device(&plain),
         targets: b.targets.to_device(&plain),
@@ -282,6 +285,7 @@ fn tiny_captioner_overfits_eight_pairs() {
     let b = CaptionBatch {
         pixel_values: pixels.clone(),
         encoder_states: None,
+        pictures: (0..8).collect(),
         styles: None,
         input_ids,
         targets,
@@ -609,6 +613,68 @@ fn sharded_step(
     )
     .unwrap();
     (loss, acc)
+}
+
+/// A supervised batch encodes each distinct picture once (`step::distinct_pictures`): its
+/// loss and every gradient, encoder's included, are those of encoding every row's picture.
+#[test]
+fn rows_showing_one_picture_encode_it_once() {
+    use stylecap::sft::step::{caption_batch, distinct_pictures};
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let model = tiny_captioner("vit", &["factual", "noir"], &device);
+    let rows = step_rows();
+    let (distinct, pictures) = distinct_pictures(&rows.images);
+    assert_eq!(
+        distinct,
+        vec![0, 1, 2],
+        "the fourth row shows the first picture"
+    );
+    assert_eq!(pictures, vec![0, 1, 2, 0]);
+    let preprocess = stylecap::data::image::PreprocessorConfig::square(16);
+    let shown: Vec<image::RgbImage> = distinct.iter().map(|&r| rows.images[r].clone()).collect();
+    let once = CaptionBatch {
+        pictures,
+        ..caption_batch(
+            preprocess.batch(&shown, &device).unwrap(),
+            &rows.styles,
+            &rows.tokens,
+            0,
+            &device,
+        )
+    };
+    let every = caption_batch(
+        preprocess.batch(&rows.images, &device).unwrap(),
+        &rows.styles,
+        &rows.tokens,
+        0,
+        &device,
+    );
+    assert_eq!(once.pixel_values.dims()[0], 3);
+    assert_eq!(every.pixel_values.dims()[0], 4);
+    let run = |b: &CaptionBatch| {
+        let loss = batch_loss(&model, b);
+        let grads = loss.backward();
+        (loss.into_scalar::<f32>(), named_gradients(&model, &grads))
+    };
+    let ((loss_once, once), (loss_every, every)) = (run(&once), run(&every));
+    assert!(
+        (loss_once - loss_every).abs() <= 1e-6 * loss_every.abs(),
+        "loss {loss_once} vs {loss_every}"
+    );
+    let mut compared = 0;
+    for ((name, a), (_, b)) in once.iter().zip(&every) {
+        let (a, b) = (a.as_ref().expect(name), b.as_ref().expect(name));
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = max_diff(a, b);
+        assert!(diff <= 1e-5 * scale, "{name}: gradients differ by {diff}");
+        assert!(a.iter().any(|&x| x != 0.0), "{name}: no gradient");
+        compared += 1;
+    }
+    assert!(
+        once.iter().any(|(n, _)| n.starts_with("encoder.")) && compared > 40,
+        "only {compared} gradients compared"
+    );
 }
 
 /// Activation checkpointing (`gradient_checkpointing`: each block recomputed in the backward

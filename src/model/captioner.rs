@@ -168,25 +168,8 @@ impl EncodedImages {
     /// nothing is copied, and each image's keys and values are read once for all its rows.
     /// Otherwise the rows are gathered.
     pub fn for_rows(&self, images: &[usize]) -> Self {
-        let n = self.cross.first().map_or(0, |kv| kv.k.dims()[0]);
-        let per_image = images.len().checked_div(n).unwrap_or(0);
-        let grouped = per_image > 0
-            && images.len() == per_image * n
-            && images.iter().enumerate().all(|(r, &i)| i == r / per_image);
-        if grouped {
-            return self.clone();
-        }
-        let device = self.cross[0].k.device();
-        let index = crate::tensor::index_tensor(images, &device);
         Self {
-            cross: self
-                .cross
-                .iter()
-                .map(|kv| KeyValue {
-                    k: kv.k.clone().select(0, index.clone()),
-                    v: kv.v.clone().select(0, index.clone()),
-                })
-                .collect(),
+            cross: self.cross.iter().map(|kv| kv.for_rows(images)).collect(),
         }
     }
 }

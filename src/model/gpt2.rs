@@ -141,6 +141,28 @@ pub struct KeyValue {
     pub v: Tensor<4>,
 }
 
+impl KeyValue {
+    /// The keys and values for rows showing the images `images` (indices into the first
+    /// axis, one per row): these tensors themselves when the rows are every image in order,
+    /// each repeated the same number of times (the layout `Gpt2Attention::forward_cross`
+    /// attends to without copies), else the rows gathered.
+    pub fn for_rows(&self, images: &[usize]) -> Self {
+        let n = self.k.dims()[0];
+        let per_image = images.len().checked_div(n).unwrap_or(0);
+        let grouped = per_image > 0
+            && images.len() == per_image * n
+            && images.iter().enumerate().all(|(r, &i)| i == r / per_image);
+        if grouped {
+            return self.clone();
+        }
+        let index = crate::tensor::index_tensor(images, &self.k.device());
+        KeyValue {
+            k: self.k.clone().select(0, index.clone()),
+            v: self.v.clone().select(0, index),
+        }
+    }
+}
+
 impl Gpt2Attention {
     fn new(cfg: &Gpt2Config, layer: usize, cross: bool, device: &Device) -> Self {
         let d = cfg.n_embd;

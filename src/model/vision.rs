@@ -65,6 +65,13 @@ impl VisionConfig {
         }
     }
 
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Vit(c) => c.num_hidden_layers,
+            Self::Clip(c) => c.num_hidden_layers,
+        }
+    }
+
     /// Number of encoder states per image (patches + CLS).
     pub fn seq_len(&self) -> usize {
         match self {

@@ -44,7 +44,8 @@ pub struct Recomputed<'a> {
     /// Inputs of the decoder's blocks, then the last block's output; each is taken when its
     /// part runs. Values without a graph, as all the saved tensors.
     decoder: Vec<Option<Tensor<3>>>,
-    /// The encoder's states at the decoder's width, which every block cross-attends to.
+    /// The encoder's states at the decoder's width (one per distinct picture), which every
+    /// block cross-attends to.
     memory: Tensor<3>,
     /// The encoder's output before the projection (when the projection's part runs).
     encoded: Option<Tensor<3>>,
@@ -166,7 +167,7 @@ impl<'a> Recomputed<'a> {
             let kv = block
                 .crossattention
                 .as_ref()
-                .map(|a| a.cross_kv(memory.clone()));
+                .map(|a| a.cross_kv(memory.clone()).for_rows(&batch.pictures));
             let y = block.forward(x.clone(), None, kv.as_ref(), None);
             decoder.push(Some(x));
             x = y;
@@ -254,7 +255,7 @@ impl<'a> Recomputed<'a> {
         let kv = block
             .crossattention
             .as_ref()
-            .map(|a| a.cross_kv(memory.clone()));
+            .map(|a| a.cross_kv(memory.clone()).for_rows(&self.batch.pictures));
         let out = block.forward(x.clone(), None, kv.as_ref(), None);
         let mut grads = self.through(out)?;
         self.grad = x.grad_remove(&mut grads);

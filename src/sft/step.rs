@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::batches::StepRows;
 use super::features::{FeatureCache, PictureKey};
 use super::recompute::Recomputed;
-use super::shards::by_length;
+use super::shards::{by_length, picture_cost};
 use crate::data::image::PreprocessorConfig;
 use crate::model::{lm_head, Captioner};
 use crate::optim::grads::native_gradients;
@@ -18,10 +18,13 @@ use crate::optim::Accumulated;
 /// A teacher-forced batch: decoder inputs `[start, t1..tn, pad..]`, targets
 /// `[t1..tn, end, pad..]` and the mask of target positions that count.
 pub struct CaptionBatch {
+    /// The batch's distinct pictures.
     pub pixel_values: Tensor<4>,
     /// The encoder's output for `pixel_values`, when a frozen encoder's features are cached:
     /// the loss starts from these instead of encoding the pixels.
     pub encoder_states: Option<Tensor<3>>,
+    /// Which picture of `pixel_values` each row shows.
+    pub pictures: Vec<usize>,
     pub styles: Option<Tensor<1, Int>>,
     pub input_ids: Tensor<2, Int>,
     pub targets: Tensor<2, Int>,
@@ -71,6 +74,7 @@ pub fn caption_batch(
     CaptionBatch {
         pixel_values,
         encoder_states: None,
+        pictures: (0..tokens.len()).collect(),
         styles: Some(crate::tensor::index_tensor(styles, device)),
         input_ids,
         targets,
@@ -83,7 +87,8 @@ pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
     let encoded = match &batch.encoder_states {
         Some(states) => model.encode_states(states.clone()),
         None => model.encode(batch.pixel_values.clone()),
-    };
+    }
+    .for_rows(&batch.pictures);
     let hidden = model.hidden_encoded(
         &encoded,
         batch.styles.clone(),
@@ -96,6 +101,38 @@ pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
         batch.targets.clone(),
         batch.mask.clone(),
     )
+}
+
+/// The distinct pictures among `images` (the first row showing each, in row order) and, for
+/// each row, which of them it shows. Rows that show the same picture (the blank one of style
+/// texts, or two captions of one photo) share its pass through the encoder and the
+/// cross-attention's projections, and the rows' gradients meet there.
+pub fn distinct_pictures<'a>(
+    images: impl IntoIterator<Item = &'a RgbImage>,
+) -> (Vec<usize>, Vec<usize>) {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    let images: Vec<&RgbImage> = images.into_iter().collect();
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut distinct: Vec<usize> = Vec::new();
+    let pictures = images
+        .iter()
+        .enumerate()
+        .map(|(r, image)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (image.dimensions(), image.as_raw()).hash(&mut h);
+            let same = by_hash.entry(h.finish()).or_default();
+            match same.iter().position(|&d| images[distinct[d]] == *image) {
+                Some(k) => same[k],
+                None => {
+                    same.push(distinct.len());
+                    distinct.push(r);
+                    distinct.len() - 1
+                }
+            }
+        })
+        .collect();
+    (distinct, pictures)
 }
 
 /// Gradients by parameter name, in burn's layout (None where a parameter got none).
@@ -137,21 +174,25 @@ pub fn micro_step(
     } = rows;
     let lengths: Vec<usize> = tokens.iter().map(|r| r.len() + 1).collect();
     let total: usize = lengths.iter().sum();
-    let batches = by_length(&lengths, shards.max(1))
+    let (_, pictures) = distinct_pictures(images);
+    let picture_cost = picture_cost(&model.config);
+    let batches = by_length(&lengths, &pictures, picture_cost, shards.max(1))
         .into_iter()
         .map(|shard| {
             let share = shard.iter().map(|&i| lengths[i]).sum::<usize>() as f32 / total as f32;
-            let im: Vec<RgbImage> = shard.iter().map(|&i| images[i].clone()).collect();
+            let (distinct, pictures) = distinct_pictures(shard.iter().map(|&i| &images[i]));
+            let im: Vec<RgbImage> = distinct.iter().map(|&r| images[shard[r]].clone()).collect();
             let ro: Vec<Vec<u32>> = shard.iter().map(|&i| tokens[i].clone()).collect();
             let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
             let pixels = preprocess.batch(&im, device)?;
-            let keys: Option<Vec<PictureKey>> = shard.iter().map(|&i| keys[i]).collect();
+            let keys: Option<Vec<PictureKey>> = distinct.iter().map(|&r| keys[shard[r]]).collect();
             let states = match (features, keys) {
                 (Some(cache), Some(keys)) => Some(cache.states(model, &keys, pixels.clone())),
                 _ => None,
             };
             let batch = CaptionBatch {
                 encoder_states: states,
+                pictures,
                 ..caption_batch(pixels, &st, &ro, eot, device)
             };
             Ok((batch, share))

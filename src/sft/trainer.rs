@@ -358,6 +358,7 @@ impl Trainer {
             let styles = index_tensor(&vec![factual; ids.len()], &self.plain);
             let batch = CaptionBatch {
                 encoder_states: None,
+                pictures: (0..ids.len()).collect(),
                 pixel_values: pixels.clone(),
                 styles: Some(styles),
                 input_ids,
