@@ -90,7 +90,8 @@ pub struct BenchConfig {
     pub preset: Preset,
     /// The parts to time (all when empty); a part left out reports 0 s.
     pub only: Vec<Part>,
-    /// Shards of the supervised step (`data_parallel` of `stylecap train`).
+    /// Shards of the supervised step, and of the alignment step's scoring and update
+    /// (`data_parallel` of `stylecap train` and `stylecap align`).
     pub data_parallel: usize,
     /// Gradient checkpointing in the supervised step (`stylecap train`'s: blocks recomputed)
     /// and the alignment step (`stylecap align`'s: burn's balanced checkpointing).
@@ -330,6 +331,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         max_new_tokens: b.new_tokens,
         ptx_coef: 0.0,
         lora_rank: b.lora_rank,
+        data_parallel: b.data_parallel,
         ..AlignConfig::default()
     };
     // As `stylecap align` starts: the reference is the policy's starting weights, and the
@@ -376,7 +378,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
             );
             let sampled = t.elapsed().as_secs_f64();
             let reference = reference.as_ref().expect("the reference");
-            let ref_lp = rollout::reference_logprobs(reference, &r);
+            let ref_lp = rollout::reference_logprobs(reference, &r, align.data_parallel);
             let scored = t.elapsed().as_secs_f64();
             let kls = rollout::caption_kls(align.kl_estimator, &r.old_logprobs, &ref_lp);
             let scores: Vec<f32> = r

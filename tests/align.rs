@@ -666,3 +666,141 @@ fn evaluation_with_clip_reports_clip_scores() {
     let json = serde_json::to_value(&without).unwrap();
     assert!(json["styles"][0].get("clip_score").is_none(), "{json}");
 }
+
+/// An update batch cut into shards (`data_parallel`) whose passes run in parallel gives the
+/// loss and gradient of one pass over all its rows: REINFORCE/RLOO, GRPO and PPO (with some
+/// ratios clipped), with the supervised anchor, from kept encoder states and from the
+/// pictures (the encoder in the graph), over captions of different lengths.
+#[test]
+fn sharded_update_batches_give_the_whole_batch_gradient() {
+    use burn::tensor::Distribution;
+    use stylecap::align::rollout::{token_logprobs, Rollout};
+    use stylecap::align::update::{batch_gradients, Update};
+    use stylecap::sft::step::caption_batch;
+    let _turn = common::serial();
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let model = common::tiny_captioner("vit", &["factual", "noir"], &device);
+    let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &plain);
+    let tokens: Vec<Vec<u32>> = vec![
+        vec![5, 9, 12, 7, 3],
+        vec![3, 20],
+        vec![40, 2, 11, 6, 8, 1, 4],
+        vec![7, 7],
+        vec![13, 21, 34],
+        vec![2, 4, 6, 8, 10, 12],
+    ];
+    let mut rollout = Rollout {
+        pixels: pixels.clone(),
+        encoder_states: None,
+        image_of_row: vec![0, 0, 1, 1, 2, 2],
+        styles: Some(vec![1, 1, 0, 0, 1, 1]),
+        tokens: tokens.clone(),
+        old_logprobs: Vec::new(),
+    };
+    // The sampling policy's log-probabilities, moved so that some ratios leave PPO's clip.
+    let all: Vec<usize> = (0..6).collect();
+    let (lp, _, _) = token_logprobs(&model.clone().valid(), &all, &rollout, false, &plain);
+    let lp = stylecap::tensor::floats(lp);
+    let width = lp.len() / 6;
+    rollout.old_logprobs = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (0..t.len())
+                .map(|j| lp[i * width + j] + 0.3 * ((i * 7 + j * 3) % 5) as f32 - 0.6)
+                .collect()
+        })
+        .collect();
+    let ref_logprobs: Vec<Vec<f32>> = rollout
+        .old_logprobs
+        .iter()
+        .map(|r| r.iter().map(|v| v - 0.2).collect())
+        .collect();
+    let advantages = [0.5f32, -1.0, 1.5, -0.25, 0.75, -1.5];
+    let anchor = caption_batch(
+        pixels.clone().to_device(&device),
+        &[0, 0, 0],
+        &tokens[..3],
+        0,
+        &device,
+    );
+    let states = model.clone().valid().encoder.forward(pixels);
+    let cases = [
+        (Algo::Rloo, false, true),
+        (Algo::Rloo, true, false),
+        (Algo::Grpo, false, true),
+        (Algo::Ppo, false, false),
+    ];
+    for (algo, with_anchor, kept_states) in cases {
+        rollout.encoder_states = kept_states.then(|| states.clone());
+        let gradients = |shards: usize| {
+            let config = AlignConfig {
+                algo,
+                data_parallel: shards,
+                max_ratio: 1e6,
+                ..AlignConfig::default()
+            };
+            let u = Update {
+                config: &config,
+                rollout: &rollout,
+                advantages: &advantages,
+                ref_logprobs: &ref_logprobs,
+                anchor: with_anchor.then_some(&anchor),
+                beta: 0.1,
+                step: 0,
+            };
+            batch_gradients(&model, &u, &all, &device).expect("within the ratio bound")
+        };
+        let whole = gradients(1);
+        let what = format!("{algo:?}, anchor {with_anchor}, kept states {kept_states}");
+        if algo == Algo::Ppo {
+            let (clipped, _) = whole.ppo.expect("PPO's statistics");
+            assert!(clipped > 0.0 && clipped < 1.0, "{what}: clipped {clipped}");
+        }
+        assert!(
+            whole.acc.grads().keys().any(|n| n.starts_with("encoder.")) != kept_states,
+            "{what}: the encoder takes a gradient exactly when it is in the graph"
+        );
+        for shards in [2, 3] {
+            let cut = gradients(shards);
+            assert!(
+                (cut.value - whole.value).abs() <= 1e-5 * whole.value.abs().max(1.0),
+                "{what}, {shards} shards: loss {} vs {}",
+                cut.value,
+                whole.value
+            );
+            assert!((cut.entropy - whole.entropy).abs() <= 1e-5 * whole.entropy.abs().max(1.0));
+            assert_eq!(cut.ptx.is_some(), with_anchor);
+            if let (Some(a), Some(b)) = (cut.ppo, whole.ppo) {
+                assert!(
+                    (a.0 - b.0).abs() <= 1e-5 && (a.1 - b.1).abs() <= 1e-5,
+                    "{what}"
+                );
+            }
+            let names: Vec<&String> = cut.acc.grads().keys().collect();
+            assert_eq!(
+                names,
+                whole.acc.grads().keys().collect::<Vec<_>>(),
+                "{what}"
+            );
+            for (name, g) in whole.acc.grads() {
+                let c = &cut.acc.grads()[name];
+                let scale = g.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let diff = c
+                    .iter()
+                    .zip(g)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{what}, {shards} shards: {name} differs by {diff} (scale {scale})"
+                );
+                assert!(
+                    g.iter().any(|&x| x != 0.0),
+                    "{what}: {name} has no gradient"
+                );
+            }
+        }
+    }
+}

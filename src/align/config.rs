@@ -112,6 +112,10 @@ pub struct AlignConfig {
     pub ptx_images: usize,
     /// Train the vision encoder too (default: only the decoder side).
     pub train_encoder: bool,
+    /// Shards of the reference's scoring and of each update batch, run in parallel (each
+    /// encodes only its rows' pictures); their gradients are summed, weighted by their share
+    /// of the batch's tokens, which gives the whole batch's gradient.
+    pub data_parallel: usize,
     /// Recompute memory-bound activations (element-wise ops, normalisation) in the update's
     /// backward pass instead of keeping them (burn's balanced checkpointing; the supervised
     /// step's option recomputes whole blocks instead).
@@ -185,6 +189,7 @@ impl Default for AlignConfig {
             ptx_coef: 1.0,
             ptx_images: 8,
             train_encoder: false,
+            data_parallel: 2,
             gradient_checkpointing: false,
             prefix_blend: 1.0,
             lora_rank: 0,
@@ -219,6 +224,7 @@ impl AlignConfig {
         check::within("steps", self.steps, 1, 100_000_000)?;
         check::within("images_per_step", self.images_per_step, 1, 4096)?;
         check::within("samples", self.samples, 1, 256)?;
+        check::within("data_parallel", self.data_parallel, 1, 256)?;
         ensure!(
             self.samples >= 2 || !matches!(self.algo, Algo::Rloo | Algo::Grpo | Algo::Ppo),
             "samples = {} is out of range: {} compares the captions of one picture, allowed 2 \

@@ -4,6 +4,7 @@
 //! between the two. Gradients never flow through sampling.
 
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use super::kl::{kl_token, KlEstimator};
 use crate::model::captioner::EncodedImages;
@@ -83,14 +84,47 @@ pub fn sample(
     }
 }
 
-/// The rollout's pictures encoded by `model` on `device`: from the kept encoder states when
-/// the encoder is frozen (constants: only the projection and the decoder see them), else by
-/// encoding the pictures.
-pub fn encode_rollout(model: &Captioner, rollout: &Rollout, device: &Device) -> EncodedImages {
-    match &rollout.encoder_states {
-        Some(states) => model.encode_states(states.clone().to_device(device)),
-        None => model.encode(rollout.pixels.clone().to_device(device)),
+/// The pictures of `rows` encoded by `model` on `device`, as those rows attend to them: each
+/// distinct picture once, from the kept encoder states when the encoder is frozen (constants:
+/// only the projection and the decoder see them), else by encoding the pictures.
+pub fn encode_rows(
+    model: &Captioner,
+    rollout: &Rollout,
+    rows: &[usize],
+    device: &Device,
+) -> EncodedImages {
+    let mut pictures: Vec<usize> = Vec::new();
+    let local: Vec<usize> = rows
+        .iter()
+        .map(|&r| {
+            let image = rollout.image_of_row[r];
+            match pictures.iter().position(|&p| p == image) {
+                Some(i) => i,
+                None => {
+                    pictures.push(image);
+                    pictures.len() - 1
+                }
+            }
+        })
+        .collect();
+    // Every picture in order (each row's shard is the whole rollout): no gather.
+    let every = pictures.iter().copied().eq(0..rollout.pixels.dims()[0]);
+    let encoded = match &rollout.encoder_states {
+        Some(states) => {
+            model.encode_states(pick(states.clone(), &pictures, every).to_device(device))
+        }
+        None => model.encode(pick(rollout.pixels.clone(), &pictures, every).to_device(device)),
+    };
+    encoded.for_rows(&local)
+}
+
+/// The rows `pictures` of `t`'s first axis (`t` itself when they are `every` row in order).
+fn pick<const D: usize>(t: Tensor<D>, pictures: &[usize], every: bool) -> Tensor<D> {
+    if every {
+        return t;
     }
+    let index = index_tensor(pictures, &t.device());
+    t.select(0, index)
 }
 
 /// Teacher-forced log-probabilities of the sampled tokens of `rows` `[N, T]` under `model`
@@ -98,18 +132,16 @@ pub fn encode_rollout(model: &Captioner, rollout: &Rollout, device: &Device) -> 
 /// the token mask, and the mean entropy.
 pub fn token_logprobs(
     model: &Captioner,
-    encoded: &EncodedImages,
     rows: &[usize],
     rollout: &Rollout,
     differentiable: bool,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>, f32) {
+    let enc = encode_rows(model, rollout, rows, device);
     let styles = rollout.styles.as_ref().map(|s| {
         let s: Vec<usize> = rows.iter().map(|&r| s[r]).collect();
         index_tensor(&s, device)
     });
-    let images: Vec<usize> = rows.iter().map(|&r| rollout.image_of_row[r]).collect();
-    let enc = encoded.for_rows(&images);
     let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
     let (picked, mask, entropy) =
         score::token_logprobs(model, &enc, styles, &tokens, differentiable, device);
@@ -118,14 +150,41 @@ pub fn token_logprobs(
     (picked, mask, entropy)
 }
 
+/// `rows` cut into up to `shards` contiguous runs of about equal numbers of tokens (rows are
+/// in picture order, so a run shows few pictures).
+pub fn shards_of(rollout: &Rollout, rows: &[usize], shards: usize) -> Vec<Vec<usize>> {
+    let total: usize = rows.iter().map(|&r| rollout.tokens[r].len().max(1)).sum();
+    let k = shards.clamp(1, rows.len().max(1));
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); k];
+    let mut seen = 0;
+    for &r in rows {
+        // The shard whose share of the tokens this row's first token falls in.
+        let s = (seen * k / total.max(1)).min(k - 1);
+        out[s].push(r);
+        seen += rollout.tokens[r].len().max(1);
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
 /// Per-token log-probabilities of every sampled caption under the frozen `reference` (on the
-/// plain device), each cut to its caption's length.
-pub fn reference_logprobs(reference: &Captioner, rollout: &Rollout) -> Vec<Vec<f32>> {
+/// plain device), each cut to its caption's length; `shards` runs of rows score in parallel.
+pub fn reference_logprobs(
+    reference: &Captioner,
+    rollout: &Rollout,
+    shards: usize,
+) -> Vec<Vec<f32>> {
     let plain = rollout.pixels.device();
-    let encoded = encode_rollout(reference, rollout, &plain);
     let all: Vec<usize> = (0..rollout.len()).collect();
-    let (lp, _, _) = token_logprobs(reference, &encoded, &all, rollout, false, &plain);
-    score::to_rows(lp, &rollout.token_slices())
+    shards_of(rollout, &all, shards)
+        .par_iter()
+        .map(|rows| {
+            let (lp, _, _) = token_logprobs(reference, rows, rollout, false, &plain);
+            let tokens: Vec<&[u32]> = rows.iter().map(|&r| rollout.tokens[r].as_slice()).collect();
+            score::to_rows(lp, &tokens)
+        })
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 /// Each caption's KL estimate: the per-token estimates from its sampled log-probabilities

@@ -359,7 +359,8 @@ impl Aligner {
             .rewarder()
             .terms(&texts, &critic_targets, &row_pictures)?;
 
-        let ref_lp = rollout::reference_logprobs(&self.reference, &rollout);
+        let ref_lp =
+            rollout::reference_logprobs(&self.reference, &rollout, self.config.data_parallel);
         let kls = rollout::caption_kls(c.kl_estimator, &rollout.old_logprobs, &ref_lp);
         let beta = self.kl.beta;
         let scores: Vec<f32> = terms.iter().map(|t| t.total(&c)).collect();

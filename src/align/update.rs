@@ -5,16 +5,18 @@
 
 use anyhow::{bail, Result};
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use super::advantage::{group_normalised, leave_one_out, self_critical, Algo, MovingBaseline};
 use super::config::AlignConfig;
 use super::loss::{k3_loss, pg_loss, ppo_loss};
 use super::reward::RunningStats;
-use super::rollout::{encode_rollout, token_logprobs, Rollout};
+use super::rollout::{shards_of, token_logprobs, Rollout};
 use crate::model::Captioner;
+use crate::optim::grads::native_gradients;
 use crate::optim::{Accumulated, AdamW};
 use crate::rng::{streams, Rng};
-use crate::sft::step::{batch_loss, CaptionBatch};
+use crate::sft::step::{batch_loss, CaptionBatch, NamedGrads};
 
 /// Each caption's reward: its total score, less β·KL when the algorithm puts the KL in the
 /// reward, standardised by running statistics when configured, and clipped.
@@ -127,55 +129,21 @@ pub fn update_policy(
             Rng::for_item(c.seed, streams::ALIGN_PPO_SHUFFLE, item).shuffle(&mut order);
         }
         for mb in order.chunks(n.div_ceil(minibatches)) {
-            let rows = mb.to_vec();
-            // Encoded afresh each time: every update changes the cross-attention keys.
-            let encoded = encode_rollout(&policy, u.rollout, device);
-            let (logp, mask, ent) =
-                token_logprobs(&policy, &encoded, &rows, u.rollout, true, device);
-            log.entropy = ent;
-            let [m, _] = logp.dims();
-            let adv: Vec<f32> = rows.iter().map(|&r| u.advantages[r]).collect();
-            let adv = Tensor::<2>::from_data(TensorData::new(adv, [m, 1]), device);
-            let loss = match c.algo {
-                Algo::Ppo => {
-                    let old = padded(&u.rollout.old_logprobs, &rows, logp.dims(), device);
-                    let tokens = mask.clone().sum().clamp_min(1.0).detach();
-                    let log_ratio = (logp.clone() - old.clone()) * mask.clone();
-                    let ratio = log_ratio.clone().detach().exp();
-                    let max_ratio = ratio.clone().max().into_scalar::<f32>();
-                    // A NaN ratio is skipped too.
-                    if max_ratio.is_nan() || max_ratio > c.max_ratio {
-                        log.skipped += 1;
-                        continue;
-                    }
-                    let outside =
-                        (ratio - 1.0).abs().greater_elem(c.ppo_clip).float() * mask.clone();
-                    clipped += (outside.sum() / tokens.clone()).into_scalar::<f32>();
-                    approx_kl += ((log_ratio.detach().neg() * mask.clone()).sum() / tokens)
-                        .into_scalar::<f32>();
-                    counted += 1.0;
-                    ppo_loss(logp, old, mask, adv, c.ppo_clip)
-                }
-                // KL as a loss term (k3, differentiable in the policy's log-probs).
-                Algo::Grpo => {
-                    let rp = padded(u.ref_logprobs, &rows, logp.dims(), device);
-                    pg_loss(logp.clone(), mask.clone(), adv) + k3_loss(logp, rp, mask) * u.beta
-                }
-                _ => pg_loss(logp, mask, adv),
+            let Some(b) = batch_gradients(&policy, u, mb, device) else {
+                log.skipped += 1;
+                continue;
             };
-            let loss = match u.anchor {
-                Some(batch) => {
-                    let ce = batch_loss(&policy, batch);
-                    ptx_sum += ce.clone().into_scalar::<f32>();
-                    ptx_count += 1.0;
-                    loss + ce * c.ptx_coef
-                }
-                None => loss,
-            };
-            let value = loss.clone().into_scalar::<f32>();
-            let grads = loss.backward();
-            let mut acc = Accumulated::default();
-            acc.add(&policy, grads, 1.0);
+            log.entropy = b.entropy;
+            if let Some((clip, kl)) = b.ppo {
+                clipped += clip;
+                approx_kl += kl;
+                counted += 1.0;
+            }
+            if let Some(ce) = b.ptx {
+                ptx_sum += ce;
+                ptx_count += 1.0;
+            }
+            let (value, acc) = (b.value, b.acc);
             let norm = acc.global_norm();
             if !value.is_finite() || !norm.is_finite() {
                 log.skipped += 1;
@@ -205,6 +173,144 @@ pub fn update_policy(
 }
 
 /// Per-token values of `rows` as a zero-padded `[m, t]` tensor.
+/// The gradient of one update batch and what the log reads from it.
+pub struct BatchGradients {
+    /// The loss (the anchor's term included) and its gradient.
+    pub value: f32,
+    pub acc: Accumulated,
+    /// The mean entropy of the batch's tokens.
+    pub entropy: f32,
+    /// PPO: the share of tokens clipped and the KL estimate.
+    pub ppo: Option<(f32, f32)>,
+    /// The supervised anchor's cross-entropy.
+    pub ptx: Option<f32>,
+}
+
+/// The loss of the batch `rows` and its gradient, from `data_parallel` shards whose passes run
+/// in parallel; None when PPO's importance ratio is out of bounds (the batch is skipped).
+pub fn batch_gradients(
+    policy: &Captioner,
+    u: &Update,
+    rows: &[usize],
+    device: &Device,
+) -> Option<BatchGradients> {
+    let c = u.config;
+    let passes: Vec<ShardPass> = shards_of(u.rollout, rows, c.data_parallel)
+        .par_iter()
+        .enumerate()
+        .map(|(s, rows)| shard_pass(policy, u, rows, s == 0, device))
+        .collect();
+    let tokens: f32 = passes.iter().map(|p| p.tokens).sum::<f32>().max(1.0);
+    let share = |p: &ShardPass| p.tokens / tokens;
+    let entropy = passes.iter().map(|p| p.entropy * share(p)).sum();
+    let ppo = (c.algo == Algo::Ppo).then(|| {
+        (
+            passes.iter().map(|p| p.clipped * share(p)).sum::<f32>(),
+            passes.iter().map(|p| p.approx_kl * share(p)).sum::<f32>(),
+        )
+    });
+    if ppo.is_some() {
+        let max_ratio = passes.iter().map(|p| p.max_ratio).fold(0.0, f32::max);
+        if passes.iter().any(|p| p.max_ratio.is_nan()) || max_ratio > c.max_ratio {
+            return None;
+        }
+    }
+    // Each shard's loss is its tokens' mean: weighted by its share of the batch's tokens, the
+    // shards' gradients add up to the batch's. The shards are summed in order, so the result
+    // does not depend on which finishes first.
+    let results: Vec<(f32, Option<f32>, NamedGrads)> = passes
+        .into_par_iter()
+        .map(|p| {
+            let mut loss = p.loss * (p.tokens / tokens);
+            let ptx = p.ptx.map(|ce| {
+                let value = ce.clone().into_scalar::<f32>();
+                loss = loss.clone() + ce * c.ptx_coef;
+                value
+            });
+            let value = loss.clone().into_scalar::<f32>();
+            let named = native_gradients(&p.local, loss.backward());
+            (value, ptx, named)
+        })
+        .collect();
+    let mut acc = Accumulated::default();
+    let (mut value, mut ptx) = (0f32, None);
+    for (v, ce, named) in results {
+        value += v;
+        ptx = ptx.or(ce);
+        acc.add_named(named, 1.0);
+    }
+    Some(BatchGradients {
+        value,
+        acc,
+        entropy,
+        ppo,
+        ptx,
+    })
+}
+
+/// One shard's forward pass of an update batch, on its own fork of the policy (burn's
+/// autodiff graph cannot run two backward passes through shared parameter nodes at once).
+struct ShardPass {
+    local: Captioner,
+    /// The algorithm's loss, a mean over this shard's tokens.
+    loss: Tensor<1>,
+    tokens: f32,
+    entropy: f32,
+    /// PPO: the largest importance ratio, the share of tokens clipped, and the KL estimate.
+    max_ratio: f32,
+    clipped: f32,
+    approx_kl: f32,
+    /// The supervised anchor's cross-entropy (on the first shard).
+    ptx: Option<Tensor<1>>,
+}
+
+fn shard_pass(
+    policy: &Captioner,
+    u: &Update,
+    rows: &[usize],
+    first: bool,
+    device: &Device,
+) -> ShardPass {
+    let c = u.config;
+    let local = policy.clone().fork(device);
+    let (logp, mask, entropy) = token_logprobs(&local, rows, u.rollout, true, device);
+    let [m, _] = logp.dims();
+    let tokens = mask.clone().sum().into_scalar::<f32>();
+    let adv: Vec<f32> = rows.iter().map(|&r| u.advantages[r]).collect();
+    let adv = Tensor::<2>::from_data(TensorData::new(adv, [m, 1]), device);
+    let (mut max_ratio, mut clipped, mut approx_kl) = (0.0, 0.0, 0.0);
+    let loss = match c.algo {
+        Algo::Ppo => {
+            let old = padded(&u.rollout.old_logprobs, rows, logp.dims(), device);
+            let count = mask.clone().sum().clamp_min(1.0).detach();
+            let log_ratio = (logp.clone() - old.clone()) * mask.clone();
+            let ratio = log_ratio.clone().detach().exp();
+            max_ratio = ratio.clone().max().into_scalar::<f32>();
+            let outside = (ratio - 1.0).abs().greater_elem(c.ppo_clip).float() * mask.clone();
+            clipped = (outside.sum() / count.clone()).into_scalar::<f32>();
+            approx_kl =
+                ((log_ratio.detach().neg() * mask.clone()).sum() / count).into_scalar::<f32>();
+            ppo_loss(logp, old, mask, adv, c.ppo_clip)
+        }
+        Algo::Grpo => {
+            let rp = padded(u.ref_logprobs, rows, logp.dims(), device);
+            pg_loss(logp.clone(), mask.clone(), adv) + k3_loss(logp, rp, mask) * u.beta
+        }
+        _ => pg_loss(logp, mask, adv),
+    };
+    let ptx = u.anchor.filter(|_| first).map(|b| batch_loss(&local, b));
+    ShardPass {
+        local,
+        loss,
+        tokens,
+        entropy,
+        max_ratio,
+        clipped,
+        approx_kl,
+        ptx,
+    }
+}
+
 fn padded(values: &[Vec<f32>], rows: &[usize], [m, t]: [usize; 2], device: &Device) -> Tensor<2> {
     let mut out = vec![0f32; m * t];
     for (i, &r) in rows.iter().enumerate() {

@@ -19,8 +19,9 @@ pub struct BenchArgs {
     /// Time only these parts (repeatable; default: all). A part left out reports 0 s.
     #[arg(long, value_enum)]
     pub only: Vec<Part>,
-    /// Shards of the supervised step, run in parallel (`data_parallel` of `stylecap train`;
-    /// each shard holds its own gradients: fewer shards, less memory, slower steps).
+    /// Shards of the supervised step and of the alignment step's scoring and update, run in
+    /// parallel (`data_parallel` of `stylecap train` and `stylecap align`; each shard holds
+    /// its own gradients: fewer shards, less memory, slower steps).
     #[arg(long, default_value_t = crate::sft::TrainConfig::default().data_parallel)]
     pub data_parallel: usize,
     /// Gradient checkpointing: the supervised step recomputes each transformer block in its
