@@ -39,6 +39,25 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// The items' distinct values by first occurrence: the position of each one's first
+/// occurrence, and for each item the index of its value among them. Quadratic in the distinct
+/// values: for the few pictures of a batch.
+pub fn first_occurrences<T: PartialEq>(items: &[T]) -> (Vec<usize>, Vec<usize>) {
+    let mut firsts: Vec<usize> = Vec::new();
+    let which = items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| match firsts.iter().position(|&f| items[f] == *x) {
+            Some(k) => k,
+            None => {
+                firsts.push(i);
+                firsts.len() - 1
+            }
+        })
+        .collect();
+    (firsts, which)
+}
+
 /// Allocations above this size are mapped and unmapped on their own (see
 /// [`keep_freed_memory`]).
 pub const MMAP_ABOVE: usize = 64 << 20;
@@ -264,6 +283,14 @@ pub mod check {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn first_occurrences_group_equal_items() {
+        let (firsts, which) = super::first_occurrences(&[7, 3, 7, 9, 3, 3]);
+        assert_eq!(firsts, vec![0, 1, 3]);
+        assert_eq!(which, vec![0, 1, 0, 2, 1, 1]);
+        assert_eq!(super::first_occurrences::<u8>(&[]), (vec![], vec![]));
+    }
+
     use burn::prelude::*;
     use burn::tensor::Distribution;
 

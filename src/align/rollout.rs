@@ -93,20 +93,9 @@ pub fn encode_rows(
     rows: &[usize],
     device: &Device,
 ) -> EncodedImages {
-    let mut pictures: Vec<usize> = Vec::new();
-    let local: Vec<usize> = rows
-        .iter()
-        .map(|&r| {
-            let image = rollout.image_of_row[r];
-            match pictures.iter().position(|&p| p == image) {
-                Some(i) => i,
-                None => {
-                    pictures.push(image);
-                    pictures.len() - 1
-                }
-            }
-        })
-        .collect();
+    let shown: Vec<usize> = rows.iter().map(|&r| rollout.image_of_row[r]).collect();
+    let (firsts, local) = crate::util::first_occurrences(&shown);
+    let pictures: Vec<usize> = firsts.iter().map(|&f| shown[f]).collect();
     // Every picture in order (each row's shard is the whole rollout): no gather.
     let every = pictures.iter().copied().eq(0..rollout.pixels.dims()[0]);
     let encoded = match &rollout.encoder_states {

@@ -172,7 +172,6 @@ pub fn update_policy(
     Ok((policy, log))
 }
 
-/// Per-token values of `rows` as a zero-padded `[m, t]` tensor.
 /// The gradient of one update batch and what the log reads from it.
 pub struct BatchGradients {
     /// The loss (the anchor's term included) and its gradient.
@@ -210,6 +209,7 @@ pub fn batch_gradients(
         )
     });
     if ppo.is_some() {
+        // A NaN ratio is skipped too.
         let max_ratio = passes.iter().map(|p| p.max_ratio).fold(0.0, f32::max);
         if passes.iter().any(|p| p.max_ratio.is_nan()) || max_ratio > c.max_ratio {
             return None;
@@ -273,6 +273,7 @@ fn shard_pass(
 ) -> ShardPass {
     let c = u.config;
     let local = policy.clone().fork(device);
+    // Encoded afresh for each batch: every update changes the cross-attention keys.
     let (logp, mask, entropy) = token_logprobs(&local, rows, u.rollout, true, device);
     let [m, _] = logp.dims();
     let tokens = mask.clone().sum().into_scalar::<f32>();
@@ -292,6 +293,7 @@ fn shard_pass(
                 ((log_ratio.detach().neg() * mask.clone()).sum() / count).into_scalar::<f32>();
             ppo_loss(logp, old, mask, adv, c.ppo_clip)
         }
+        // KL as a loss term (k3, differentiable in the policy's log-probs).
         Algo::Grpo => {
             let rp = padded(u.ref_logprobs, rows, logp.dims(), device);
             pg_loss(logp.clone(), mask.clone(), adv) + k3_loss(logp, rp, mask) * u.beta
@@ -311,6 +313,7 @@ fn shard_pass(
     }
 }
 
+/// Per-token values of `rows` as a zero-padded `[m, t]` tensor.
 fn padded(values: &[Vec<f32>], rows: &[usize], [m, t]: [usize; 2], device: &Device) -> Tensor<2> {
     let mut out = vec![0f32; m * t];
     for (i, &r) in rows.iter().enumerate() {

@@ -180,7 +180,8 @@ pub fn micro_step(
         .into_iter()
         .map(|shard| {
             let share = shard.iter().map(|&i| lengths[i]).sum::<usize>() as f32 / total as f32;
-            let (distinct, pictures) = distinct_pictures(shard.iter().map(|&i| &images[i]));
+            let shown: Vec<usize> = shard.iter().map(|&i| pictures[i]).collect();
+            let (distinct, pictures) = crate::util::first_occurrences(&shown);
             let im: Vec<RgbImage> = distinct.iter().map(|&r| images[shard[r]].clone()).collect();
             let ro: Vec<Vec<u32>> = shard.iter().map(|&i| tokens[i].clone()).collect();
             let st: Vec<usize> = shard.iter().map(|&i| styles[i]).collect();
