@@ -38,10 +38,6 @@ impl Rollout {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
-
-    pub fn token_slices(&self) -> Vec<&[u32]> {
-        self.tokens.iter().map(Vec::as_slice).collect()
-    }
 }
 
 /// Samples `k` captions per image of `pixels` (on the plain device) with `policy`, without

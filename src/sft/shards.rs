@@ -89,7 +89,7 @@ pub fn by_length(
 mod tests {
     use super::*;
 
-    /// Row costs of the built-in world's default shape.
+    /// A picture's cost on a small shape.
     const PICTURE: usize = 13;
 
     fn worst(lengths: &[usize], shards: &[Vec<usize>]) -> usize {

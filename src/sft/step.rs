@@ -107,32 +107,10 @@ pub fn batch_loss(model: &Captioner, batch: &CaptionBatch) -> Tensor<1> {
 /// each row, which of them it shows. Rows that show the same picture (the blank one of style
 /// texts, or two captions of one photo) share its pass through the encoder and the
 /// cross-attention's projections, and the rows' gradients meet there.
-pub fn distinct_pictures<'a>(
-    images: impl IntoIterator<Item = &'a RgbImage>,
-) -> (Vec<usize>, Vec<usize>) {
-    use std::collections::HashMap;
-    use std::hash::{Hash, Hasher};
-    let images: Vec<&RgbImage> = images.into_iter().collect();
-    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut distinct: Vec<usize> = Vec::new();
-    let pictures = images
-        .iter()
-        .enumerate()
-        .map(|(r, image)| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (image.dimensions(), image.as_raw()).hash(&mut h);
-            let same = by_hash.entry(h.finish()).or_default();
-            match same.iter().position(|&d| images[distinct[d]] == *image) {
-                Some(k) => same[k],
-                None => {
-                    same.push(distinct.len());
-                    distinct.push(r);
-                    distinct.len() - 1
-                }
-            }
-        })
-        .collect();
-    (distinct, pictures)
+pub fn distinct_pictures(images: &[RgbImage]) -> (Vec<usize>, Vec<usize>) {
+    // Pictures that differ almost always differ in their first bytes, so each comparison
+    // stops early; equal ones (the blank picture) are read once each.
+    crate::util::first_occurrences(images)
 }
 
 /// Gradients by parameter name, in burn's layout (None where a parameter got none).
