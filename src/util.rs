@@ -108,24 +108,24 @@ pub fn release_free_memory() {
 }
 
 /// The compute device named on the command line: `cpu` (burn's flex backend, always built),
-/// `wgpu` (Vulkan / Metal / DX12; `--features wgpu`) or `cuda` (`--features cuda`).
+/// `wgpu` (Vulkan / Metal / DX12, the API wgpu prefers; `--features wgpu`), `vulkan` (wgpu
+/// pinned to Vulkan with the SPIR-V compiler; `--features vulkan`) or `cuda`
+/// (`--features cuda`).
 pub fn device(name: &str) -> Result<burn::tensor::Device> {
     use burn::tensor::Device;
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(Default::default())),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0)),
-        #[cfg(not(feature = "wgpu"))]
-        "wgpu" => anyhow::bail!(
-            "device `wgpu` is not built in: rebuild with `cargo build --release --features wgpu`"
+        #[allow(unreachable_patterns)]
+        "wgpu" | "vulkan" | "cuda" => anyhow::bail!(
+            "device `{name}` is not built in: rebuild with `cargo build --release --features {name}`"
         ),
-        #[cfg(not(feature = "cuda"))]
-        "cuda" => anyhow::bail!(
-            "device `cuda` is not built in: rebuild with `cargo build --release --features cuda`"
-        ),
-        other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, cuda)"),
+        other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, vulkan, cuda)"),
     }
 }
 

@@ -472,6 +472,64 @@ fn kv_cache_matches_full_recomputation() {
     }
 }
 
+/// Decoding with every choice on the device (the GPU path, run here on the CPU backend):
+/// greedy rows give the host path's tokens and log-probabilities, rows end at the end token
+/// or their own limit, and sampled tokens carry the model's log-probabilities.
+#[test]
+fn device_decoding_matches_the_host_path() {
+    let _turn = serial();
+    let device = Device::flex();
+    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
+    model.config.eos_token_id = None;
+    let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let encoded = model.encode(pixels.clone());
+    let styles = [1usize, 0, 1, 0];
+    let limits = [12usize, 5, 0, 9];
+    let greedy = |_| generate::Choice::Greedy;
+    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, greedy);
+    // An end token that one row reaches mid-caption, so that rows end at it too.
+    let eos = host[0].tokens[4];
+    model.config.eos_token_id = Some(eos);
+    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, greedy);
+    let on_device =
+        generate::decode_rows_on_device(&model, &encoded, Some(&styles), &limits, greedy);
+    assert!(host[0].tokens.len() <= 5 && host[0].tokens.last() == Some(&eos));
+    for (i, (h, d)) in host.iter().zip(&on_device).enumerate() {
+        assert_eq!(h.tokens, d.tokens, "row {i}");
+        assert!(h.tokens.len() <= limits[i]);
+        for (a, b) in h.logprobs.iter().zip(&d.logprobs) {
+            assert!((a - b).abs() <= 1e-5, "row {i}: log-prob {a} against {b}");
+        }
+    }
+    // Sampled rows: each token's log-probability is the model's, by full recomputation.
+    model.config.eos_token_id = None;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4);
+    let sampled = generate::decode_rows_on_device(&model, &encoded, Some(&styles), &[8; 4], |_| {
+        generate::Choice::draw(1.0, 0, 0.9, &mut rng)
+    });
+    for (i, g) in sampled.iter().enumerate() {
+        assert_eq!(g.tokens.len(), 8, "row {i}");
+        let mut ids = vec![0i64];
+        for (step, &tok) in g.tokens.iter().enumerate() {
+            let t = ids.len();
+            let input = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
+            let style =
+                Tensor::<1, Int>::from_data(TensorData::new(vec![styles[i] as i64], [1]), &device);
+            let logits = model
+                .forward(pixels.clone().narrow(0, i, 1), Some(style), input, None)
+                .narrow(1, t - 1, 1)
+                .reshape([1, 50]);
+            let lp = values(burn::tensor::activation::log_softmax(logits, 1));
+            let diff = (lp[tok as usize] - g.logprobs[step]).abs();
+            assert!(
+                diff <= 1e-5,
+                "row {i} step {step}: log-prob differs by {diff}"
+            );
+            ids.push(tok as i64);
+        }
+    }
+}
+
 #[test]
 fn checkpoint_round_trips() {
     let _turn = serial();

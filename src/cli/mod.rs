@@ -25,7 +25,8 @@ pub struct Cli {
     /// Worker threads for CPU tensor ops (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// Compute device: cpu, wgpu (build with --features wgpu) or cuda (--features cuda).
+    /// Compute device: cpu, wgpu (build with --features wgpu), vulkan (--features vulkan) or
+    /// cuda (--features cuda).
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
     #[command(subcommand)]

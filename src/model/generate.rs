@@ -5,7 +5,8 @@
 
 use anyhow::{ensure, Result};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::Distribution;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -193,6 +194,9 @@ pub fn decode_rows(
 ) -> Vec<Generation> {
     let batch = max_new_tokens.len();
     let device = encoded.cross[0].k.device();
+    if !super::kernels::on_cpu_backend(&device) {
+        return decode_rows_on_device(model, encoded, styles, max_new_tokens, choose);
+    }
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
     let vocab = model.decoder.vocab_size();
@@ -234,6 +238,223 @@ pub fn decode_rows(
         );
     }
     out
+}
+
+/// How often (in tokens) [`decode_rows_on_device`] asks whether every row has ended: each
+/// ask waits for the device.
+const ENDED_CHECK_EVERY: usize = 8;
+
+/// Bisection steps of the nucleus threshold: its bracket ends 2⁻³⁰ of the top probability
+/// wide, so only a token within that much of the threshold's value can be kept or dropped
+/// differently from the exact ranking.
+const NUCLEUS_BISECTIONS: usize = 30;
+
+/// [`decode_rows`] with every choice made on the device: the host sees the tokens and their
+/// log-probabilities once, at the end, and asks whether all rows have ended only every
+/// [`ENDED_CHECK_EVERY`] tokens (never when the model has no end token), so a GPU is never
+/// left waiting on the host between tokens.
+///
+/// `choose(i)` is called once per row, for its strategy. Greedy rows take the arg-max; sampled rows draw by the Gumbel-max trick (`argmax(logits / T + g)`, g Gumbel
+/// noise from the device's generator, seeded from the rows' own draws), after top-k (by the
+/// k-th value) and top-p (by a per-row probability threshold found by bisection, no sort of
+/// the vocabulary) truncation, in transformers' order. The draws differ from the host
+/// path's, which walks the ranking with one uniform draw per token.
+pub fn decode_rows_on_device(
+    model: &Captioner,
+    encoded: &EncodedImages,
+    styles: Option<&[usize]>,
+    max_new_tokens: &[usize],
+    mut choose: impl FnMut(usize) -> Choice,
+) -> Vec<Generation> {
+    let batch = max_new_tokens.len();
+    let device = encoded.cross[0].k.device();
+    let eos = model.config.eos_token_id;
+    let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
+    let longest = max_new_tokens.iter().copied().max().unwrap_or(0);
+    if longest == 0 {
+        return vec![Generation::default(); batch];
+    }
+    let picker = DevicePicker::new(&(0..batch).map(&mut choose).collect::<Vec<_>>(), &device);
+    let limits = Tensor::<1, Int>::from_data(
+        TensorData::new(max_new_tokens.iter().map(|&m| m as i64).collect(), [batch]),
+        &device,
+    );
+    // Rows still going, as 1/0.
+    let mut going = limits.clone().greater_elem(0).int();
+    let (mut tokens, mut logprobs) = (Vec::with_capacity(longest), Vec::with_capacity(longest));
+    let (mut cache, mut logits) =
+        model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
+    for step in 0..longest {
+        let lp = log_softmax(logits, 1);
+        let picked = picker.pick(lp.clone());
+        logprobs.push(
+            lp.gather(1, picked.clone().unsqueeze_dim(1))
+                .squeeze_dim::<1>(1),
+        );
+        // Rows that ended feed the pad token; their picks are cut away on the host.
+        let fed = (picked.clone().sub_scalar(pad as i64) * going.clone()).add_scalar(pad as i64);
+        tokens.push(picked.clone());
+        let mut ended = limits.clone().lower_equal_elem(step as i64 + 1);
+        if let Some(eos) = eos {
+            ended = ended.bool_or(picked.equal_elem(eos as i64));
+        }
+        going = going * ended.bool_not().int();
+        if step + 1 == longest {
+            break;
+        }
+        if eos.is_some()
+            && (step + 1) % ENDED_CHECK_EVERY == 0
+            && crate::tensor::indices(going.clone().sum())[0] == 0
+        {
+            break;
+        }
+        logits = model.step(encoded, fed, &mut cache);
+    }
+    let steps = tokens.len();
+    let tokens = crate::tensor::indices(Tensor::stack::<2>(tokens, 1));
+    let logprobs = crate::tensor::floats(Tensor::stack::<2>(logprobs, 1));
+    (0..batch)
+        .map(|i| {
+            let row = &tokens[i * steps..(i + 1) * steps];
+            let mut len = max_new_tokens[i].min(steps);
+            if let Some(at) = row[..len].iter().position(|&t| Some(t as u32) == eos) {
+                len = at + 1;
+            }
+            Generation {
+                tokens: row[..len].iter().map(|&t| t as u32).collect(),
+                logprobs: logprobs[i * steps..i * steps + len].to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// The per-row settings of [`decode_rows_on_device`]'s choices, as device tensors.
+struct DevicePicker {
+    /// Some row samples (else every row is greedy and no noise is drawn).
+    sampling: Option<Sampling>,
+}
+
+struct Sampling {
+    /// 1 for sampled rows, 0 for greedy ones, `[B]`.
+    sampled: Tensor<1, Int>,
+    /// Temperatures (1 on greedy rows), `[B, 1]`.
+    temperature: Tensor<2>,
+    /// The largest top-k and each row's k−1 (rows without top-k: none).
+    top_k: Option<(usize, Tensor<2, Int>, Tensor<2, Bool>)>,
+    /// Each row's top-p, and which rows truncate (top-p < 1).
+    top_p: Option<(Tensor<2>, Tensor<2, Bool>)>,
+}
+
+impl DevicePicker {
+    fn new(choices: &[Choice], device: &Device) -> Self {
+        let batch = choices.len();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut sampled, mut temperature, mut top_k, mut top_p) = (
+            Vec::with_capacity(batch),
+            Vec::with_capacity(batch),
+            Vec::with_capacity(batch),
+            Vec::with_capacity(batch),
+        );
+        for c in choices {
+            let (s, t, k, p) = match *c {
+                Choice::Greedy => (0, 1.0, 0, 1.0),
+                Choice::Sample {
+                    temperature,
+                    top_k,
+                    top_p,
+                    u,
+                } => {
+                    seed = (seed ^ u.to_bits()).wrapping_mul(0x100_0000_01b3);
+                    (1i64, temperature, top_k, top_p)
+                }
+            };
+            sampled.push(s);
+            temperature.push(t);
+            top_k.push(k);
+            top_p.push(p);
+        }
+        if sampled.iter().all(|&s| s == 0) {
+            return Self { sampling: None };
+        }
+        device.seed(seed);
+        let column = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), device).unsqueeze_dim(1);
+        let largest_k = top_k.iter().copied().max().unwrap_or(0);
+        let top_k = (largest_k > 0).then(|| {
+            let at: Vec<i64> = top_k.iter().map(|&k| k.max(1) as i64 - 1).collect();
+            let limited =
+                column(top_k.iter().map(|&k| (k > 0) as i32 as f32).collect()).greater_elem(0.5);
+            (
+                largest_k,
+                Tensor::<1, Int>::from_data(TensorData::new(at, [batch]), device).unsqueeze_dim(1),
+                limited,
+            )
+        });
+        let truncates = top_p.iter().any(|&p| p < 1.0);
+        let top_p = truncates.then(|| {
+            let limited =
+                column(top_p.iter().map(|&p| (p < 1.0) as i32 as f32).collect()).greater_elem(0.5);
+            (column(top_p), limited)
+        });
+        Self {
+            sampling: Some(Sampling {
+                sampled: Tensor::from_data(TensorData::new(sampled, [batch]), device),
+                temperature: column(temperature),
+                top_k,
+                top_p,
+            }),
+        }
+    }
+
+    /// The token of each row of log-probabilities `lp` `[B, V]`.
+    fn pick(&self, lp: Tensor<2>) -> Tensor<1, Int> {
+        let greedy = lp.clone().argmax(1).squeeze_dim::<1>(1);
+        let Some(s) = &self.sampling else {
+            return greedy;
+        };
+        let mut scaled = lp / s.temperature.clone();
+        if let Some((largest, at, limited)) = &s.top_k {
+            let kth = scaled.clone().topk(*largest, 1).gather(1, at.clone());
+            let below = scaled
+                .clone()
+                .lower(kth.expand(scaled.dims()))
+                .bool_and(limited.clone().expand(scaled.dims()));
+            scaled = scaled.mask_fill(below, f32::NEG_INFINITY);
+        }
+        if let Some((top_p, limited)) = &s.top_p {
+            let probs = softmax(scaled.clone(), 1);
+            let threshold = nucleus_threshold(probs.clone(), top_p.clone());
+            let below = probs
+                .lower(threshold.expand(scaled.dims()))
+                .bool_and(limited.clone().expand(scaled.dims()));
+            scaled = scaled.mask_fill(below, f32::NEG_INFINITY);
+        }
+        let dims = scaled.dims();
+        let uniform = Tensor::<2>::random(dims, Distribution::Uniform(0.0, 1.0), &scaled.device())
+            .clamp(1e-20, 1.0 - 6e-8);
+        let gumbel = uniform.log().neg().log().neg();
+        let drawn = (scaled + gumbel).argmax(1).squeeze_dim::<1>(1);
+        greedy.clone() + (drawn - greedy) * s.sampled.clone()
+    }
+}
+
+/// Per row of `probs` `[B, V]`, the largest probability t such that the tokens of probability
+/// ≥ t hold at least `top_p` `[B, 1]` of the mass: the nucleus is the tokens at or above it.
+/// Bisection on t, every row at once, on the device.
+fn nucleus_threshold(probs: Tensor<2>, top_p: Tensor<2>) -> Tensor<2> {
+    let [batch, _] = probs.dims();
+    let device = probs.device();
+    // Invariant: the mass at or above `lo` reaches top-p, the mass at or above `hi` does not.
+    let mut lo = Tensor::<2>::zeros([batch, 1], &device);
+    let mut hi = probs.clone().max_dim(1) * (1.0 + 1e-6) + 1e-30;
+    for _ in 0..NUCLEUS_BISECTIONS {
+        let mid = (lo.clone() + hi.clone()) * 0.5;
+        let below = probs.clone().lower(mid.clone().expand(probs.dims()));
+        let mass = probs.clone().mask_fill(below, 0.0).sum_dim(1);
+        let reaches = mass.greater_equal(top_p.clone());
+        lo = lo.mask_where(reaches.clone(), mid.clone());
+        hi = mid.mask_where(reaches, hi);
+    }
+    lo
 }
 
 /// First index of the maximum, as `torch.argmax`.
@@ -661,6 +882,67 @@ mod tests {
         let mut want: Vec<usize> = (0..row.len()).collect();
         want.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
         assert_eq!(ranking(&row), want);
+    }
+
+    /// The device picker's frequencies over many copies of one row: plain sampling, with
+    /// temperature, top-k and top-p, and greedy rows mixed in.
+    #[test]
+    fn device_picks_follow_the_truncated_distribution() {
+        let device = Device::flex();
+        let probs = [0.5f32, 0.3, 0.15, 0.05];
+        let rows = 4000;
+        let lp: Vec<f32> = (0..rows).flat_map(|_| probs.map(f32::ln)).collect();
+        let lp = || Tensor::<2>::from_data(TensorData::new(lp.clone(), [rows, 4]), &device);
+        let sample = |temperature, top_k, top_p, u| Choice::Sample {
+            temperature,
+            top_k,
+            top_p,
+            u,
+        };
+        // Expected frequencies of each setting (greedy rows always take token 0).
+        let sharp: Vec<f64> = probs.iter().map(|&p| (p as f64).powi(2)).collect();
+        let sharp_total: f64 = sharp.iter().sum();
+        let settings: [(Choice, [f64; 4]); 5] = [
+            (sample(1.0, 0, 1.0, 0.1), [0.5, 0.3, 0.15, 0.05]),
+            (
+                sample(0.5, 0, 1.0, 0.2),
+                std::array::from_fn(|i| sharp[i] / sharp_total),
+            ),
+            (sample(1.0, 2, 1.0, 0.3), [0.625, 0.375, 0.0, 0.0]),
+            (sample(1.0, 0, 0.7, 0.4), [0.625, 0.375, 0.0, 0.0]),
+            (Choice::Greedy, [1.0, 0.0, 0.0, 0.0]),
+        ];
+        let choices: Vec<Choice> = (0..rows).map(|i| settings[i % 5].0).collect();
+        let picks = crate::tensor::indices(DevicePicker::new(&choices, &device).pick(lp()));
+        for (s, (_, want)) in settings.iter().enumerate() {
+            let mine: Vec<usize> = picks.iter().skip(s).step_by(5).copied().collect();
+            for (token, &p) in want.iter().enumerate() {
+                let f = mine.iter().filter(|&&t| t == token).count() as f64 / mine.len() as f64;
+                if p == 0.0 {
+                    assert_eq!(f, 0.0, "setting {s}: token {token} must be truncated");
+                } else {
+                    assert!(
+                        (f - p).abs() < 0.05,
+                        "setting {s}: token {token} at {f}, want {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_nucleus_threshold_keeps_the_smallest_head_reaching_top_p() {
+        let device = Device::flex();
+        let probs = Tensor::<2>::from_data(
+            TensorData::new(vec![0.1f32, 0.5, 0.15, 0.25, 0.4, 0.3, 0.2, 0.1], [2, 4]),
+            &device,
+        );
+        let top_p = Tensor::<2>::from_data(TensorData::new(vec![0.7f32, 0.71], [2, 1]), &device);
+        let t = crate::tensor::floats(nucleus_threshold(probs, top_p));
+        // Row 0: 0.5 + 0.25 = 0.75 ≥ 0.7, so the nucleus ends at 0.25; row 1: 0.4 + 0.3 =
+        // 0.7 < 0.71, so it takes 0.2 too.
+        assert!(t[0] > 0.15 && t[0] <= 0.25, "row 0 threshold {}", t[0]);
+        assert!(t[1] > 0.1 && t[1] <= 0.2, "row 1 threshold {}", t[1]);
     }
 
     #[test]
