@@ -75,6 +75,10 @@ def main():
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="the training step recomputes each block in its backward pass "
                          "(transformers' gradient_checkpointing_enable)")
+    ap.add_argument("--count-flops", action="store_true",
+                    help="also count one training step's and one greedy generation's floating-point "
+                         "operations (torch.utils.flop_counter, matrix products and attention), "
+                         "outside the timed runs, for a share of the device's peak")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     p = PRESETS[a.preset]
@@ -192,12 +196,27 @@ def main():
             assert out.shape[1] == a.new_tokens + 1
             if i >= a.warmup:
                 gen.append(time.perf_counter() - t)
+    flops = {}
+    if a.count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model.train()
+        with FlopCounterMode(display=False) as fc:
+            logits = model(pixel_values=train_pixels, decoder_input_ids=ids).logits
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
+        flops["train_step_flop"] = fc.get_total_flops()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
+                           do_sample=False, num_beams=1)
+        flops["generate_flop"] = fc.get_total_flops()
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
            "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl),
            "rl_sample_s": median([p[0] for p in phases]), "rl_reference_s": median([p[1] for p in phases]),
            "rl_update_s": median([p[2] for p in phases]), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **flops}
     if a.json:
         print(json.dumps(res))
     else:

@@ -1,28 +1,80 @@
 #!/usr/bin/env bash
-# One-shot GPU check, run on a lent GPU machine with the wgpu build carried in .gl/ (see the
-# README's Speed section): the fixture caption on the GPU must equal the CPU's tokens; then
-# the benchmark (training step, RL step, greedy generation) on the GPU, stylecap wgpu vs
-# PyTorch CUDA, and on the machine's CPU cores at 2 and all threads, each against PyTorch.
+# One-shot GPU check on a lent NVIDIA machine (docs/performance.md, "GPU backends"). Carried in
+# .gl/: the `vulkan` build of stylecap (stylecap.gz), its GPU test binary (gpu-tests.gz) and
+# the Vulkan loader packages. In order of importance, each step under its own time limit:
+#   1. tests/gpu.rs: greedy tokens GPU = CPU, sampled log-probabilities = teacher forcing,
+#      an RL update's loss and gradients GPU = CPU;
+#   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
+#   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
+#      PyTorch CUDA, then its generation and alignment step;
+# and a summary with each ratio and the share of the chip's FP32 peak.
 set -u
-if [ -z "${BIN:-}" ] && [ -f .gl/stylecap.gz ]; then gunzip -c .gl/stylecap.gz > /tmp/stylecap && chmod +x /tmp/stylecap; fi
-BIN=${BIN:-/tmp/stylecap}
 OUT=${OUT:-/tmp/gpu_check}
-RUNS=${RUNS:-10}
+DEV=${DEV:-vulkan}
+PEAK=${PEAK:-67e12}
 mkdir -p "$OUT"
+start=$(date +%s)
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+gunzip -c .gl/stylecap.gz > /tmp/stylecap && chmod +x /tmp/stylecap
+gunzip -c .gl/gpu-tests.gz > /tmp/gpu-tests && chmod +x /tmp/gpu-tests
+# The test binary finds tests/fixtures under the directory it was built in.
+built_in=$(grep -ao '/[[:alnum:]/_.-]*/tests/fixtures' /tmp/gpu-tests | head -1)
+root=${built_in%/tests/fixtures}
+[ -n "$root" ] && [ ! -e "$root" ] && mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
 nvidia-smi -L
-nproc
-m=tests/fixtures/vit_gpt2
-run() { echo "+ $*"; timeout 200 "$@"; echo "exit $?"; }
-run "$BIN" --device cpu caption --model $m --image $m/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/cpu_caption.txt"
-run "$BIN" --device wgpu caption --model $m --image $m/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/gpu_caption.txt"
-run "$BIN" --device wgpu bench --runs "$RUNS" --json | tee "$OUT/stylecap_wgpu.txt"
-run python3 tools/bench_torch.py --device cuda --runs "$RUNS" --json 2>/dev/null | tee "$OUT/torch_cuda.txt"
-CPU_RUNS=${CPU_RUNS:-5}
-for n in 2 $(nproc); do
-  run "$BIN" --threads "$n" bench --runs "$CPU_RUNS" --json | tee -a "$OUT/stylecap_cpu.txt"
-  run python3 tools/bench_torch.py --threads "$n" --runs "$CPU_RUNS" --json 2>/dev/null | tee -a "$OUT/torch_cpu.txt"
-done
+export PYTHONUNBUFFERED=1
+# Each step runs only if its limit fits in what is left of BUDGET seconds.
+BUDGET=${BUDGET:-500}
+run() {
+  local limit=$1; shift
+  local now=$(( $(date +%s) - start ))
+  if [ $(( now + limit )) -gt "$BUDGET" ]; then echo "- [$now s] skipped (budget): $*"; return 0; fi
+  echo "+ [$now s] $*"; timeout "$limit" "$@"; echo "exit $?"
+}
+S=/tmp/stylecap
+T="python3 tools/bench_torch.py --device cuda --count-flops --json"
+export STYLECAP_TEST_DEVICE=$DEV; run 120 /tmp/gpu-tests --ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/tests.txt"
+if ! grep -q 'test result: ok' "$OUT/tests.txt" && [ "$DEV" != wgpu ]; then
+  # Vulkan's SPIR-V path failed: try wgpu's own choice of compiler and benchmark that instead.
+  DEV=wgpu
+  export STYLECAP_TEST_DEVICE=$DEV; run 100 /tmp/gpu-tests --ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/tests_wgpu.txt"
+fi
+echo "device: $DEV"
+run 30 $S --device $DEV caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/caption_gpu.txt"
+run 30 $S --device cpu caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/caption_cpu.txt"
+run 100 $S --device $DEV bench --runs 10 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$OUT/small_gpu.txt"
+run 90 $T 2>/dev/null | tee "$OUT/small_torch.txt"
+run 120 $S --device $DEV bench --preset vit-b16-gpt2 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$OUT/scale_train_gpu.txt"
+run 90 $T --preset vit-b16-gpt2 --only train --only generate --runs 5 --warmup 2 2>/dev/null | tee "$OUT/scale_torch.txt"
+run 90 $S --device $DEV bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$OUT/scale_gen_gpu.txt"
+run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$OUT/small_gpu_dp2.txt"
+echo "[$(( $(date +%s) - start )) s] done"
+python3 - "$OUT" "$PEAK" <<'PY' | tee "$OUT/summary.txt"
+import json, pathlib, sys
+out, peak = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+def last_json(name):
+    try:
+        lines = [l for l in (out / name).read_text().splitlines() if l.startswith("{")]
+        return json.loads(lines[-1]) if lines else None
+    except FileNotFoundError:
+        return None
+for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
+                            ("vit-b16-gpt2", "scale_train_gpu.txt", "scale_torch.txt"),
+                            ("vit-b16-gpt2", "scale_gen_gpu.txt", "scale_torch.txt")]:
+    s, t = last_json(ours), last_json(torch)
+    if not s or not t:
+        print(f"{preset}: {ours} or {torch} missing")
+        continue
+    for key, flop in [("train_step_s", "train_step_flop"), ("generate_s", "generate_flop"), ("rl_step_s", None)]:
+        if s.get(key) and t.get(key):
+            line = f"{preset} {key}: stylecap {s[key]:.4f} s, PyTorch CUDA {t[key]:.4f} s, ratio {s[key] / t[key]:.2f}x"
+            if flop and t.get(flop):
+                line += f"; {t[flop] / 1e9:.1f} GFLOP: {100 * t[flop] / s[key] / peak:.2f}% vs {100 * t[flop] / t[key] / peak:.2f}% of FP32 peak"
+            print(line)
+    if preset == "small":
+        for k in ("rl_sample_s", "rl_reference_s", "rl_update_s"):
+            print(f"  {k}: stylecap {s.get(k, 0):.4f} s, PyTorch {t.get(k, 0):.4f} s")
+PY

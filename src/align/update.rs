@@ -13,10 +13,10 @@ use super::loss::{k3_loss, pg_loss, ppo_loss};
 use super::reward::RunningStats;
 use super::rollout::{shards_of, token_logprobs, Rollout};
 use crate::model::Captioner;
-use crate::optim::grads::native_gradients;
+use crate::optim::grads::{native_gradients, NamedGrads};
 use crate::optim::{Accumulated, AdamW};
 use crate::rng::{streams, Rng};
-use crate::sft::step::{batch_loss, CaptionBatch, NamedGrads};
+use crate::sft::step::{batch_loss, CaptionBatch};
 
 /// Each caption's reward: its total score, less β·KL when the algorithm puts the KL in the
 /// reward, standardised by running statistics when configured, and clipped.

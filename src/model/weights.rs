@@ -368,18 +368,21 @@ pub fn stored<const D: usize>(t: Tensor<D>, transpose: bool) -> StoredTensor {
 
 /// Reads one thing per parameter (its value, its gradient, ...) in checkpoint layout.
 pub trait ParamReader {
+    /// What is read: values in host memory ([`StoredTensor`]) for most readers.
+    type Out;
     fn read<const D: usize>(
         &mut self,
         name: &str,
         param: &Param<Tensor<D>>,
         transpose: bool,
-    ) -> Option<StoredTensor>;
+    ) -> Option<Self::Out>;
 }
 
 /// Reads parameter values.
 pub struct Values;
 
 impl ParamReader for Values {
+    type Out = StoredTensor;
     fn read<const D: usize>(
         &mut self,
         _name: &str,
@@ -416,11 +419,11 @@ impl ParamPath {
     }
 }
 
-struct NamedReader<'a, R> {
+struct NamedReader<'a, R: ParamReader> {
     prefix: &'a str,
     path: ParamPath,
     reader: &'a mut R,
-    out: Vec<(String, Option<StoredTensor>)>,
+    out: Vec<(String, Option<R::Out>)>,
 }
 
 impl<R: ParamReader> ModuleVisitor for NamedReader<'_, R> {
@@ -437,7 +440,7 @@ pub fn read_named<M: Module, R: ParamReader>(
     module: &M,
     prefix: &str,
     reader: &mut R,
-) -> Vec<(String, Option<StoredTensor>)> {
+) -> Vec<(String, Option<R::Out>)> {
     let mut v = NamedReader {
         prefix,
         path: ParamPath::default(),
@@ -531,6 +534,53 @@ pub fn update_native<M: Module>(
     f: impl FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
 ) -> M {
     module.map(&mut NativeUpdater {
+        prefix,
+        path: ParamPath::default(),
+        select,
+        f,
+    })
+}
+
+struct DeviceUpdater<'a, S, F> {
+    prefix: &'a str,
+    path: ParamPath,
+    select: S,
+    f: F,
+}
+
+impl<S, F> ModuleMapper for DeviceUpdater<'_, S, F>
+where
+    S: Fn(&str) -> bool,
+    F: FnMut(&str, bool, &[usize], Tensor<1>) -> Option<Tensor<1>>,
+{
+    follow_path!();
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, transpose) = hf_name(self.prefix, &self.path.0);
+        if !(self.select)(&name) {
+            return param;
+        }
+        let value = param.val().inner();
+        let dims = value.dims();
+        let flat = value.reshape([dims.iter().product::<usize>()]);
+        let Some(new) = (self.f)(&name, transpose, &dims, flat) else {
+            return param;
+        };
+        let id = param.id;
+        param.transform_for_load(new.reshape(dims), id)
+    }
+}
+
+/// [`update_native`] without leaving the device: `f(name, transposed, shape, value)` gets
+/// each selected parameter's value flattened, as a tensor where the parameter lives (outside
+/// any autodiff graph), and returns its new value. A GPU's optimizer step so never copies
+/// weights through the host.
+pub fn update_on_device<M: Module>(
+    module: M,
+    prefix: &str,
+    select: impl Fn(&str) -> bool,
+    f: impl FnMut(&str, bool, &[usize], Tensor<1>) -> Option<Tensor<1>>,
+) -> M {
+    module.map(&mut DeviceUpdater {
         prefix,
         path: ParamPath::default(),
         select,

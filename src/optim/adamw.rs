@@ -13,12 +13,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
+use burn::prelude::*;
 use burn::tensor::Gradients;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::model::weights::{transpose_2d, update_native, write_safetensors, SafetensorsFile};
-use crate::optim::grads::native_gradients;
+use crate::model::weights::{
+    transpose_2d, update_native, update_on_device, write_safetensors, SafetensorsFile,
+};
+use crate::optim::grads::{native_gradients, Grad, NamedGrads};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,10 +64,12 @@ impl AdamWConfig {
     }
 }
 
-/// Gradients summed over micro-batches, by parameter name, in burn's layout.
+/// Gradients summed over micro-batches, by parameter name, in burn's layout: in host memory
+/// on the CPU backend, on the device elsewhere (see [`Grad`]).
 #[derive(Default)]
 pub struct Accumulated {
     grads: BTreeMap<String, Vec<f32>>,
+    on_device: BTreeMap<String, Tensor<1>>,
 }
 
 impl Accumulated {
@@ -75,30 +80,63 @@ impl Accumulated {
 
     /// Adds `scale` × gradients already read by name (by [`native_gradients`]).
     /// A recomputed pass gives its gradients part by part (`sft::recompute`), each added so.
-    pub fn add_named(&mut self, named: Vec<(String, Option<Vec<f32>>)>, scale: f32) {
+    pub fn add_named(&mut self, named: NamedGrads, scale: f32) {
         for (name, g) in named {
-            let Some(g) = g else { continue };
-            match self.grads.get_mut(&name) {
-                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += scale * b),
-                None => {
-                    self.grads
-                        .insert(name, g.into_iter().map(|x| scale * x).collect());
+            match g {
+                None => {}
+                Some(Grad::Host(g)) => match self.grads.get_mut(&name) {
+                    Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += scale * b),
+                    None => {
+                        self.grads
+                            .insert(name, g.into_iter().map(|x| scale * x).collect());
+                    }
+                },
+                Some(Grad::Device(g)) => {
+                    let g = g.mul_scalar(scale);
+                    let sum = match self.on_device.remove(&name) {
+                        Some(acc) => acc + g,
+                        None => g,
+                    };
+                    self.on_device.insert(name, sum);
                 }
             }
         }
     }
 
-    /// The sums so far, by parameter name, in burn's layout.
+    /// The sums held in host memory, by parameter name, in burn's layout: all of them on the
+    /// CPU backend (see [`Accumulated::into_host`] for a device's).
     pub fn grads(&self) -> &BTreeMap<String, Vec<f32>> {
         &self.grads
     }
 
+    /// Every sum in host memory.
+    pub fn into_host(mut self) -> Self {
+        for (name, g) in std::mem::take(&mut self.on_device) {
+            self.grads.insert(name, Grad::Device(g).into_host());
+        }
+        self
+    }
+
     pub fn global_norm(&self) -> f64 {
-        self.grads
+        let host = self
+            .grads
             .values()
             .map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-            .sum::<f64>()
-            .sqrt()
+            .sum::<f64>();
+        let squares: Vec<Tensor<1>> = self
+            .on_device
+            .values()
+            .map(|g| (g.clone() * g.clone()).sum())
+            .collect();
+        let device = if squares.is_empty() {
+            0.0
+        } else {
+            crate::tensor::floats(Tensor::cat(squares, 0))
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>()
+        };
+        (host + device).sqrt()
     }
 }
 
@@ -111,6 +149,8 @@ pub struct AdamW {
     pub step: u64,
     /// First and second moments by checkpoint name, in burn's layout.
     moments: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// The same, for parameters whose gradients stay on the device.
+    on_device: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
     /// Parameters whose checkpoint layout is the transpose of burn's `[rows, cols]`.
     transposed: BTreeMap<String, [usize; 2]>,
     /// Moments read from a file and not used since: still in checkpoint layout.
@@ -129,6 +169,7 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
+            on_device: BTreeMap::new(),
             transposed: BTreeMap::new(),
             from_file: BTreeSet::new(),
         }
@@ -201,6 +242,7 @@ impl AdamW {
                 Some(p)
             },
         );
+        let model = self.update_on_device(model, grads.on_device, (clip, bc1, bc2, eps), &lr);
         (
             model,
             UpdateStats {
@@ -210,9 +252,84 @@ impl AdamW {
         )
     }
 
+    /// [`AdamW::update`]'s step for gradients held on the device: the same arithmetic in
+    /// tensor ops, moments kept where the parameters are (from the host's, in burn's layout,
+    /// the first time: a run resumed from a checkpoint).
+    fn update_on_device<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: BTreeMap<String, Tensor<1>>,
+        (clip, bc1, bc2, eps): (f32, f32, f32, f32),
+        lr: &impl Fn(&str) -> f64,
+    ) -> M {
+        if grads.is_empty() {
+            return model;
+        }
+        let c = self.config.clone();
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let names: BTreeSet<String> = grads.keys().cloned().collect();
+        update_on_device(
+            model,
+            "",
+            |name| names.contains(name),
+            |name, transposed, shape, p| {
+                let g = grads.remove(name)?;
+                if transposed && shape.len() == 2 && !self.transposed.contains_key(name) {
+                    self.transposed
+                        .insert(name.to_string(), [shape[0], shape[1]]);
+                }
+                let device = p.device();
+                let (m, v) = match self.on_device.remove(name) {
+                    Some(mv) => mv,
+                    None => match self.moments.remove(name) {
+                        Some((mut m, mut v)) => {
+                            if self.from_file.remove(name) {
+                                if let Some(&[rows, cols]) = self.transposed.get(name) {
+                                    m = transpose_2d(&m, cols, rows);
+                                    v = transpose_2d(&v, cols, rows);
+                                }
+                            }
+                            (
+                                Tensor::from_floats(m.as_slice(), &device),
+                                Tensor::from_floats(v.as_slice(), &device),
+                            )
+                        }
+                        None => {
+                            let n = p.dims()[0];
+                            (Tensor::zeros([n], &device), Tensor::zeros([n], &device))
+                        }
+                    },
+                };
+                let decay = if shape.len() >= 2 {
+                    c.weight_decay
+                } else {
+                    0.0
+                };
+                let rate = lr(name);
+                let (rate, shrink) = (rate as f32, (1.0 - rate * decay) as f32);
+                let g = g.mul_scalar(clip);
+                let m = m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+                let v = v.mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
+                let step =
+                    m.clone().div_scalar(bc1) / (v.clone().div_scalar(bc2).sqrt().add_scalar(eps));
+                let p = p.mul_scalar(shrink) - step.mul_scalar(rate);
+                self.on_device.insert(name.to_string(), (m, v));
+                Some(p)
+            },
+        )
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = vec![("step".to_string(), vec![1], vec![self.step as f32])];
-        for (name, (m, v)) in &self.moments {
+        let from_device: BTreeMap<String, (Vec<f32>, Vec<f32>)> = self
+            .on_device
+            .iter()
+            .map(|(name, (m, v))| {
+                let host = |t: &Tensor<1>| crate::tensor::floats(t.clone());
+                (name.clone(), (host(m), host(v)))
+            })
+            .collect();
+        for (name, (m, v)) in self.moments.iter().chain(&from_device) {
             let checkpoint_layout = |x: &Vec<f32>| match self.transposed.get(name) {
                 Some(&[rows, cols]) if !self.from_file.contains(name) => {
                     transpose_2d(x, rows, cols)
@@ -254,6 +371,7 @@ impl AdamW {
             step,
             from_file: moments.keys().cloned().collect(),
             moments,
+            on_device: BTreeMap::new(),
             transposed: BTreeMap::new(),
         })
     }
@@ -264,7 +382,6 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::nn::Linear;
-    use burn::prelude::*;
 
     use crate::model::weights::{read_named, replace_named, Values};
 
@@ -280,18 +397,88 @@ mod tests {
         }
     }
 
-    /// Gradients in burn's layout, different at each step.
+    /// Gradients in burn's layout, different at each step, in host memory.
     fn grads(step: usize) -> Accumulated {
+        held_grads(step, None)
+    }
+
+    /// [`grads`], held as device tensors on `device` when given (two halves added, as
+    /// micro-batches are).
+    fn held_grads(step: usize, device: Option<&Device>) -> Accumulated {
         let mut acc = Accumulated::default();
-        let g = |n: usize| (0..n).map(|i| ((i + step) as f32 * 0.7).sin()).collect();
-        acc.add_named(
-            vec![
-                ("weight".to_string(), Some(g(6))),
-                ("bias".to_string(), Some(g(2))),
-            ],
-            1.0,
-        );
+        let g =
+            |n: usize| -> Vec<f32> { (0..n).map(|i| ((i + step) as f32 * 0.7).sin()).collect() };
+        let held = |v: Vec<f32>| match device {
+            None => Grad::Host(v),
+            Some(d) => Grad::Device(Tensor::from_floats(v.as_slice(), d)),
+        };
+        for _ in 0..2 {
+            acc.add_named(
+                vec![
+                    ("weight".to_string(), Some(held(g(6)))),
+                    ("bias".to_string(), Some(held(g(2)))),
+                ],
+                0.5,
+            );
+        }
         acc
+    }
+
+    /// The update of gradients held on the device (a GPU's path, run here on the CPU
+    /// backend) gives the host loop's weights, norm and saved state, also when it resumes
+    /// from a state saved by the host path.
+    #[test]
+    fn the_device_update_is_the_host_update() {
+        let device = Device::flex();
+        let dir = std::env::temp_dir().join(format!("stylecap-adamw-dev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = AdamWConfig {
+            weight_decay: 0.1,
+            clip_norm: 1.5,
+            ..AdamWConfig::default()
+        };
+        let (mut host, mut on_device) = (AdamW::new(config.clone()), AdamW::new(config.clone()));
+        let (mut a, mut b) = (layer(&device), layer(&device));
+        let close = |x: &[f32], y: &[f32]| {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-6)
+        };
+        for step in 0..3 {
+            let (ga, gb) = (grads(step), held_grads(step, Some(&device)));
+            assert!(gb.grads().is_empty(), "the sums stay on the device");
+            assert!((ga.global_norm() - gb.global_norm()).abs() <= 1e-6);
+            let (na, sa) = host.update(a, ga, |n| if n == "bias" { 0.02 } else { 0.01 });
+            let (nb, sb) = on_device.update(b, gb, |n| if n == "bias" { 0.02 } else { 0.01 });
+            (a, b) = (na, nb);
+            assert_eq!(sa.clipped, sb.clipped);
+            assert!(close(&values(&a), &values(&b)), "step {step}");
+        }
+        assert!(values(&a) != values(&layer(&device)), "the weights moved");
+        host.save(&dir.join("host.safetensors")).unwrap();
+        on_device.save(&dir.join("device.safetensors")).unwrap();
+        let (fa, fb) = (
+            SafetensorsFile::open(&dir.join("host.safetensors")).unwrap(),
+            SafetensorsFile::open(&dir.join("device.safetensors")).unwrap(),
+        );
+        for name in fa.names() {
+            assert!(
+                close(
+                    &fa.get(&name).unwrap().values,
+                    &fb.get(&name).unwrap().values
+                ),
+                "{name}"
+            );
+        }
+        // Resumed from the host's state, the device path continues as the host does.
+        let mut resumed = AdamW::load(config, &dir.join("host.safetensors")).unwrap();
+        let mut c = b;
+        for step in 3..5 {
+            a = host.update(a, grads(step), |_| 0.01).0;
+            c = resumed
+                .update(c, held_grads(step, Some(&device)), |_| 0.01)
+                .0;
+            assert!(close(&values(&a), &values(&c)), "resumed step {step}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn values(m: &Linear) -> Vec<f32> {

@@ -15,11 +15,11 @@
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
-use super::step::{CaptionBatch, NamedGrads};
+use super::step::CaptionBatch;
 use crate::model::vision::VisionPart;
 use crate::model::weights::trains;
 use crate::model::{lm_head, Captioner};
-use crate::optim::grads::native_gradients;
+use crate::optim::grads::{native_gradients, NamedGrads};
 
 /// One part of the backward pass, in the order the parts run.
 #[derive(Debug, Clone, Copy)]

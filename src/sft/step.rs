@@ -12,7 +12,7 @@ use super::recompute::Recomputed;
 use super::shards::{by_length, picture_cost};
 use crate::data::image::PreprocessorConfig;
 use crate::model::{lm_head, Captioner};
-use crate::optim::grads::native_gradients;
+use crate::optim::grads::{native_gradients, NamedGrads};
 use crate::optim::Accumulated;
 
 /// A teacher-forced batch: decoder inputs `[start, t1..tn, pad..]`, targets
@@ -112,9 +112,6 @@ pub fn distinct_pictures(images: &[RgbImage]) -> (Vec<usize>, Vec<usize>) {
     // stops early; equal ones (the blank picture) are read once each.
     crate::util::first_occurrences(images)
 }
-
-/// Gradients by parameter name, in burn's layout (None where a parameter got none).
-pub type NamedGrads = Vec<(String, Option<Vec<f32>>)>;
 
 /// Forward and backward of one micro-batch of `rows`, split into `shards` of similar length
 /// (`shards::by_length`) whose passes run in parallel; adds the micro-batch's gradient,
