@@ -12,16 +12,28 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use common::*;
+use common::tiny_captioner;
 use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::rollout::{self, Rollout};
 use stylecap::align::update::{batch_gradients, Update};
 use stylecap::model::generate::{generate, DecodeOptions, Strategy};
+use stylecap::model::weights::SafetensorsFile;
 use stylecap::model::Captioner;
 
 const NEEDS: &str =
     "needs a GPU: STYLECAP_TEST_DEVICE=vulkan|wgpu|cuda and a build with that feature";
+
+/// A fixture folder, relative to the working directory: cargo runs tests from the package
+/// root, and tools/gpu_check.sh runs a copy of this binary from the repository's root on
+/// another machine.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("tests/fixtures").join(name)
+}
+
+fn reference(name: &str) -> SafetensorsFile {
+    SafetensorsFile::open(&fixture(name).join("reference.safetensors")).expect("fixture reference")
+}
 
 fn gpu() -> Device {
     let name = std::env::var("STYLECAP_TEST_DEVICE").expect(NEEDS);

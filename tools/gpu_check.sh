@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# One-shot GPU check on a lent NVIDIA machine (docs/performance.md, "GPU backends"). Carried in
-# .gl/: the `vulkan` build of stylecap (stylecap.gz), its GPU test binary (gpu-tests.gz) and
-# the Vulkan loader packages. In order of importance, each step under its own time limit:
+# One-shot GPU check on a machine with an NVIDIA GPU (docs/testing.md, "On a machine with a
+# GPU"; figures in docs/performance.md, "GPU backends"). It takes the `vulkan` build of
+# stylecap ($BIN) and its GPU test binary ($TESTS): by default those of
+# `cargo build --release --features vulkan --target-dir target/gpu` and
+# `cargo test --release --features vulkan --target-dir target/gpu --test gpu --no-run`, or,
+# on a lent machine, stripped xz copies carried in .gl/ beside the Vulkan loader packages.
+# In order of importance, each step under its own time limit and all within $BUDGET seconds:
 #   1. tests/gpu.rs: greedy tokens GPU = CPU, sampled log-probabilities = teacher forcing,
 #      an RL update's loss and gradients GPU = CPU;
 #   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
-#      PyTorch CUDA, then its generation and alignment step;
-# and a summary with each ratio and the share of the chip's FP32 peak.
+#      PyTorch CUDA, then its generation;
+# and a summary with each ratio and the share of the chip's FP32 peak ($PEAK FLOP/s).
 set -u
+# Each step's output goes to a file in $WORK; $OUT gets them as steps.tgz and summary.txt.
 OUT=${OUT:-/tmp/gpu_check}
+WORK=$(mktemp -d)
 DEV=${DEV:-vulkan}
 PEAK=${PEAK:-67e12}
 mkdir -p "$OUT"
 start=$(date +%s)
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
+if ls .gl/*.deb >/dev/null 2>&1; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
-gunzip -c .gl/stylecap.gz > /tmp/stylecap && chmod +x /tmp/stylecap
-gunzip -c .gl/gpu-tests.gz > /tmp/gpu-tests && chmod +x /tmp/gpu-tests
-# The test binary finds tests/fixtures under the directory it was built in.
-built_in=$(grep -ao '/[[:alnum:]/_.-]*/tests/fixtures' /tmp/gpu-tests | head -1)
-root=${built_in%/tests/fixtures}
-[ -n "$root" ] && [ ! -e "$root" ] && mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
+unpack() { python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2" && chmod +x "$2"; }
+if [ -z "${BIN:-}" ] && [ -f .gl/stylecap.xz ]; then unpack .gl/stylecap.xz /tmp/stylecap && BIN=/tmp/stylecap; fi
+if [ -z "${TESTS:-}" ] && [ -f .gl/gpu-tests.xz ]; then unpack .gl/gpu-tests.xz /tmp/gpu-tests && TESTS=/tmp/gpu-tests; fi
+BIN=${BIN:-target/gpu/release/stylecap}
+TESTS=${TESTS:-$(ls -t target/gpu/release/deps/gpu-* 2>/dev/null | grep -v '\.d$' | head -1)}
 nvidia-smi -L
 export PYTHONUNBUFFERED=1
 # Each step runs only if its limit fits in what is left of BUDGET seconds.
@@ -34,25 +41,25 @@ run() {
   if [ $(( now + limit )) -gt "$BUDGET" ]; then echo "- [$now s] skipped (budget): $*"; return 0; fi
   echo "+ [$now s] $*"; timeout "$limit" "$@"; echo "exit $?"
 }
-S=/tmp/stylecap
+S=$BIN
 T="python3 tools/bench_torch.py --device cuda --count-flops --json"
-export STYLECAP_TEST_DEVICE=$DEV; run 120 /tmp/gpu-tests --ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/tests.txt"
-if ! grep -q 'test result: ok' "$OUT/tests.txt" && [ "$DEV" != wgpu ]; then
+export STYLECAP_TEST_DEVICE=$DEV; run 120 "$TESTS" --ignored --nocapture --test-threads 1 2>&1 | tee "$WORK/tests.txt"
+if ! grep -q 'test result: ok' "$WORK/tests.txt" && [ "$DEV" != wgpu ]; then
   # Vulkan's SPIR-V path failed: try wgpu's own choice of compiler and benchmark that instead.
   DEV=wgpu
-  export STYLECAP_TEST_DEVICE=$DEV; run 100 /tmp/gpu-tests --ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/tests_wgpu.txt"
+  export STYLECAP_TEST_DEVICE=$DEV; run 100 "$TESTS" --ignored --nocapture --test-threads 1 2>&1 | tee "$WORK/tests_wgpu.txt"
 fi
 echo "device: $DEV"
-run 30 $S --device $DEV caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/caption_gpu.txt"
-run 30 $S --device cpu caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$OUT/caption_cpu.txt"
-run 100 $S --device $DEV bench --runs 10 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$OUT/small_gpu.txt"
-run 90 $T 2>/dev/null | tee "$OUT/small_torch.txt"
-run 120 $S --device $DEV bench --preset vit-b16-gpt2 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$OUT/scale_train_gpu.txt"
-run 90 $T --preset vit-b16-gpt2 --only train --only generate --runs 5 --warmup 2 2>/dev/null | tee "$OUT/scale_torch.txt"
-run 90 $S --device $DEV bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$OUT/scale_gen_gpu.txt"
-run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$OUT/small_gpu_dp2.txt"
+run 30 $S --device $DEV caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_gpu.txt"
+run 30 $S --device cpu caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_cpu.txt"
+run 150 $S --device $DEV bench --runs 10 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/small_gpu.txt"
+run 90 $T 2>/dev/null | tee "$WORK/small_torch.txt"
+run 150 $S --device $DEV bench --preset vit-b16-gpt2 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/scale_train_gpu.txt"
+run 90 $T --preset vit-b16-gpt2 --only train --only generate --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch.txt"
+run 90 $S --device $DEV bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$WORK/scale_gen_gpu.txt"
+run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$WORK/small_gpu_dp2.txt"
 echo "[$(( $(date +%s) - start )) s] done"
-python3 - "$OUT" "$PEAK" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$WORK" "$PEAK" <<'PY' | tee "$OUT/summary.txt"
 import json, pathlib, sys
 out, peak = pathlib.Path(sys.argv[1]), float(sys.argv[2])
 def last_json(name):
@@ -78,3 +85,4 @@ for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
         for k in ("rl_sample_s", "rl_reference_s", "rl_update_s"):
             print(f"  {k}: stylecap {s.get(k, 0):.4f} s, PyTorch {t.get(k, 0):.4f} s")
 PY
+tar czf "$OUT/steps.tgz" -C "$WORK" .
