@@ -565,8 +565,17 @@ where
         let Some(new) = (self.f)(&name, transpose, &dims, flat) else {
             return param;
         };
+        // The new value was made outside autodiff: a trained model's parameter goes back onto
+        // its autodiff device (where it takes gradients again).
+        let device = param.lazy_device();
+        let new = new.reshape(dims);
+        let new = if device.is_autodiff() {
+            new.autodiff()
+        } else {
+            new
+        };
         let id = param.id;
-        param.transform_for_load(new.reshape(dims), id)
+        param.transform_for_load(new, id)
     }
 }
 

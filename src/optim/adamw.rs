@@ -468,6 +468,17 @@ mod tests {
                 "{name}"
             );
         }
+        // A parameter updated on the device still takes gradients on an autodiff device.
+        let trained = device.clone().autodiff();
+        let mut on_tape = AdamW::new(AdamWConfig::default());
+        let d = on_tape
+            .update(layer(&trained), held_grads(0, Some(&device)), |_| 0.01)
+            .0;
+        let y = d.forward(Tensor::<2>::ones([1, 3], &trained)).sum();
+        let g = y.backward();
+        assert!(
+            d.weight.val().grad(&g).is_some() && d.bias.as_ref().unwrap().val().grad(&g).is_some()
+        );
         // Resumed from the host's state, the device path continues as the host does.
         let mut resumed = AdamW::load(config, &dir.join("host.safetensors")).unwrap();
         let mut c = b;
