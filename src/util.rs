@@ -116,17 +116,35 @@ pub fn device(name: &str) -> Result<burn::tensor::Device> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
+        "wgpu" => opened(name, Device::wgpu(Default::default())),
         #[cfg(feature = "vulkan")]
-        "vulkan" => Ok(Device::vulkan(Default::default())),
+        "vulkan" => opened(name, Device::vulkan(Default::default())),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
+        "cuda" => opened(name, Device::cuda(0)),
         #[allow(unreachable_patterns)]
         "wgpu" | "vulkan" | "cuda" => anyhow::bail!(
             "device `{name}` is not built in: rebuild with `cargo build --release --features {name}`"
         ),
         other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, vulkan, cuda)"),
     }
+}
+
+/// `device` once it has run an op. burn opens a GPU on first use and panics when it finds no
+/// adapter or driver; that panic becomes an error naming the device instead.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn opened(name: &str, device: burn::tensor::Device) -> Result<burn::tensor::Device> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<1>::zeros([1], &device).into_data()
+    }));
+    std::panic::set_hook(report);
+    anyhow::ensure!(
+        probe.is_ok(),
+        "device `{name}` could not be opened: no GPU or no driver for it was found (for \
+         `vulkan` and `wgpu`, the Vulkan loader libvulkan1 and the GPU vendor's driver)"
+    );
+    Ok(device)
 }
 
 /// A progress bar on stderr with rate and ETA; hidden when `show` is false (tests, `--quiet`)
