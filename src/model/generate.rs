@@ -254,11 +254,12 @@ const NUCLEUS_BISECTIONS: usize = 30;
 /// [`ENDED_CHECK_EVERY`] tokens (never when the model has no end token), so a GPU is never
 /// left waiting on the host between tokens.
 ///
-/// `choose(i)` is called once per row, for its strategy. Greedy rows take the arg-max; sampled rows draw by the Gumbel-max trick (`argmax(logits / T + g)`, g Gumbel
-/// noise from the device's generator, seeded from the rows' own draws), after top-k (by the
-/// k-th value) and top-p (by a per-row probability threshold found by bisection, no sort of
-/// the vocabulary) truncation, in transformers' order. The draws differ from the host
-/// path's, which walks the ranking with one uniform draw per token.
+/// `choose(i)` is called once per row, for its strategy. Greedy rows take the arg-max;
+/// sampled rows draw by the Gumbel-max trick (`argmax(logits / T + g)`, g Gumbel noise from
+/// the device's generator, seeded from the rows' own draws), after top-k (by the k-th value)
+/// and top-p (by a per-row probability threshold found by bisection, no sort of the
+/// vocabulary) truncation, in transformers' order. The draws differ from the host path's,
+/// which walks the ranking with one uniform draw per token.
 pub fn decode_rows_on_device(
     model: &Captioner,
     encoded: &EncodedImages,

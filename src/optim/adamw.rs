@@ -462,8 +462,8 @@ mod tests {
         for name in fa.names() {
             assert!(
                 close(
-                    &fa.get(&name).unwrap().values,
-                    &fb.get(&name).unwrap().values
+                    &fa.get(name).unwrap().values,
+                    &fb.get(name).unwrap().values
                 ),
                 "{name}"
             );

@@ -38,6 +38,8 @@ pub fn named_gradients<M: Module>(
 /// where the optimizer's update is a host loop, and left on the device elsewhere, so that a
 /// GPU's step never copies the model's gradients through the host.
 #[derive(Clone, Debug)]
+// One per parameter and step, moved a few times: boxing the tensor handle would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Grad {
     Host(Vec<f32>),
     Device(Tensor<1>),
