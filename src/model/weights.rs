@@ -495,33 +495,6 @@ fn set_values<const D: usize>(param: Param<Tensor<D>>, new: StoredTensor) -> Par
     param.transform_for_load(tensor, id)
 }
 
-struct NativeUpdater<'a, S, F> {
-    prefix: &'a str,
-    path: ParamPath,
-    select: S,
-    f: F,
-}
-
-impl<S, F> ModuleMapper for NativeUpdater<'_, S, F>
-where
-    S: Fn(&str) -> bool,
-    F: FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
-{
-    follow_path!();
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (name, transpose) = hf_name(self.prefix, &self.path.0);
-        if !(self.select)(&name) {
-            return param;
-        }
-        let shape = param.lazy_shape().to_vec();
-        let Some(new) = (self.f)(&name, transpose, stored(param.val(), false)) else {
-            return param;
-        };
-        assert_eq!(new.shape, shape, "update of `{name}` has the wrong shape");
-        set_values(param, new)
-    }
-}
-
 /// Updates parameters one at a time from their values: `f(name, transposed, value)` gets
 /// each parameter that `select`s by checkpoint name, whether checkpoints store it transposed,
 /// and its values in burn's layout, and returns its new values in burn's layout (None keeps
@@ -531,13 +504,23 @@ pub fn update_native<M: Module>(
     module: M,
     prefix: &str,
     select: impl Fn(&str) -> bool,
-    f: impl FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
+    mut f: impl FnMut(&str, bool, StoredTensor) -> Option<StoredTensor>,
 ) -> M {
-    module.map(&mut NativeUpdater {
-        prefix,
-        path: ParamPath::default(),
-        select,
-        f,
+    update_on_device(module, prefix, select, |name, transposed, shape, flat| {
+        let device = flat.device();
+        let values = crate::tensor::floats(flat);
+        let n = values.len();
+        let shape = shape.to_vec();
+        let new = f(
+            name,
+            transposed,
+            StoredTensor {
+                shape: shape.clone(),
+                values,
+            },
+        )?;
+        assert_eq!(new.shape, shape, "update of `{name}` has the wrong shape");
+        Some(Tensor::from_data(TensorData::new(new.values, [n]), &device))
     })
 }
 
@@ -579,10 +562,11 @@ where
     }
 }
 
-/// [`update_native`] without leaving the device: `f(name, transposed, shape, value)` gets
-/// each selected parameter's value flattened, as a tensor where the parameter lives (outside
-/// any autodiff graph), and returns its new value. A GPU's optimizer step so never copies
-/// weights through the host.
+/// Updates parameters one at a time where they live: `f(name, transposed, shape, value)`
+/// gets each parameter that `select`s by checkpoint name, whether checkpoints store it
+/// transposed, its shape and its value flattened, as a tensor on its device (outside any
+/// autodiff graph), and returns its new value (None keeps it). A GPU's optimizer step so
+/// never copies weights through the host; [`update_native`] is this with the values read out.
 pub fn update_on_device<M: Module>(
     module: M,
     prefix: &str,

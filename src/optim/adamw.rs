@@ -461,10 +461,7 @@ mod tests {
         );
         for name in fa.names() {
             assert!(
-                close(
-                    &fa.get(name).unwrap().values,
-                    &fb.get(name).unwrap().values
-                ),
+                close(&fa.get(name).unwrap().values, &fb.get(name).unwrap().values),
                 "{name}"
             );
         }
