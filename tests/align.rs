@@ -682,14 +682,7 @@ fn sharded_update_batches_give_the_whole_batch_gradient() {
     let plain = Device::flex();
     let model = common::tiny_captioner("vit", &["factual", "noir"], &device);
     let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &plain);
-    let tokens: Vec<Vec<u32>> = vec![
-        vec![5, 9, 12, 7, 3],
-        vec![3, 20],
-        vec![40, 2, 11, 6, 8, 1, 4],
-        vec![7, 7],
-        vec![13, 21, 34],
-        vec![2, 4, 6, 8, 10, 12],
-    ];
+    let tokens: Vec<Vec<u32>> = common::rollout_captions();
     let mut rollout = Rollout {
         pixels: pixels.clone(),
         encoder_states: None,

@@ -12,7 +12,7 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use common::tiny_captioner;
+use common::{rollout_captions, tiny_captioner};
 use stylecap::align::advantage::Algo;
 use stylecap::align::config::AlignConfig;
 use stylecap::align::rollout::{self, Rollout};
@@ -117,14 +117,7 @@ fn an_rl_update_gives_the_cpus_loss_and_gradients() {
     let gpu = gpu();
     let model = tiny_captioner("vit", &["factual", "noir"], &cpu);
     let pixels = Tensor::<4>::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &cpu);
-    let tokens: Vec<Vec<u32>> = vec![
-        vec![5, 9, 12, 7, 3],
-        vec![3, 20],
-        vec![40, 2, 11, 6, 8, 1, 4],
-        vec![7, 7],
-        vec![13, 21, 34],
-        vec![2, 4, 6, 8, 10, 12],
-    ];
+    let tokens: Vec<Vec<u32>> = rollout_captions();
     let old: Vec<Vec<f32>> = tokens
         .iter()
         .enumerate()

@@ -67,6 +67,19 @@ pub fn tiny_config(encoder: &str, styles: &[&str], vocab: usize) -> CaptionerCon
     CaptionerConfig::new(VisionConfig::from_json(&enc).unwrap(), dec, 0, 1, style)
 }
 
+/// Six sampled captions of different lengths (two per picture of a three-picture rollout),
+/// in `tiny_captioner`'s vocabulary.
+pub fn rollout_captions() -> Vec<Vec<u32>> {
+    vec![
+        vec![5, 9, 12, 7, 3],
+        vec![3, 20],
+        vec![40, 2, 11, 6, 8, 1, 4],
+        vec![7, 7],
+        vec![13, 21, 34],
+        vec![2, 4, 6, 8, 10, 12],
+    ]
+}
+
 pub fn tiny_captioner(encoder: &str, styles: &[&str], device: &Device) -> Captioner {
     device.seed(42);
     Captioner::new(tiny_config(encoder, styles, 50), device)
