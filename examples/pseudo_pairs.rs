@@ -13,7 +13,7 @@ use stylecap::data::loaders::{manifest, style_corpus};
 use stylecap::data::pseudo_pairs::PseudoPairs;
 use stylecap::data::records::LoadOptions;
 use stylecap::rng::Rng;
-use stylecap::world::{content_fidelity, Lexicon};
+use stylecap::world::{check, Lexicon};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -32,6 +32,10 @@ fn main() -> Result<()> {
     let lexicon = Lexicon::new();
     let mut rng = Rng::keyed(0, 1);
     let (mut scored, mut f1, mut paired) = (0usize, 0f64, 0usize);
+    // Pairs whose picture's references name all the sentence names, and the others.
+    let (mut covered, mut f1_covered) = (0usize, 0f64);
+    // Precision (the share of the sentence's claims the picture makes true), both kinds.
+    let (mut precision, mut precision_covered) = (0f64, 0f64);
     let start = std::time::Instant::now();
     for t in styles
         .iter()
@@ -39,13 +43,20 @@ fn main() -> Result<()> {
         .take(n)
     {
         scored += 1;
-        if let Some(i) = pairs.picture_for(&t.text, &mut rng) {
+        if let Some(p) = pairs.pair_for(&t.text, &mut rng) {
             paired += 1;
-            let scene = train[i]
+            let scene = train[p.picture]
                 .scene
                 .as_ref()
                 .context("a synth folder has scene graphs")?;
-            f1 += content_fidelity(&lexicon, &t.text, scene) as f64;
+            let c = check(&lexicon, &t.text, scene);
+            f1 += c.f1 as f64;
+            precision += c.precision as f64;
+            if p.coverage >= 1.0 {
+                covered += 1;
+                f1_covered += c.f1 as f64;
+                precision_covered += c.precision as f64;
+            }
         }
     }
     println!(
@@ -53,6 +64,15 @@ fn main() -> Result<()> {
          paired picture {:.3}; index {built:.2} s, {:.2} ms per sentence",
         f1 / paired.max(1) as f64,
         start.elapsed().as_secs_f64() * 1e3 / scored.max(1) as f64
+    );
+    println!(
+        "{covered} pairs whose picture's references name all the sentence names: F1 {:.3}, \
+         precision {:.3}; the other {}: F1 {:.3}, precision {:.3}",
+        f1_covered / covered.max(1) as f64,
+        precision_covered / covered.max(1) as f64,
+        paired - covered,
+        (f1 - f1_covered) / (paired - covered).max(1) as f64,
+        (precision - precision_covered) / (paired - covered).max(1) as f64
     );
     Ok(())
 }

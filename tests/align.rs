@@ -459,33 +459,37 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
         a.run(&RunOptions::default()).unwrap();
         (a, out)
     };
-    let cider = Some(ContentRewardKind::Cider);
-    let (with_scenes, dir_a) = run("with-scenes", config("", cider));
-    let (plain, dir_b) = run("plain", config("plain-", cider));
-    let weights = |m: &stylecap::model::Captioner| read_named(m, "", &mut Values);
-    assert!(
-        weights(&with_scenes.policy) == weights(&plain.policy),
-        "the scene graphs changed the CIDEr-rewarded run"
-    );
-    assert_eq!(
-        std::fs::read(dir_a.join("eval.json")).unwrap(),
-        std::fs::read(dir_b.join("eval.json")).unwrap()
-    );
-    // The content reward was live: CIDEr-D of sampled captions against the references.
-    let log = metrics_without_timings(&dir_b);
-    assert!(
-        log.iter()
-            .filter_map(|r| r["content"].as_f64())
-            .any(|c| c > 0.0),
-        "{log:?}"
-    );
+    for (name, reward) in [
+        ("cider", ContentRewardKind::Cider),
+        ("concepts", ContentRewardKind::Concepts),
+    ] {
+        let (with_scenes, dir_a) = run(&format!("{name}-with-scenes"), config("", Some(reward)));
+        let (plain, dir_b) = run(&format!("{name}-plain"), config("plain-", Some(reward)));
+        let weights = |m: &stylecap::model::Captioner| read_named(m, "", &mut Values);
+        assert!(
+            weights(&with_scenes.policy) == weights(&plain.policy),
+            "the scene graphs changed the {name}-rewarded run"
+        );
+        assert_eq!(
+            std::fs::read(dir_a.join("eval.json")).unwrap(),
+            std::fs::read(dir_b.join("eval.json")).unwrap()
+        );
+        // The content reward was live: sampled captions scored against the references.
+        let log = metrics_without_timings(&dir_b);
+        assert!(
+            log.iter()
+                .filter_map(|r| r["content"].as_f64())
+                .any(|c| c > 0.0),
+            "{name}: {log:?}"
+        );
+    }
 
-    // Without --content-reward, plain captions get CIDEr-D, recorded in config.json; the
+    // Without --content-reward, plain captions get concept F1, recorded in config.json; the
     // scene checker is refused on them, naming the way out.
     let (_, dir_c) = run("auto", config("plain-", None));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir_c.join("config.json")).unwrap()).unwrap();
-    assert_eq!(saved["content_reward"], "cider");
+    assert_eq!(saved["content_reward"], "concepts");
     let out = scratch("align", "scene-on-plain");
     let _ = std::fs::remove_dir_all(&out);
     let e = Aligner::new(
@@ -497,7 +501,7 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
     .err()
     .unwrap()
     .to_string();
-    assert!(e.contains("--content-reward cider"), "{e}");
+    assert!(e.contains("--content-reward concepts"), "{e}");
     let (_, dir_d) = run("scene", config("", None));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir_d.join("config.json")).unwrap()).unwrap();

@@ -215,7 +215,7 @@ fn demo_runs_on_a_plain_manifest_and_a_style_corpus() {
     let json = |p: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(p)).unwrap()).unwrap()
     };
-    assert_eq!(json("align/config.json")["content_reward"], "cider");
+    assert_eq!(json("align/config.json")["content_reward"], "concepts");
     assert_eq!(json("critic/config.json")["corpus_part"], "critic");
     assert_eq!(json("judge/config.json")["corpus_part"], "judge");
     let eval = json("eval.json");
@@ -228,6 +228,8 @@ fn demo_runs_on_a_plain_manifest_and_a_style_corpus() {
         for r in rows {
             assert_eq!(r["captions"], 3, "{name}: the test slice's pictures: {r}");
             assert!(r["cider_d"].as_f64().unwrap().is_finite(), "{r}");
+            let concepts = r["concept_f1"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&concepts), "{r}");
             assert!(r["content_fidelity"].is_null(), "no scene graphs here: {r}");
         }
     }

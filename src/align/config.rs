@@ -52,7 +52,8 @@ pub struct AlignConfig {
     /// Seed of the held-out slices of a `data` without splits of its own; the same as the
     /// base's `split_seed` keeps alignment off the base's test pictures.
     pub split_seed: u64,
-    /// The content reward; None: `scene` where every picture has a scene graph, else `cider`.
+    /// The content reward; None: `scene` where every picture has a scene graph, else
+    /// `concepts`.
     pub content_reward: Option<ContentRewardKind>,
     /// The sentence encoder of the `similarity` reward (a sentence-transformers folder).
     pub content_encoder: Option<PathBuf>,

@@ -12,7 +12,7 @@ use super::config::AlignConfig;
 use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{repeated_words, tokens, CiderD};
+use crate::data::text_metrics::{repeated_words, tokens, CiderD, ConceptF1};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::world::{content_fidelity, Lexicon, Scene};
@@ -43,6 +43,11 @@ pub enum ContentRewardKind {
     /// CIDEr-D against the picture's reference captions, document frequencies from the
     /// training pictures' references; needs nothing but captions.
     Cider,
+    /// Concept F1 against the picture's reference captions (`text_metrics::ConceptF1`):
+    /// their content words and adjacent pairs of them, idf-weighted over the training
+    /// pictures' references; words they never use cost nothing, so style is free and naming
+    /// the wrong thing is not.
+    Concepts,
     /// Cosine similarity of sentence embeddings, the caption's against each reference's
     /// (the highest), by the `content_encoder` (a sentence-transformers folder).
     Similarity,
@@ -56,6 +61,7 @@ impl ContentRewardKind {
         match self {
             ContentRewardKind::Scene => "scene",
             ContentRewardKind::Cider => "cider",
+            ContentRewardKind::Concepts => "concepts",
             ContentRewardKind::Similarity => "similarity",
             ContentRewardKind::Clip => "clip",
         }
@@ -79,7 +85,7 @@ impl ContentRewardKind {
                     bail!(
                         "content_reward scene needs a scene graph for every picture (the \
                          built-in world or a `data synth` folder); this data has none: use \
-                         --content-reward cider"
+                         --content-reward concepts"
                     );
                 }
                 Box::new(SceneCheck {
@@ -93,6 +99,11 @@ impl ContentRewardKind {
                     cider: CiderD::new(&references),
                     cap: cider_cap,
                 })
+            }
+            ContentRewardKind::Concepts => {
+                let references: Vec<Vec<String>> =
+                    (0..train.len()).map(|i| train.references(i)).collect();
+                Box::new(Concepts(ConceptF1::new(&references)))
             }
             ContentRewardKind::Similarity => {
                 let dir = encoder.context(
@@ -150,6 +161,19 @@ impl ContentReward for Cider {
             .iter()
             .zip(pictures)
             .map(|(c, p)| (self.cider.score(c, p.references) as f32).min(self.cap))
+            .collect())
+    }
+}
+
+/// Concept F1 against the picture's references.
+pub struct Concepts(pub ConceptF1);
+
+impl ContentReward for Concepts {
+    fn scores(&self, captions: &[String], pictures: &[Picture]) -> Result<Vec<f32>> {
+        Ok(captions
+            .iter()
+            .zip(pictures)
+            .map(|(c, p)| self.0.score(c, p.references))
             .collect())
     }
 }

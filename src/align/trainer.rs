@@ -201,7 +201,7 @@ impl Aligner {
             if data.train.has_scene_graphs() && data.val.has_scene_graphs() {
                 ContentRewardKind::Scene
             } else {
-                ContentRewardKind::Cider
+                ContentRewardKind::Concepts
             },
         );
         // The run's config.json records the reward chosen.

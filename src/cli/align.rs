@@ -103,9 +103,10 @@ pub struct AlignArgs {
 #[derive(Args)]
 pub struct ContentRewardArgs {
     /// Content reward: `scene` (scene graphs: the built-in world, `data synth` folders),
-    /// `cider` (CIDEr-D against the references), `similarity` (sentence embeddings by
-    /// --content-encoder) or `clip` (RefCLIP-S, or CLIP-S without references, by --clip).
-    /// Default: scene where the data has scene graphs, else cider.
+    /// `concepts` (concept F1 against the references: what the caption names, its style's
+    /// words free), `cider` (CIDEr-D against the references), `similarity` (sentence
+    /// embeddings by --content-encoder) or `clip` (RefCLIP-S, or CLIP-S without references,
+    /// by --clip). Default: scene where the data has scene graphs, else concepts.
     #[arg(long, value_enum)]
     pub content_reward: Option<ContentRewardKind>,
     /// Sentence encoder of the `similarity` reward: a sentence-transformers folder (such as

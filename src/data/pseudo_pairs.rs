@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::text_metrics::{content_words, tokens};
+use super::text_metrics::concepts;
 use crate::rng::Rng;
 
 /// How much a picture's concepts that the sentence does not name count against it, per unit
@@ -53,49 +53,63 @@ impl PseudoPairs {
         PseudoPairs { postings, mass }
     }
 
-    /// Whether `text` names anything the pictures' references name.
-    pub fn pairs(&self, text: &str) -> bool {
-        concepts(text).iter().any(|w| self.postings.contains_key(w))
-    }
-
     /// The picture for `text`: of those sharing the greatest idf-weighted sum of its concepts
     /// with their references, less [`CLUTTER`] times the idf of theirs it does not name, one
     /// drawn by `rng`. None when it names nothing they name.
     pub fn picture_for(&self, text: &str, rng: &mut Rng) -> Option<usize> {
-        let mut scores = vec![0f32; self.mass.len()];
-        let mut any = false;
-        for w in concepts(text) {
-            if let Some((ids, idf)) = self.postings.get(&w) {
-                any = true;
+        self.pair_for(text, rng).map(|p| p.picture)
+    }
+
+    /// [`Self::picture_for`], with how much of what the sentence names the picture's
+    /// references name.
+    pub fn pair_for(&self, text: &str, rng: &mut Rng) -> Option<Pair> {
+        let mut shared = vec![0f32; self.mass.len()];
+        let mut named = 0f32;
+        let cs = concepts(text);
+        for w in &cs {
+            if let Some((ids, idf)) = self.postings.get(w) {
+                named += idf;
                 for &i in ids {
-                    scores[i as usize] += idf;
+                    shared[i as usize] += idf;
                 }
             }
         }
-        if !any {
+        if named == 0.0 {
             return None;
         }
-        for (s, m) in scores.iter_mut().zip(&self.mass) {
-            *s = (1.0 + CLUTTER) * *s - CLUTTER * m;
+        // Two words the references use, side by side as no reference has them ("white
+        // feline" where the white things are suns and the cats green): a binding no picture
+        // shows, as rare as a concept of one picture, which no picture covers.
+        let unseen = (shared.len() as f32).ln();
+        for w in &cs {
+            if let Some((a, b)) = w.split_once(' ') {
+                let known = |x: &str| self.postings.contains_key(x);
+                if !known(w) && known(a) && known(b) {
+                    named += unseen;
+                }
+            }
         }
-        let best = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let ties: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] == best).collect();
-        Some(*rng.pick(&ties))
+        let score = |i: usize| (1.0 + CLUTTER) * shared[i] - CLUTTER * self.mass[i];
+        let best = (0..shared.len())
+            .map(score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let ties: Vec<usize> = (0..shared.len()).filter(|&i| score(i) == best).collect();
+        let picture = *rng.pick(&ties);
+        Some(Pair {
+            picture,
+            coverage: shared[picture] / named,
+        })
     }
 }
 
-/// The content words of a text, and each two of them that stand next to each other.
-fn concepts(text: &str) -> Vec<String> {
-    let mut out = content_words(text);
-    let words = tokens(text);
-    let content: BTreeSet<&String> = out.iter().collect();
-    let pairs: BTreeSet<String> = words
-        .windows(2)
-        .filter(|w| content.contains(&w[0]) && content.contains(&w[1]))
-        .map(|w| format!("{} {}", w[0], w[1]))
-        .collect();
-    out.extend(pairs);
-    out
+/// A style sentence's picture.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pair {
+    /// Index into the training pictures.
+    pub picture: usize,
+    /// The idf-weighted share of the sentence's concepts (those the references use) that the
+    /// picture's references use too: 1 when they name everything it names.
+    pub coverage: f32,
 }
 
 #[cfg(test)]
@@ -136,14 +150,38 @@ mod tests {
             p.picture_for("Thy cat doth sleep upon the sofa", &mut rng),
             Some(3)
         );
+        // "red" and "cat" are words of the references, "red cat" of none: however the
+        // picture is chosen (picture 1, a red boat, has the most of it), the binding counts
+        // against its coverage as a concept of one picture would (ln 6), which "red" (ln 3)
+        // does not outweigh.
+        let red_cat = p.pair_for("The red cat wept", &mut rng).unwrap();
+        let expected = 3f32.ln() / (3f32.ln() + 2f32.ln() + 6f32.ln());
+        assert_eq!(red_cat.picture, 1);
+        assert!((red_cat.coverage - expected).abs() < 1e-6, "{red_cat:?}");
         // Of the pictures that share as much, those with the least else in them, ties drawn:
         // "cat" alone is picture 4 or 5 (the road says nothing), never 3 with its sofa.
         let drawn: BTreeSet<Option<usize>> = (0..40)
             .map(|_| p.picture_for("What a cat!", &mut rng))
             .collect();
         assert_eq!(drawn, [Some(4), Some(5)].into_iter().collect());
-        assert!(!p.pairs("Thou art a villain."));
         assert_eq!(p.picture_for("Thou art a villain.", &mut rng), None);
-        assert!(p.pairs("The road, the dog."));
+        // "dog" is in picture 2 alone, whose references name nothing else the index keeps.
+        assert_eq!(
+            p.pair_for("The road, the dog.", &mut rng),
+            Some(Pair {
+                picture: 2,
+                coverage: 1.0
+            })
+        );
+        // "boat" and "sofa" are in no picture together: pictures 1 (a red boat on the sea) and
+        // 3 (a cat on a sofa) each share half of the sentence by idf (ln 6 of 2 ln 6); 3 has
+        // less else in it.
+        assert_eq!(
+            p.pair_for("A boat on a sofa", &mut rng),
+            Some(Pair {
+                picture: 3,
+                coverage: 0.5
+            })
+        );
     }
 }

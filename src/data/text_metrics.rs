@@ -156,6 +156,94 @@ impl CiderD {
     }
 }
 
+/// The concepts of a text: its content words ([`content_words`]) and each two of them that
+/// stand next to each other ("pink tree", which binds a colour to its thing where the words
+/// alone would not).
+pub fn concepts(text: &str) -> Vec<String> {
+    let mut out = content_words(text);
+    let words = tokens(text);
+    let content: BTreeSet<&String> = out.iter().collect();
+    let pairs: BTreeSet<String> = words
+        .windows(2)
+        .filter(|w| content.contains(&w[0]) && content.contains(&w[1]))
+        .map(|w| format!("{} {}", w[0], w[1]))
+        .collect();
+    out.extend(pairs);
+    out
+}
+
+/// The idf of the concepts ([`concepts`]) of a corpus of pictures' references, one list of
+/// reference captions per picture: ln(pictures / pictures whose references use it). Concepts
+/// in more than half the pictures say nothing about one and are left out.
+pub fn concept_idf(references: impl Iterator<Item = Vec<String>>) -> BTreeMap<String, f32> {
+    let mut df: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pictures = 0usize;
+    for refs in references {
+        pictures += 1;
+        let seen: BTreeSet<String> = refs.iter().flat_map(|r| concepts(r)).collect();
+        for c in seen {
+            *df.entry(c).or_default() += 1;
+        }
+    }
+    df.into_iter()
+        .filter(|&(_, d)| d * 2 <= pictures)
+        .map(|(c, d)| (c, (pictures as f32 / d as f32).ln()))
+        .collect()
+}
+
+/// Concept F1 of a caption against its picture's references, each concept weighted by its
+/// idf over a corpus of references, counting only concepts that corpus uses: the words of a
+/// style the references never use ("lugubrious") neither earn nor cost anything, so a caption
+/// is scored on what it names, not on its phrasing. Precision: the share of the caption's
+/// concepts found in any reference; recall: the largest share of one reference's concepts
+/// the caption names (references say the same thing in other words, which no caption names
+/// all of).
+pub struct ConceptF1 {
+    idf: BTreeMap<String, f32>,
+}
+
+impl ConceptF1 {
+    /// Idf over `references`, one list of reference captions per picture ([`concept_idf`]).
+    pub fn new(references: &[Vec<String>]) -> Self {
+        ConceptF1 {
+            idf: concept_idf(references.iter().cloned()),
+        }
+    }
+
+    fn known(&self, text: &str) -> BTreeSet<String> {
+        concepts(text)
+            .into_iter()
+            .filter(|c| self.idf.contains_key(c))
+            .collect()
+    }
+
+    fn mass<'a>(&self, cs: impl Iterator<Item = &'a String>) -> f32 {
+        cs.map(|c| self.idf[c]).sum()
+    }
+
+    /// The F1 (0 where the caption or the references name no known concept).
+    pub fn score(&self, candidate: &str, references: &[String]) -> f32 {
+        let caption = self.known(candidate);
+        let refs: Vec<BTreeSet<String>> = references.iter().map(|r| self.known(r)).collect();
+        let any: BTreeSet<&String> = refs.iter().flatten().collect();
+        let named = self.mass(caption.iter());
+        if named == 0.0 || any.is_empty() {
+            return 0.0;
+        }
+        let precision = self.mass(caption.iter().filter(|c| any.contains(c))) / named;
+        let recall = refs
+            .iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| self.mass(r.intersection(&caption)) / self.mass(r.iter()))
+            .fold(0f32, f32::max);
+        if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        }
+    }
+}
+
 /// Corpus CIDEr-D, document frequencies over the references of the evaluated set. Returns the
 /// corpus score and per-caption scores.
 pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> (f64, Vec<f64>) {
@@ -335,5 +423,35 @@ mod tests {
         for (a, e) in per.iter().zip(expected) {
             assert!((a - e).abs() < 1e-6, "{a} vs {e}");
         }
+    }
+
+    /// Against four pictures' references: "red", "boat" and "night" are in two of the four
+    /// pictures (idf ln 2), every other concept in one (ln 4).
+    #[test]
+    fn concept_f1_weighs_what_a_caption_names_by_idf_and_ignores_its_style() {
+        let refs: Vec<Vec<String>> = [
+            &["a red car near a house", "a crimson car beside a house"][..],
+            &["a blue boat on the sea"],
+            &["a red boat at night"],
+            &["a cat at night"],
+        ]
+        .iter()
+        .map(|r| r.iter().map(|t| t.to_string()).collect())
+        .collect();
+        let f1 = ConceptF1::new(&refs);
+        // Known concepts: red (ln 2), car, "red car" (ln 4 each), boat (ln 2): 6 ln 2, of
+        // which boat is in no reference of picture 0 (precision 5/6). The first reference's
+        // concepts weigh red + car + house + "red car" = 7 ln 2, of which the caption names
+        // 5 ln 2 (the second's: 1/4), so recall is 5/7 and F1 = 2·(5/6)(5/7)/(5/6 + 5/7).
+        let styled = f1.score("Oh, the gloomy red car wept by a boat", &refs[0]);
+        assert!((styled - 10.0 / 13.0).abs() < 1e-6, "{styled}");
+        // Words no reference uses count for nothing, either way.
+        assert_eq!(
+            f1.score("the lugubrious red car", &refs[0]),
+            f1.score("the red car", &refs[0])
+        );
+        assert!((f1.score("a red car near a house", &refs[0]) - 1.0).abs() < 1e-6);
+        assert_eq!(f1.score("Thou art a villain.", &refs[0]), 0.0);
+        assert_eq!(f1.score("a blue boat on the sea", &refs[0]), 0.0);
     }
 }

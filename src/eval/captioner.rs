@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens};
+use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens, ConceptF1};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::model::generate::Strategy;
@@ -87,6 +87,10 @@ pub struct StyleEval {
     pub content_fidelity: Option<f32>,
     pub bleu4: f64,
     pub cider_d: f64,
+    /// Mean over captions of the concept F1 to its picture's references
+    /// (`text_metrics::ConceptF1`, idf over the evaluated pictures' references): what the
+    /// caption names, whatever its style's words.
+    pub concept_f1: f32,
     /// Mean over captions of the highest cosine similarity of its sentence embedding to one
     /// of its picture's references (with `content_encoder`).
     pub embedding_similarity: Option<f32>,
@@ -180,6 +184,7 @@ pub fn evaluate_captioner(
     let examples = source.get_many(&ids)?;
     let images: Vec<RgbImage> = examples.iter().map(|e| e.image.clone()).collect();
     let refs: Vec<Vec<String>> = examples.iter().map(|e| e.captions.clone()).collect();
+    let concepts = ConceptF1::new(&refs);
     let styles = config
         .styles
         .clone()
@@ -253,6 +258,12 @@ pub fn evaluate_captioner(
                 .then(|| fidelity.iter().sum::<f32>() / fidelity.len() as f32),
             bleu4: bleu4(&captions, &refs),
             cider_d: cider_d(&captions, &refs).0,
+            concept_f1: captions
+                .iter()
+                .zip(&refs)
+                .map(|(c, r)| concepts.score(c, r))
+                .sum::<f32>()
+                / n.max(1) as f32,
             embedding_similarity: match &encoder {
                 Some(e) => {
                     let caps: Vec<&str> = captions.iter().map(String::as_str).collect();
@@ -294,13 +305,14 @@ pub fn render(e: &CaptionerEval) -> String {
     let with_clip = e.styles.iter().any(|r| r.clip_score.is_some());
     let _ = write!(
         s,
-        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>6} {:>8} {:>7}",
+        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>6} {:>8} {:>7}",
         "style",
         "style acc",
         "score",
         "content",
         "BLEU-4",
         "CIDEr-D",
+        "concepts",
         "dist-1",
         "dist-2",
         "self-BLEU",
@@ -316,13 +328,14 @@ pub fn render(e: &CaptionerEval) -> String {
     for r in &e.styles {
         let _ = write!(
             s,
-            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>8} {:>7}",
+            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>8} {:>7}",
             r.style,
             r.style_accuracy,
             r.style_score,
             opt(r.content_fidelity),
             r.bleu4,
             r.cider_d,
+            r.concept_f1,
             r.distinct1,
             r.distinct2,
             r.self_bleu,

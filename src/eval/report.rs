@@ -256,12 +256,13 @@ fn curves(l: &Layout) -> Result<String> {
 
 fn metric_table(eval: &Value) -> String {
     let mut h = String::new();
-    let all: [(&str, &str); 13] = [
+    let all: [(&str, &str); 14] = [
         ("style_accuracy", "style acc"),
         ("style_score", "judge p"),
         ("content_fidelity", "content"),
         ("bleu4", "BLEU-4"),
         ("cider_d", "CIDEr-D"),
+        ("concept_f1", "concept F1"),
         ("embedding_similarity", "embedding sim"),
         ("clip_score", "CLIP-S"),
         ("ref_clip_score", "RefCLIP-S"),

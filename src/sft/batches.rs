@@ -63,9 +63,17 @@ impl RowSource {
                 (0..train.len()).map(|i| train.references(i)),
             )),
         };
+        // A sentence whose picture would be refused counts with those that name nothing, so
+        // that the share of rows shown with a picture is `mention_share`. Ties between
+        // pictures rarely differ in coverage; one draw decides.
         let names_things = |text: &str| match &pseudo_pairs {
             None => !lexicon.mentions(text).is_empty(),
-            Some(p) => p.pairs(text),
+            Some(p) => p
+                .pair_for(
+                    text,
+                    &mut Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE),
+                )
+                .is_some_and(|p| p.coverage >= config.min_pair_coverage),
         };
         let (world_texts, other_texts): (Vec<usize>, Vec<usize>) =
             (0..data.styles.len()).partition(|&i| names_things(&data.styles[i].text));
@@ -135,7 +143,12 @@ impl RowSource {
                 let (picture, paired) = match (&self.pseudo_pairs, c.pair_mentions) {
                     (_, false) => (None, None),
                     (None, true) => (self.picture_of_mentions(&t.text, &mut rng), None),
-                    (Some(p), true) => (None, p.picture_for(&t.text, &mut rng)),
+                    (Some(p), true) => (
+                        None,
+                        p.pair_for(&t.text, &mut rng)
+                            .filter(|p| p.coverage >= c.min_pair_coverage)
+                            .map(|p| p.picture),
+                    ),
                 };
                 let unrelated =
                     (picture.is_none() && paired.is_none()) && rng.chance(c.style_image_rate);

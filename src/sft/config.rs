@@ -158,6 +158,14 @@ pub struct TrainConfig {
     /// (`data::pseudo_pairs`, concept-based pseudo-pairs).
     #[serde(alias = "pair_world_mentions")]
     pub pair_mentions: bool,
+    /// On data other than the built-in world, the least share of what a style sentence names
+    /// (idf-weighted, `data::pseudo_pairs::Pair::coverage`) that its picture's references
+    /// must name too for the two to be shown together; a sentence with no such picture is
+    /// shown with the blank one, and counts with those that name nothing for
+    /// `mention_share`. At 1 (every concept, and no binding of two of them that no reference
+    /// has) pairs are fewer and truer, and the base's styled captions name more of what is in
+    /// the picture (docs/experiments.md, "Real data end to end").
+    pub min_pair_coverage: f32,
     /// Share of style rows drawn from the style sentences that name things (world things, or
     /// words of the training references; 20% of the built-in corpus names world things): the
     /// base then often writes styled text about the picture, which gives alignment's content
@@ -227,6 +235,7 @@ impl Default for TrainConfig {
             style_batch_size: 24,
             style_image_rate: 0.0,
             pair_mentions: true,
+            min_pair_coverage: 1.0,
             mention_share: Some(0.85),
             first_caption_rate: 1.0,
             grad_accum: 1,
@@ -303,6 +312,7 @@ impl TrainConfig {
         check::within("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)?;
         check::within("style_image_rate", self.style_image_rate, 0.0, 1.0)?;
         check::within("first_caption_rate", self.first_caption_rate, 0.0, 1.0)?;
+        check::within("min_pair_coverage", self.min_pair_coverage, 0.0, 1.0)?;
         if let Some(share) = self.mention_share {
             check::within("mention_share", share, 0.0, 1.0)?;
         }
