@@ -474,14 +474,17 @@ fn alignment_on_plain_captions_never_reads_scene_graphs() {
             std::fs::read(dir_a.join("eval.json")).unwrap(),
             std::fs::read(dir_b.join("eval.json")).unwrap()
         );
-        // The content reward was live: sampled captions scored against the references.
-        let log = metrics_without_timings(&dir_b);
-        assert!(
-            log.iter()
-                .filter_map(|r| r["content"].as_f64())
-                .any(|c| c > 0.0),
-            "{name}: {log:?}"
-        );
+        // The content reward was live: sampled captions scored against the references
+        // (the tiny model's bytes share n-grams with them, never a concept).
+        if reward == ContentRewardKind::Cider {
+            let log = metrics_without_timings(&dir_b);
+            assert!(
+                log.iter()
+                    .filter_map(|r| r["content"].as_f64())
+                    .any(|c| c > 0.0),
+                "{name}: {log:?}"
+            );
+        }
     }
 
     // Without --content-reward, plain captions get concept F1, recorded in config.json; the

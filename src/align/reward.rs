@@ -338,4 +338,32 @@ mod tests {
         let r = reward.scores(&captions, &[picture, picture]).unwrap();
         assert_eq!(r, vec![1.0, styled]);
     }
+
+    /// The concepts reward scores each caption against its own picture's references.
+    #[test]
+    fn the_concepts_reward_is_concept_f1_against_each_pictures_references() {
+        let refs: Vec<Vec<String>> = [
+            "a red car near a house",
+            "a blue boat on the sea",
+            "a red boat at night",
+            "a cat at night",
+        ]
+        .iter()
+        .map(|r| vec![r.to_string()])
+        .collect();
+        let reward = Concepts(ConceptF1::new(&refs));
+        let image = image::RgbImage::new(1, 1);
+        let picture = |i: usize| Picture {
+            references: &refs[i],
+            scene: None,
+            image: &image,
+        };
+        let caption = "the doleful blue boat wept upon the sea".to_string();
+        let r = reward
+            .scores(&[caption.clone(), caption], &[picture(1), picture(0)])
+            .unwrap();
+        // Everything it names is in picture 1's reference, and all of that reference.
+        assert!((r[0] - 1.0).abs() < 1e-6, "{r:?}");
+        assert_eq!(r[1], 0.0);
+    }
 }
