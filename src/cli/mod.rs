@@ -49,7 +49,7 @@ pub enum Command {
     /// content reward, KL to the frozen base).
     Align(align::AlignArgs),
     /// Evaluate a captioner: captions in each style, judged by the judge, with content
-    /// fidelity, BLEU-4, CIDEr-D and diversity.
+    /// fidelity, BLEU-4, CIDEr-D, concept F1, repetition and diversity.
     Eval(eval::EvalArgs),
     /// Write a captioner as one plain captioner folder; `--merge-lora` folds LoRA adapters
     /// into the weights.

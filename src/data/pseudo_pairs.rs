@@ -4,7 +4,9 @@
 //! to take what it names from the picture. The concepts are the content words of the
 //! references and the pairs of them that stand together ("pink tree", which binds a colour
 //! to its thing where the words alone would not); a sentence is paired with the picture that
-//! shares the most of its concepts, each weighted by how rare it is among the pictures (idf).
+//! shares the most of its concepts, each weighted by how rare it is among the pictures (idf),
+//! and the pair's coverage says how much of what the sentence names that picture shows: the
+//! trainer keeps only full ones (`min_pair_coverage`), which are fewer and truer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +17,9 @@ use crate::rng::Rng;
 /// of idf (each shared one counts 1): enough to prefer, of pictures that share as much, the
 /// one with the least else in it, whose captions the sentence then describes most fully.
 /// On a `data synth` folder the sentences' content F1 against their paired pictures (by the
-/// hidden scene graphs; `examples/pseudo_pairs.rs`) is 0.62 at 0, 0.70 at 0.05, 0.62 at 0.2.
+/// hidden scene graphs; `examples/pseudo_pairs.rs`) is 0.62 at 0, 0.70 at 0.05, 0.62 at 0.2;
+/// it keeps nearly as many fully covered pairs as a vanishing charge (628 of 2,000 sentences,
+/// F1 0.862, against 659 at F1 0.857) and more than 0.2 (395, F1 0.852).
 const CLUTTER: f32 = 0.05;
 
 /// The training pictures' concepts, indexed by word.
