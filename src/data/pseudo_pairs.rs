@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::text_metrics::concepts;
+use super::text_metrics::{concepts, idf};
 use crate::rng::Rng;
 
 /// How much a picture's concepts that the sentence does not name count against it, per unit
@@ -44,9 +44,12 @@ impl PseudoPairs {
                 postings.entry(w).or_default().0.push(i as u32);
             }
         }
-        postings.retain(|_, (ids, idf)| {
-            *idf = (pictures as f32 / ids.len() as f32).ln();
-            ids.len() * 2 <= pictures
+        postings.retain(|_, (ids, weight)| match idf(ids.len(), pictures) {
+            Some(w) => {
+                *weight = w;
+                true
+            }
+            None => false,
         });
         let mut mass = vec![0f32; pictures];
         for (ids, idf) in postings.values() {

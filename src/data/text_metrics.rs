@@ -186,9 +186,14 @@ pub fn concept_idf(references: impl Iterator<Item = Vec<String>>) -> BTreeMap<St
         }
     }
     df.into_iter()
-        .filter(|&(_, d)| d * 2 <= pictures)
-        .map(|(c, d)| (c, (pictures as f32 / d as f32).ln()))
+        .filter_map(|(c, d)| Some((c, idf(d, pictures)?)))
         .collect()
+}
+
+/// The idf of a concept the references of `df` of `pictures` pictures use; None for one in
+/// more than half of them.
+pub fn idf(df: usize, pictures: usize) -> Option<f32> {
+    (df * 2 <= pictures).then(|| (pictures as f32 / df as f32).ln())
 }
 
 /// Concept F1 of a caption against its picture's references, each concept weighted by its
