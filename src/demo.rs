@@ -188,6 +188,8 @@ impl DemoData {
             ] {
                 set(&mut c.data, &styles);
                 c.corpus_part = part;
+                set(&mut c.factual_captions, &self.data);
+                c.split_seed = preset.train.split_seed;
             }
         }
         let a = &mut preset.align;

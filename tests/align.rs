@@ -363,6 +363,7 @@ fn a_killed_alignment_resumes_to_the_uninterrupted_run() {
         b.config,
         AlignConfig {
             content_reward: Some(ContentRewardKind::Scene),
+            w_content: Some(ContentRewardKind::Scene.default_weight()),
             ..config.clone()
         },
         "resume uses the run's saved configuration, with the content reward it chose"

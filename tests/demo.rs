@@ -150,9 +150,10 @@ fn report_opens_in_a_browser(out: &std::path::Path) {
 
 /// The whole chain on a user's data: a caption manifest without scene graphs (a `data synth`
 /// folder's, with the `scene` field removed) and a style corpus of the user's. Every stage
-/// runs; alignment falls back to CIDEr-D; the critic and the judge learn from disjoint
-/// halves of the corpus; the evaluation and the report's gallery use the held-out test
-/// slice of the manifest, never a built-in world picture.
+/// runs; alignment takes concept F1 (weighted 2); the critic and the judge learn from
+/// disjoint halves of the corpus, with captions of the manifest added to `factual`; the
+/// evaluation and the report's gallery use the held-out test slice of the manifest, never a
+/// built-in world picture.
 #[test]
 fn demo_runs_on_a_plain_manifest_and_a_style_corpus() {
     let dir = scratch("demo", "user-data");
@@ -216,8 +217,12 @@ fn demo_runs_on_a_plain_manifest_and_a_style_corpus() {
         serde_json::from_str(&std::fs::read_to_string(out.join(p)).unwrap()).unwrap()
     };
     assert_eq!(json("align/config.json")["content_reward"], "concepts");
-    assert_eq!(json("critic/config.json")["corpus_part"], "critic");
-    assert_eq!(json("judge/config.json")["corpus_part"], "judge");
+    assert_eq!(json("align/config.json")["w_content"], 2.0);
+    for (stage, part) in [("critic", "critic"), ("judge", "judge")] {
+        let config = json(&format!("{stage}/config.json"));
+        assert_eq!(config["corpus_part"], part);
+        assert_eq!(config["factual_captions"], plain.to_str().unwrap());
+    }
     let eval = json("eval.json");
     // The held-out test slice: 5% of 60 pictures.
     let (_, test_ids) = stylecap::data::sources::held_out_slices(records.len(), 0);

@@ -75,7 +75,9 @@ pub struct AlignConfig {
     pub top_p: f32,
     pub max_new_tokens: usize,
     pub w_style: f32,
-    pub w_content: f32,
+    /// Weight of the content reward; None: the content reward's own
+    /// ([`ContentRewardKind::default_weight`]), which the trainer records.
+    pub w_content: Option<f32>,
     pub style_reward: StyleReward,
     /// KL estimator in the reward (GRPO's loss term always uses k3).
     pub kl_estimator: KlEstimator,
@@ -169,7 +171,7 @@ impl Default for AlignConfig {
             top_p: 1.0,
             max_new_tokens: 40,
             w_style: 1.0,
-            w_content: 1.0,
+            w_content: None,
             style_reward: StyleReward::Prob,
             kl_estimator: KlEstimator::K1,
             beta: 0.05,
@@ -210,6 +212,15 @@ impl Default for AlignConfig {
 }
 
 impl AlignConfig {
+    /// The weight of the content reward: `w_content`, else the reward's own (1 before the
+    /// reward is chosen).
+    pub fn content_weight(&self) -> f32 {
+        self.w_content.unwrap_or_else(|| {
+            self.content_reward
+                .map_or(1.0, ContentRewardKind::default_weight)
+        })
+    }
+
     /// The adapters to train, if the run trains LoRA adapters.
     pub fn lora(&self) -> Option<LoraConfig> {
         (self.lora_rank > 0).then(|| LoraConfig {
@@ -236,7 +247,9 @@ impl AlignConfig {
         check::within("lr", self.lr, 1e-9, 10.0)?;
         check_sampling(self.temperature, self.top_p, self.max_new_tokens)?;
         check::non_negative("w_style", self.w_style as f64)?;
-        check::non_negative("w_content", self.w_content as f64)?;
+        if let Some(w) = self.w_content {
+            check::non_negative("w_content", w as f64)?;
+        }
         check::positive("cider_cap", self.cider_cap as f64)?;
         check::non_negative("beta", self.beta)?;
         if let Some(t) = self.target_kl {

@@ -204,8 +204,9 @@ impl Aligner {
                 ContentRewardKind::Concepts
             },
         );
-        // The run's config.json records the reward chosen.
+        // The run's config.json records the reward chosen, and its weight.
         config.content_reward = Some(kind);
+        config.w_content = Some(config.content_weight());
         let content = kind.build(
             &data.train,
             &data.val,

@@ -73,7 +73,8 @@ pub struct AlignArgs {
     /// Weight of the style reward.
     #[arg(long)]
     pub w_style: Option<f32>,
-    /// Weight of the content reward, the caption's content fidelity to the picture.
+    /// Weight of the content reward, the caption's content fidelity to the picture
+    /// (default: 2 for `concepts`, 1 for the others).
     #[arg(long)]
     pub w_content: Option<f32>,
     /// Weight of the supervised anchor (cross-entropy on plain captions of training pictures
@@ -148,6 +149,9 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
     }
+    if a.w_content.is_some() {
+        c.w_content = a.w_content;
+    }
     set!(
         algo,
         steps,
@@ -158,7 +162,6 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
         kl_estimator,
         style_reward,
         w_style,
-        w_content,
         ptx_coef,
         lora_rank,
         seed

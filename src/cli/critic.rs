@@ -37,6 +37,12 @@ pub struct CriticTrainArgs {
     /// Labelled texts: JSONL {"text","style"} or a folder of STYLE.txt.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A caption dataset (any format `train --data` reads) whose training pictures'
+    /// captions are added to the `factual` texts of --data (2,500 pictures, one caption each):
+    /// the captioner's own factual captions, which a critic would otherwise take for one of
+    /// the corpus's styles. `demo --data` passes its data here.
+    #[arg(long, requires = "data")]
+    pub factual_captions: Option<PathBuf>,
     /// Fine-tune a pretrained BERT / MiniLM folder (config.json, model.safetensors,
     /// tokenizer.json) instead of training a small encoder.
     #[arg(long)]
@@ -112,6 +118,9 @@ pub fn run(args: CriticArgs, device: Device) -> Result<()> {
             };
             if a.data.is_some() {
                 c.data = a.data.clone();
+            }
+            if a.factual_captions.is_some() {
+                c.factual_captions = a.factual_captions.clone();
             }
             if let Some(p) = a.part {
                 c.corpus_part = p;

@@ -11,7 +11,7 @@ use super::bert::BertConfig;
 use super::metrics::{evaluate, CriticReport};
 use super::model::{Critic, CriticInfo};
 use crate::data::records::{LoadOptions, StyleText};
-use crate::data::sources::{builtin_style_texts, load_styles, EpochOrder};
+use crate::data::sources::{builtin_style_texts, load_styles, CaptionSplits, DataSpec, EpochOrder};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::loss::classification_cross_entropy;
 use crate::model::pretrained::resolve;
@@ -76,7 +76,16 @@ pub struct CriticTrainConfig {
     pub held_out: f32,
     /// Built-in corpus: sentences per style, and world captions added to `factual`.
     pub texts_per_style: usize,
+    /// How many pictures' captions (one each) are added to `factual`: of the built-in world
+    /// with the built-in corpus, of `factual_captions` with a corpus of `data`.
     pub world_captions: usize,
+    /// A caption dataset (any format `train --data` reads) whose training pictures'
+    /// captions join `data`'s `factual` texts: the captioner's own factual captions, which
+    /// a critic that knew only the corpus's other styles would take for one of them (gothic
+    /// novels describe scenes in such words). The demo sets it to its `--data`.
+    pub factual_captions: Option<PathBuf>,
+    /// Seed of `factual_captions`' held-out slices, which are left out (as `train`'s).
+    pub split_seed: u64,
     pub optimizer: AdamWConfig,
     pub skip_bad: bool,
 }
@@ -100,6 +109,8 @@ impl Default for CriticTrainConfig {
             held_out: 0.1,
             texts_per_style: 5000,
             world_captions: 2500,
+            factual_captions: None,
+            split_seed: 0,
             optimizer: AdamWConfig::default(),
             skip_bad: false,
         }
@@ -176,6 +187,44 @@ pub fn builtin_corpus(config: &CriticTrainConfig) -> Vec<StyleText> {
     texts
 }
 
+/// Captions of `config.world_captions` training pictures of `config.factual_captions` (one
+/// each, pictures and captions drawn by the seed), labelled `factual`.
+fn dataset_factual_captions(path: &Path, config: &CriticTrainConfig) -> Result<Vec<StyleText>> {
+    let mut skipped = Vec::new();
+    let spec = DataSpec {
+        data: Some(path),
+        val_data: None,
+        test_data: None,
+        styles: None,
+        skip_bad: config.skip_bad,
+        split_seed: config.split_seed,
+        world_seed: 0,
+        world_train: 0,
+        world_val: 0,
+        image_size: 0,
+        style_texts: 0,
+    };
+    let train = CaptionSplits::load(&spec, &mut skipped)
+        .with_context(|| format!("factual_captions {}", path.display()))?
+        .train;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = Rng::keyed(config.seed, streams::KEY_CRITIC_WORLD_CAPTIONS);
+    rng.shuffle(&mut order);
+    let source = crate::data::records::Source::file(path);
+    Ok(order
+        .into_iter()
+        .take(config.world_captions)
+        .filter_map(|i| {
+            let refs = train.references(i);
+            (!refs.is_empty()).then(|| StyleText {
+                text: rng.pick(&refs).clone(),
+                style: FACTUAL.into(),
+                source: source.clone(),
+            })
+        })
+        .collect())
+}
+
 /// Splits indices into (train, held-out) by a seeded shuffle.
 pub fn split(n: usize, held_out: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
@@ -205,7 +254,11 @@ pub fn train_critic(
             for p in &loaded.skipped {
                 eprintln!("skipped: {p}");
             }
-            loaded.records
+            let mut texts = loaded.records;
+            if let Some(captions) = &config.factual_captions {
+                texts.extend(dataset_factual_captions(captions, config)?);
+            }
+            texts
         }
         None => builtin_corpus(config),
     };
@@ -309,6 +362,56 @@ pub fn train_critic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caption_dataset_adds_one_caption_of_each_of_its_training_pictures_to_factual() {
+        let dir = std::env::temp_dir().join(format!("stylecap-factual-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("captions.jsonl");
+        let n = 40;
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                image::RgbImage::new(2, 2)
+                    .save(dir.join(format!("p{i}.png")))
+                    .unwrap();
+                serde_json::json!({
+                    "id": format!("p{i}"),
+                    "image": format!("p{i}.png"),
+                    "captions": [format!("picture {i} first"), format!("picture {i} second")],
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&manifest, lines.join("\n")).unwrap();
+        let (val, test) = crate::data::sources::held_out_slices(n, 3);
+        let training = n - val.len() - test.len();
+        let picture =
+            |t: &StyleText| -> usize { t.text.split(' ').nth(1).unwrap().parse().unwrap() };
+        for (wanted, got) in [(10, 10), (100, training)] {
+            let config = CriticTrainConfig {
+                factual_captions: Some(manifest.clone()),
+                world_captions: wanted,
+                split_seed: 3,
+                ..CriticTrainConfig::default()
+            };
+            let texts = dataset_factual_captions(&manifest, &config).unwrap();
+            assert_eq!(texts.len(), got);
+            let mut pictures: Vec<usize> = texts.iter().map(picture).collect();
+            pictures.sort_unstable();
+            pictures.dedup();
+            assert_eq!(pictures.len(), got, "one caption per picture");
+            for t in &texts {
+                assert_eq!(t.style, FACTUAL);
+                let p = picture(t);
+                assert!(
+                    !val.contains(&p) && !test.contains(&p),
+                    "held out: {}",
+                    t.text
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_critic_and_judge_halves_of_a_corpus_are_disjoint_and_cover_it() {

@@ -298,13 +298,16 @@ pub fn content_words(text: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     tokens(text)
         .into_iter()
-        .filter(|w| {
-            w.chars().count() >= 3
-                && w.chars().any(char::is_alphabetic)
-                && !FUNCTION_WORDS.contains(&w.as_str())
-                && seen.insert(w.clone())
-        })
+        .filter(|w| is_content_word(w) && seen.insert(w.clone()))
         .collect()
+}
+
+/// Whether a lower-cased word ([`tokens`]) names something: not a function word, not a
+/// number, three letters or more.
+pub fn is_content_word(word: &str) -> bool {
+    word.chars().count() >= 3
+        && word.chars().any(char::is_alphabetic)
+        && !FUNCTION_WORDS.contains(&word)
 }
 
 /// Whether a caption repeats itself ([`repeated_words`]).

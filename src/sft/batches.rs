@@ -3,6 +3,7 @@
 //! exactly the rows an uninterrupted one would, and the trainer may prepare a step's rows while
 //! the previous step is still being applied.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -69,11 +70,12 @@ impl RowSource {
         let names_things = |text: &str| match &pseudo_pairs {
             None => !lexicon.mentions(text).is_empty(),
             Some(p) => p
-                .pair_for(
+                .shown_pair(
                     text,
+                    config.show_pairs(),
                     &mut Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE),
                 )
-                .is_some_and(|p| p.coverage >= config.min_pair_coverage),
+                .is_some(),
         };
         let (world_texts, other_texts): (Vec<usize>, Vec<usize>) =
             (0..data.styles.len()).partition(|&i| names_things(&data.styles[i].text));
@@ -137,19 +139,24 @@ impl RowSource {
             let mut matched: Vec<Option<RgbImage>> = Vec::new();
             for k in s0..s0 + c.style_batch_size {
                 let t = &self.data.styles[self.style_text(k)];
-                tokens.push(self.encode_text(&t.text)?);
-                styles.push(self.style_ids[&t.style]);
+                let mut text = Cow::Borrowed(t.text.as_str());
                 let mut rng = Rng::for_item(c.seed, streams::SFT_STYLE_PICTURE, k as u64);
                 let (picture, paired) = match (&self.pseudo_pairs, c.pair_mentions) {
                     (_, false) => (None, None),
                     (None, true) => (self.picture_of_mentions(&t.text, &mut rng), None),
-                    (Some(p), true) => (
-                        None,
-                        p.pair_for(&t.text, &mut rng)
-                            .filter(|p| p.coverage >= c.min_pair_coverage)
-                            .map(|p| p.picture),
-                    ),
+                    (Some(p), true) => {
+                        let shown = p.shown_pair(&t.text, c.show_pairs(), &mut rng);
+                        (
+                            None,
+                            shown.map(|(picture, shown)| {
+                                text = shown;
+                                picture
+                            }),
+                        )
+                    }
                 };
+                tokens.push(self.encode_text(&text)?);
+                styles.push(self.style_ids[&t.style]);
                 let unrelated =
                     (picture.is_none() && paired.is_none()) && rng.chance(c.style_image_rate);
                 with_image

@@ -1,6 +1,7 @@
 //! The supervised training configuration: every setting of a run, with defaults, saved as the
 //! run's `config.json` and accepted back as `--config FILE` (JSON or TOML).
 
+use crate::data::pseudo_pairs::ShowPairs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
@@ -166,6 +167,19 @@ pub struct TrainConfig {
     /// has) pairs are fewer and truer, and the base's styled captions name more of what is in
     /// the picture (docs/experiments.md, "Real data end to end").
     pub min_pair_coverage: f32,
+    /// On data other than the built-in world, show a style sentence whose picture falls short
+    /// of `min_pair_coverage` with that picture all the same, the words its references lack
+    /// swapped for theirs that stand in the same places (`data::pseudo_pairs::PseudoPairs::
+    /// rewrite`: "the pink automobile" for a picture of a red car becomes "the red car"); a
+    /// sentence no swap mends is shown with the blank picture.
+    pub rewrite_pairs: bool,
+    /// On data other than the built-in world, show a style sentence that has no pair (or
+    /// none a rewrite mends) with a training picture drawn at random, the picture's things
+    /// put in the sentence's slots (`data::pseudo_pairs::PseudoPairs::fill`: "the food was
+    /// amazing" becomes "the green mountain was amazing"); a sentence with no slot is shown
+    /// with the blank picture. Style corpora that never describe a scene then still teach the
+    /// decoder to name the picture in their style.
+    pub fill_slots: bool,
     /// Share of style rows drawn from the style sentences that name things (world things, or
     /// words of the training references; 20% of the built-in corpus names world things): the
     /// base then often writes styled text about the picture, which gives alignment's content
@@ -236,6 +250,8 @@ impl Default for TrainConfig {
             style_image_rate: 0.0,
             pair_mentions: true,
             min_pair_coverage: 1.0,
+            rewrite_pairs: true,
+            fill_slots: true,
             mention_share: Some(0.85),
             first_caption_rate: 1.0,
             grad_accum: 1,
@@ -264,6 +280,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// How style sentences find their pictures on data other than the built-in world.
+    pub fn show_pairs(&self) -> ShowPairs {
+        ShowPairs {
+            min_coverage: self.min_pair_coverage,
+            rewrite: self.rewrite_pairs,
+            fill: self.fill_slots,
+        }
+    }
+
     /// The data part of the configuration.
     pub fn data_spec(&self) -> DataSpec<'_> {
         DataSpec {
