@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use stylecap::data::loaders::{manifest, style_corpus};
-use stylecap::data::pseudo_pairs::PseudoPairs;
+use stylecap::data::pseudo_pairs::{PseudoPairs, ShowPairs};
 use stylecap::data::records::LoadOptions;
 use stylecap::rng::Rng;
 use stylecap::world::{check, Lexicon};
@@ -104,6 +104,47 @@ fn main() -> Result<()> {
     )];
     if let Some(other) = args.next() {
         let texts = style_corpus::load_jsonl(other.as_ref(), None, LoadOptions::default())?;
+        // How each style's sentences would be shown: paired as they are, rewritten, filled.
+        let mut shown: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
+        for t in &texts.records {
+            let c = shown.entry(t.style.clone()).or_default();
+            c[0] += 1;
+            let how = |rewrite, fill| ShowPairs {
+                min_coverage: 1.0,
+                rewrite,
+                fill,
+            };
+            let describes = pairs.known_words(&t.text) >= 2;
+            let k = if pairs
+                .shown_pair(&t.text, how(false, false), &mut rng)
+                .is_some()
+            {
+                c[4] += describes as usize;
+                1
+            } else if pairs
+                .shown_pair(&t.text, how(true, false), &mut rng)
+                .is_some()
+            {
+                c[4] += describes as usize;
+                2
+            } else if pairs
+                .shown_pair(&t.text, how(true, true), &mut rng)
+                .is_some()
+            {
+                3
+            } else {
+                continue;
+            };
+            c[k] += 1;
+        }
+        for (style, [all, paired, rewritten, filled, describing]) in shown {
+            println!(
+                "{style}: {all} sentences, {paired} paired, {rewritten} rewritten, {filled} \
+                 filled; {describing} of the paired or rewritten name two or more words of the \
+                 references ({:.1}%)",
+                100.0 * describing as f64 / all as f64
+            );
+        }
         let texts = texts.records.into_iter().map(|t| t.text);
         corpora.push((other, texts.take(n).collect()));
     }

@@ -292,6 +292,14 @@ impl PseudoPairs {
         }
     }
 
+    /// How many of the references' words (single-word concepts) `text` uses.
+    pub fn known_words(&self, text: &str) -> usize {
+        concepts(text)
+            .iter()
+            .filter(|c| !c.contains(' ') && self.ids.contains_key(*c))
+            .count()
+    }
+
     /// How much of what `text` names the references of `picture` name ([`Pair::coverage`]);
     /// None when it names nothing any picture's references name.
     pub fn coverage(&self, text: &str, picture: usize) -> Option<f32> {

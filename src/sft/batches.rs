@@ -4,7 +4,7 @@
 //! the previous step is still being applied.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -13,6 +13,7 @@ use image::RgbImage;
 use super::config::TrainConfig;
 use super::features::{PictureKey, BLANK};
 use crate::data::pseudo_pairs::PseudoPairs;
+use crate::data::records::StyleText;
 use crate::data::sources::{CaptionSource, EpochOrder, TrainData};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::style::FACTUAL;
@@ -44,6 +45,8 @@ pub struct RowSource {
     style_pools: (Vec<usize>, Vec<usize>),
     /// The references' concepts, for data other than the built-in world.
     pseudo_pairs: Option<PseudoPairs>,
+    /// The styles whose sentences' slots take a picture's things (`fill_below`).
+    filled: BTreeSet<String>,
     world_order: EpochOrder,
     other_order: EpochOrder,
     lexicon: Lexicon,
@@ -64,21 +67,25 @@ impl RowSource {
                 (0..train.len()).map(|i| train.references(i)),
             )),
         };
+        let filled = match &pseudo_pairs {
+            Some(p) => styles_to_fill(p, &data.styles, &config),
+            None => BTreeSet::new(),
+        };
         // A sentence whose picture would be refused counts with those that name nothing, so
         // that the share of rows shown with a picture is `mention_share`. Ties between
         // pictures rarely differ in coverage; one draw decides.
-        let names_things = |text: &str| match &pseudo_pairs {
-            None => !lexicon.mentions(text).is_empty(),
+        let names_things = |t: &StyleText| match &pseudo_pairs {
+            None => !lexicon.mentions(&t.text).is_empty(),
             Some(p) => p
                 .shown_pair(
-                    text,
-                    config.show_pairs(),
+                    &t.text,
+                    config.show_pairs(filled.contains(&t.style)),
                     &mut Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE),
                 )
                 .is_some(),
         };
         let (world_texts, other_texts): (Vec<usize>, Vec<usize>) =
-            (0..data.styles.len()).partition(|&i| names_things(&data.styles[i].text));
+            (0..data.styles.len()).partition(|&i| names_things(&data.styles[i]));
         let seed = config.seed;
         RowSource {
             world_order: EpochOrder::new(
@@ -89,6 +96,7 @@ impl RowSource {
             other_order: EpochOrder::new(seed, streams::SFT_OTHER_ORDER, other_texts.len().max(1)),
             style_pools: (world_texts, other_texts),
             pseudo_pairs,
+            filled,
             image_order: EpochOrder::new(seed, streams::SFT_IMAGE_ORDER, data.train.len()),
             style_order: EpochOrder::new(seed, streams::SFT_STYLE_ORDER, data.styles.len().max(1)),
             config,
@@ -145,7 +153,8 @@ impl RowSource {
                     (_, false) => (None, None),
                     (None, true) => (self.picture_of_mentions(&t.text, &mut rng), None),
                     (Some(p), true) => {
-                        let shown = p.shown_pair(&t.text, c.show_pairs(), &mut rng);
+                        let fill = self.filled.contains(&t.style);
+                        let shown = p.shown_pair(&t.text, c.show_pairs(fill), &mut rng);
                         (
                             None,
                             shown.map(|(picture, shown)| {
@@ -285,5 +294,75 @@ impl RowSource {
             world.config.image_size,
             rng.next_u64(),
         ))
+    }
+}
+
+/// The styles below `fill_below`: too few of their sentences describe pictures (name two or
+/// more of the references' words and are shown with a picture, as they are or rewritten).
+fn styles_to_fill(
+    pairs: &PseudoPairs,
+    styles: &[StyleText],
+    config: &TrainConfig,
+) -> BTreeSet<String> {
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut rng = Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE);
+    for t in styles {
+        let c = counts.entry(t.style.as_str()).or_default();
+        c.0 += 1;
+        if pairs.known_words(&t.text) >= 2
+            && pairs
+                .shown_pair(&t.text, config.show_pairs(false), &mut rng)
+                .is_some()
+        {
+            c.1 += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|&(_, (all, describing))| (describing as f32) < config.fill_below * all as f32)
+        .map(|(style, _)| style.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn styles_that_seldom_describe_the_pictures_have_their_slots_filled() {
+        let refs = [
+            "a red car in the rain",
+            "a blue boat in the snow",
+            "a green tree in the fog",
+            "a red boat",
+        ];
+        let pairs = PseudoPairs::new(refs.iter().map(|r| vec![r.to_string()]));
+        let text = |style: &str, text: &str| StyleText {
+            text: text.into(),
+            style: style.into(),
+            source: crate::data::records::Source::file(std::path::Path::new("styles.jsonl")),
+        };
+        // "noir": 1 of 4 sentences names two words of the references and has a picture;
+        // "review": none does ("the rain" names one), so its sentences take a picture's
+        // things below a quarter, and every style's below a half.
+        let styles = [
+            text("noir", "The red car waited in the rain."),
+            text("noir", "Smoke curled."),
+            text("noir", "Nobody talked."),
+            text("noir", "The night was long."),
+            text("review", "the food was great ."),
+            text("review", "we got soaked in the rain ."),
+        ];
+        let filled = |fill_below| {
+            let config = TrainConfig {
+                fill_below,
+                ..TrainConfig::default()
+            };
+            styles_to_fill(&pairs, &styles, &config)
+        };
+        let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
+        assert_eq!(filled(0.0), set(&[]));
+        assert_eq!(filled(0.25), set(&["review"]));
+        assert_eq!(filled(0.5), set(&["noir", "review"]));
     }
 }
