@@ -7,6 +7,14 @@
 //! shares the most of its concepts, each weighted by how rare it is among the pictures (idf),
 //! and the pair's coverage says how much of what the sentence names that picture shows: the
 //! trainer keeps only full ones (`min_pair_coverage`), which are fewer and truer.
+//!
+//! Most sentences have no picture that shows all they name ("the pink automobile and the
+//! purple tree in the snow"); [`PseudoPairs::rewrite`] swaps the words the picture's
+//! references lack for words of theirs that stand in the same places in the references
+//! ("a red car", "a blue car": colours stand before things, things after colours), so the
+//! sentence keeps its style and names what the picture shows. Sentences of styles that seldom
+//! name the pictures' things at all (reviews, plays) take a picture's phrases in their noun
+//! slots instead ([`PseudoPairs::fill`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
