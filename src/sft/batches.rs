@@ -67,25 +67,29 @@ impl RowSource {
                 (0..train.len()).map(|i| train.references(i)),
             )),
         };
-        let filled = match &pseudo_pairs {
-            Some(p) => styles_to_fill(p, &data.styles, &config),
-            None => BTreeSet::new(),
-        };
         // A sentence whose picture would be refused counts with those that name nothing, so
         // that the share of rows shown with a picture is `mention_share`. Ties between
         // pictures rarely differ in coverage; one draw decides.
-        let names_things = |t: &StyleText| match &pseudo_pairs {
+        let shown = |t: &StyleText, fill: bool| match &pseudo_pairs {
             None => !lexicon.mentions(&t.text).is_empty(),
             Some(p) => p
                 .shown_pair(
                     &t.text,
-                    config.show_pairs(filled.contains(&t.style)),
+                    config.show_pairs(fill),
                     &mut Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE),
                 )
                 .is_some(),
         };
-        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) =
-            (0..data.styles.len()).partition(|&i| names_things(&data.styles[i]));
+        let unfilled: Vec<bool> = data.styles.iter().map(|t| shown(t, false)).collect();
+        let filled = match &pseudo_pairs {
+            Some(p) => styles_to_fill(p, &data.styles, &unfilled, config.fill_below),
+            None => BTreeSet::new(),
+        };
+        let (world_texts, other_texts): (Vec<usize>, Vec<usize>) = (0..data.styles.len())
+            .partition(|&i| {
+                let t = &data.styles[i];
+                unfilled[i] || (filled.contains(&t.style) && shown(t, true))
+            });
         let seed = config.seed;
         RowSource {
             world_order: EpochOrder::new(
@@ -298,28 +302,22 @@ impl RowSource {
 }
 
 /// The styles below `fill_below`: too few of their sentences describe pictures (name two or
-/// more of the references' words and are shown with a picture, as they are or rewritten).
+/// more of the references' words and are `shown` with a picture, as they are or rewritten).
 fn styles_to_fill(
     pairs: &PseudoPairs,
     styles: &[StyleText],
-    config: &TrainConfig,
+    shown: &[bool],
+    fill_below: f32,
 ) -> BTreeSet<String> {
     let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    let mut rng = Rng::keyed(config.seed, streams::SFT_STYLE_PICTURE);
-    for t in styles {
+    for (t, &shown) in styles.iter().zip(shown) {
         let c = counts.entry(t.style.as_str()).or_default();
         c.0 += 1;
-        if pairs.known_words(&t.text) >= 2
-            && pairs
-                .shown_pair(&t.text, config.show_pairs(false), &mut rng)
-                .is_some()
-        {
-            c.1 += 1;
-        }
+        c.1 += (shown && pairs.known_words(&t.text) >= 2) as usize;
     }
     counts
         .into_iter()
-        .filter(|&(_, (all, describing))| (describing as f32) < config.fill_below * all as f32)
+        .filter(|&(_, (all, describing))| (describing as f32) < fill_below * all as f32)
         .map(|(style, _)| style.to_string())
         .collect()
 }
@@ -353,13 +351,13 @@ mod tests {
             text("review", "the food was great ."),
             text("review", "we got soaked in the rain ."),
         ];
-        let filled = |fill_below| {
-            let config = TrainConfig {
-                fill_below,
-                ..TrainConfig::default()
-            };
-            styles_to_fill(&pairs, &styles, &config)
-        };
+        let mut rng = Rng::keyed(0, 1);
+        let unfilled = TrainConfig::default().show_pairs(false);
+        let shown: Vec<bool> = styles
+            .iter()
+            .map(|t| pairs.shown_pair(&t.text, unfilled, &mut rng).is_some())
+            .collect();
+        let filled = |fill_below| styles_to_fill(&pairs, &styles, &shown, fill_below);
         let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
         assert_eq!(filled(0.0), set(&[]));
         assert_eq!(filled(0.25), set(&["review"]));
