@@ -207,6 +207,9 @@ fn dataset_factual_captions(path: &Path, config: &CriticTrainConfig) -> Result<V
     let train = CaptionSplits::load(&spec, &mut skipped)
         .with_context(|| format!("factual_captions {}", path.display()))?
         .train;
+    for p in &skipped {
+        eprintln!("skipped: {p}");
+    }
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = Rng::keyed(config.seed, streams::KEY_CRITIC_WORLD_CAPTIONS);
     rng.shuffle(&mut order);

@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::text_metrics::{concepts, idf, is_content_word, tokens};
+use super::text_metrics::{concepts, content_words, idf, is_content_word, tokens, word_spans};
 use crate::rng::Rng;
 
 /// How much a picture's concepts that the sentence does not name count against it, per unit
@@ -302,9 +302,9 @@ impl PseudoPairs {
 
     /// How many of the references' words (single-word concepts) `text` uses.
     pub fn known_words(&self, text: &str) -> usize {
-        concepts(text)
+        content_words(text)
             .iter()
-            .filter(|c| !c.contains(' ') && self.ids.contains_key(*c))
+            .filter(|w| self.ids.contains_key(*w))
             .count()
     }
 
@@ -486,27 +486,6 @@ impl Neighbours {
         }
         v
     }
-}
-
-/// The byte range and lower-cased form of each word of `text`, as [`tokens`] splits it.
-fn word_spans(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
-    let is_word = |c: char| c.is_alphanumeric() || c == '\'';
-    let mut spans = Vec::new();
-    let mut start = None;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        match (start, is_word(c)) {
-            (None, true) => start = Some(i),
-            (Some(s), false) => {
-                spans.push((s..i, text[s..i].to_lowercase()));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    spans
 }
 
 /// `text` with each word replaced by `words` where they differ, keeping a capital first

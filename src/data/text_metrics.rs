@@ -8,10 +8,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Lower-cased words without punctuation (what pycocoevalcap's PTB tokenizer leaves).
 pub fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    word_spans(text).into_iter().map(|(_, w)| w).collect()
+}
+
+/// The byte range in `text` and the lower-cased form of each of its words ([`tokens`]): runs
+/// of letters, digits and apostrophes.
+pub fn word_spans(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '\'';
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        match (start, is_word(c)) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                spans.push((s..i, text[s..i].to_lowercase()));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    spans
 }
 
 type Ngram = Vec<String>;
