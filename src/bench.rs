@@ -145,6 +145,8 @@ impl Default for BenchConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
     pub framework: String,
+    /// The device's float type (`--dtype`).
+    pub dtype: String,
     pub preset: Preset,
     pub threads: usize,
     pub runs: usize,
@@ -438,6 +440,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     };
     Ok(BenchResult {
         framework: format!("stylecap (burn, {base:?})"),
+        dtype: format!("{:?}", base.settings().float_dtype).to_lowercase(),
         preset: b.preset,
         threads,
         runs: b.runs,

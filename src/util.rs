@@ -107,44 +107,100 @@ pub fn release_free_memory() {
     }
 }
 
+/// The float type of weights and activations on a device (`--dtype`). Half precision is for
+/// inference (captioning, serving, evaluation): training keeps f32 weights, and burn has no
+/// mixed-precision optimizer that would keep f32 master copies of half-precision weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> burn::tensor::FloatDType {
+        use burn::tensor::FloatDType;
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// The compute device named on the command line: `cpu` (burn's flex backend, always built),
 /// `wgpu` (Vulkan / Metal / DX12, the API wgpu prefers; `--features wgpu`), `vulkan` (wgpu
 /// pinned to Vulkan with the SPIR-V compiler; `--features vulkan`) or `cuda`
-/// (`--features cuda`).
-pub fn device(name: &str) -> Result<burn::tensor::Device> {
+/// (`--features cuda`), with float tensors in `precision`.
+///
+/// The precision is the device's default float type, which burn fixes once per device and
+/// process: every float tensor made on it afterwards (weights as they load, activations)
+/// takes that type, and host values read back are converted to f32.
+pub fn device(name: &str, precision: Precision) -> Result<burn::tensor::Device> {
     use burn::tensor::Device;
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
+    let device = match name {
+        "cpu" | "flex" => Device::flex(),
         #[cfg(feature = "wgpu")]
-        "wgpu" => opened(name, Device::wgpu(Default::default())),
+        "wgpu" => Device::wgpu(Default::default()),
         #[cfg(feature = "vulkan")]
-        "vulkan" => opened(name, Device::vulkan(Default::default())),
+        "vulkan" => Device::vulkan(Default::default()),
         #[cfg(feature = "cuda")]
-        "cuda" => opened(name, Device::cuda(0)),
+        "cuda" => Device::cuda(0),
         #[allow(unreachable_patterns)]
         "wgpu" | "vulkan" | "cuda" => anyhow::bail!(
             "device `{name}` is not built in: rebuild with `cargo build --release --features {name}`"
         ),
         other => anyhow::bail!("unknown device `{other}` (cpu, wgpu, vulkan, cuda)"),
-    }
+    };
+    opened(name, device, precision)
 }
 
-/// `device` once it has run an op. burn opens a GPU on first use and panics when it finds no
-/// adapter or driver; that panic becomes an error naming the device instead.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn opened(name: &str, device: burn::tensor::Device) -> Result<burn::tensor::Device> {
+/// `device` set to `precision` once it has run an op. burn opens a GPU on first use and
+/// panics when it finds no adapter or driver; that panic becomes an error naming the device
+/// instead.
+fn opened(
+    name: &str,
+    mut device: burn::tensor::Device,
+    precision: Precision,
+) -> Result<burn::tensor::Device> {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        burn::tensor::Tensor::<1>::zeros([1], &device).into_data()
-    }));
+    let probe =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+            if precision != Precision::F32 {
+                let dtype = precision.dtype();
+                anyhow::ensure!(
+                device.supports_dtype(dtype),
+                "--dtype {precision} is not supported on device `{name}` (it cannot compute in \
+                 it); use f32{}",
+                if precision == Precision::Bf16 { " or f16" } else { "" }
+            );
+                device.configure(dtype).map_err(|e| {
+                    anyhow::anyhow!("--dtype {precision} on device `{name}`: {e:?}")
+                })?;
+            }
+            burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+            Ok(())
+        }));
     std::panic::set_hook(report);
-    anyhow::ensure!(
-        probe.is_ok(),
-        "device `{name}` could not be opened: no GPU or no driver for it was found (for \
-         `vulkan` and `wgpu`, the Vulkan loader libvulkan1 and the GPU vendor's driver)"
-    );
-    Ok(device)
+    match probe {
+        Ok(result) => result.map(|()| device),
+        Err(_) => anyhow::bail!(
+            "device `{name}` could not be opened: no GPU or no driver for it was found (for \
+             `vulkan` and `wgpu`, the Vulkan loader libvulkan1 and the GPU vendor's driver)"
+        ),
+    }
 }
 
 /// A progress bar on stderr with rate and ETA; hidden when `show` is false (tests, `--quiet`)

@@ -164,4 +164,15 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
         &["section [align]", "steps = 0"],
     );
     assert!(!dir.join("out/base").exists(), "a stage ran");
+
+    // Half precision is for the forward-only commands.
+    refused(
+        &["--dtype", "f16", "demo", "--out", &out, "--quiet"],
+        &["--dtype f16 applies to caption, serve, eval"],
+    );
+    refused(
+        &["--dtype", "bf16", "bench", "--only", "train"],
+        &["--dtype bf16 applies to", "bench --only generate"],
+    );
+    assert!(!dir.join("out/base").exists(), "a stage ran");
 }

@@ -37,7 +37,7 @@ fn reference(name: &str) -> SafetensorsFile {
 
 fn gpu() -> Device {
     let name = std::env::var("STYLECAP_TEST_DEVICE").expect(NEEDS);
-    stylecap::util::device(&name).expect(NEEDS)
+    stylecap::util::device(&name, stylecap::util::Precision::F32).expect(NEEDS)
 }
 
 #[test]

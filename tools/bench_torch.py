@@ -79,8 +79,14 @@ def main():
                     help="also count one training step's and one greedy generation's floating-point "
                          "operations (torch.utils.flop_counter, matrix products and attention), "
                          "outside the timed runs, for a share of the device's peak")
+    ap.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
+                    help="weights and activations of the generation (as `stylecap --dtype`); "
+                         "f16 and bf16 need --only generate")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.dtype != "f32" and a.only != ["generate"]:
+        ap.error("--dtype f16/bf16 times generation only: add --only generate")
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     p = PRESETS[a.preset]
     for key in ("runs", "warmup", "batch", "tokens", "new_tokens", "samples"):
         if getattr(a, key) is None:
@@ -186,6 +192,8 @@ def main():
             phases.append((sampled, scored - sampled, rl[-1] - scored))
 
     model.eval()
+    model.to(dtype)
+    pixels = pixels.to(dtype)
     gen = []
     with torch.inference_mode():
         for i in range(a.warmup + a.runs if wants("generate") else 0):
@@ -211,7 +219,7 @@ def main():
             model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                            do_sample=False, num_beams=1)
         flops["generate_flop"] = fc.get_total_flops()
-    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "preset": a.preset,
+    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "dtype": a.dtype, "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
            "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl),
            "rl_sample_s": median([p[0] for p in phases]), "rl_reference_s": median([p[1] for p in phases]),

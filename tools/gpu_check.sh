@@ -11,6 +11,8 @@
 #   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
 #      PyTorch CUDA, then its generation;
+#   4. a second process's start-up with the autotune cache the first wrote; generation in f16
+#      (the fixture's greedy caption, both presets against PyTorch CUDA in f16);
 # and a summary with each ratio and the share of the chip's FP32 peak ($PEAK FLOP/s).
 set -u
 # Each step's output goes to a file in $WORK; $OUT gets them as steps.tgz and summary.txt.
@@ -57,6 +59,15 @@ run 90 $T 2>/dev/null | tee "$WORK/small_torch.txt"
 run 150 $S --device $DEV bench --preset vit-b16-gpt2 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/scale_train_gpu.txt"
 run 90 $T --preset vit-b16-gpt2 --only train --only generate --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch.txt"
 run 90 $S --device $DEV bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$WORK/scale_gen_gpu.txt"
+# A second process of the same training step: its start-up (kernel compilation, autotuning)
+# with the autotune cache the first one wrote (`persistence`).
+run 60 /usr/bin/time -f "second process: %e s" $S --device $DEV bench --only train --runs 1 --warmup 0 --data-parallel 1 --json 2>&1 | tee "$WORK/small_gpu_again.txt"
+# Half precision (generation only): the fixture's greedy caption, then the two presets.
+run 30 $S --device $DEV --dtype f16 caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_gpu_f16.txt"
+run 90 $S --device $DEV --dtype f16 bench --only generate --runs 10 --warmup 3 --json 2>&1 | tee "$WORK/small_gen_f16.txt"
+run 60 python3 tools/bench_torch.py --device cuda --json --dtype f16 --only generate 2>/dev/null | tee "$WORK/small_torch_f16.txt"
+run 90 $S --device $DEV --dtype f16 bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$WORK/scale_gen_f16.txt"
+run 60 python3 tools/bench_torch.py --device cuda --json --dtype f16 --preset vit-b16-gpt2 --only generate --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch_f16.txt"
 run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$WORK/small_gpu_dp2.txt"
 echo "[$(( $(date +%s) - start )) s] done"
 python3 - "$WORK" "$PEAK" <<'PY' | tee "$OUT/summary.txt"
@@ -70,7 +81,9 @@ def last_json(name):
         return None
 for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
                             ("vit-b16-gpt2", "scale_train_gpu.txt", "scale_torch.txt"),
-                            ("vit-b16-gpt2", "scale_gen_gpu.txt", "scale_torch.txt")]:
+                            ("vit-b16-gpt2", "scale_gen_gpu.txt", "scale_torch.txt"),
+                            ("small f16", "small_gen_f16.txt", "small_torch_f16.txt"),
+                            ("vit-b16-gpt2 f16", "scale_gen_f16.txt", "scale_torch_f16.txt")]:
     s, t = last_json(ours), last_json(torch)
     if not s or not t:
         print(f"{preset}: {ours} or {torch} missing")
@@ -81,7 +94,7 @@ for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
             if flop and t.get(flop):
                 line += f"; {t[flop] / 1e9:.1f} GFLOP: {100 * t[flop] / s[key] / peak:.2f}% vs {100 * t[flop] / t[key] / peak:.2f}% of FP32 peak"
             print(line)
-    if preset == "small":
+    if preset == "small" and s.get("rl_step_s"):
         for k in ("rl_sample_s", "rl_reference_s", "rl_update_s"):
             print(f"  {k}: stylecap {s.get(k, 0):.4f} s, PyTorch {t.get(k, 0):.4f} s")
 PY

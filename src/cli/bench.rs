@@ -78,8 +78,8 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}, preset {:?}, {} CPU threads, median of {} runs",
-        r.framework, b.preset, r.threads, r.runs
+        "{}, {}, preset {:?}, {} CPU threads, median of {} runs",
+        r.framework, r.dtype, b.preset, r.threads, r.runs
     );
     println!(
         "  supervised step (stylecap train's: fwd+bwd+AdamW), {} pictures + {} style rows x {} \

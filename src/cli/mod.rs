@@ -15,6 +15,8 @@ mod train;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::util::Precision;
+
 #[derive(Parser)]
 #[command(
     name = "stylecap",
@@ -29,6 +31,10 @@ pub struct Cli {
     /// cuda (--features cuda).
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
+    /// Float type of weights and activations: f32, or f16 / bf16 (half the memory; faster on
+    /// GPUs) for caption, serve, eval and `bench --only generate`. Training keeps f32.
+    #[arg(long, global = true, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -132,17 +138,39 @@ pub fn run() -> Result<()> {
             .num_threads(n)
             .build_global()?;
     }
-    match cli.command {
-        Command::Caption(args) => caption::run(args, crate::util::device(&cli.device)?),
-        Command::Data(args) => data::run(args),
-        Command::Demo(args) => demo::run(args, crate::util::device(&cli.device)?),
-        Command::Align(args) => align::run(args, crate::util::device(&cli.device)?),
-        Command::Eval(args) => eval::run(args, crate::util::device(&cli.device)?),
-        Command::Critic(args) => critic::run(args, crate::util::device(&cli.device)?),
-        Command::Train(args) => train::run(args, crate::util::device(&cli.device)?),
-        Command::Export(args) => export::run(args, crate::util::device(&cli.device)?),
-        Command::Report(args) => report::run(args, crate::util::device(&cli.device)?),
-        Command::Serve(args) => serve::run(args, crate::util::device(&cli.device)?),
-        Command::Bench(args) => bench::run(args, crate::util::device(&cli.device)?),
+    if cli.dtype != Precision::F32 {
+        check_inference_only(&cli.command, cli.dtype)?;
     }
+    let device = || crate::util::device(&cli.device, cli.dtype);
+    match cli.command {
+        Command::Caption(args) => caption::run(args, device()?),
+        Command::Data(args) => data::run(args),
+        Command::Demo(args) => demo::run(args, device()?),
+        Command::Align(args) => align::run(args, device()?),
+        Command::Eval(args) => eval::run(args, device()?),
+        Command::Critic(args) => critic::run(args, device()?),
+        Command::Train(args) => train::run(args, device()?),
+        Command::Export(args) => export::run(args, device()?),
+        Command::Report(args) => report::run(args, device()?),
+        Command::Serve(args) => serve::run(args, device()?),
+        Command::Bench(args) => bench::run(args, device()?),
+    }
+}
+
+/// Half precision is for the commands that only run the models forward: a training step in
+/// f16 or bf16 would update half-precision weights in place, losing small updates to rounding.
+fn check_inference_only(command: &Command, dtype: Precision) -> Result<()> {
+    let forward_only = match command {
+        Command::Caption(_) | Command::Serve(_) | Command::Eval(_) => true,
+        Command::Bench(b) => {
+            !b.only.is_empty() && b.only.iter().all(|p| *p == crate::bench::Part::Generate)
+        }
+        _ => false,
+    };
+    anyhow::ensure!(
+        forward_only,
+        "--dtype {dtype} applies to caption, serve, eval and `bench --only generate`; training \
+         and the commands that train keep f32 weights (drop --dtype)"
+    );
+    Ok(())
 }
