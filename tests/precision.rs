@@ -96,3 +96,81 @@ fn half_precision_captions_match_f32() {
         }
     }
 }
+
+/// The GPU's decoding path (every choice made on the device: arg-max, top-k and top-p
+/// truncation, Gumbel-max draws, end tracking, log-probabilities) run in f16 on the CPU
+/// backend, where it can be checked: greedy rows give the host path's tokens, and sampled
+/// tokens carry the model's f16 log-probabilities, finite and within the f16 tolerance of
+/// teacher forcing. This process's CPU device is set to f16; the test above only spawns
+/// processes of its own.
+#[test]
+fn device_decoding_works_in_f16() {
+    use burn::prelude::*;
+    use burn::tensor::FloatDType;
+    use stylecap::model::generate::{self, Choice};
+    let mut device = Device::flex();
+    device.configure(FloatDType::F16).unwrap();
+    let model =
+        stylecap::model::Captioner::load(std::path::Path::new("tests/fixtures/vit_gpt2"), &device)
+            .unwrap();
+    let pixels = Tensor::<4>::random(
+        [3, 3, 32, 32],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    assert_eq!(pixels.dtype(), burn::tensor::DType::F16);
+    let encoded = model.encode(pixels.clone());
+    let limits = [10usize, 6, 10];
+    let host = generate::decode_rows(&model, &encoded, None, &limits, |_| Choice::Greedy);
+    let on_device =
+        generate::decode_rows_on_device(&model, &encoded, None, &limits, |_| Choice::Greedy);
+    let total = |rows: &[generate::Generation]| rows.iter().map(|g| g.tokens.len()).sum::<usize>();
+    assert!(
+        total(&host) >= 12,
+        "the greedy rows end too soon to compare"
+    );
+    for (i, (h, d)) in host.iter().zip(&on_device).enumerate() {
+        assert_eq!(h.tokens, d.tokens, "greedy row {i}");
+        for (a, b) in h.logprobs.iter().zip(&d.logprobs) {
+            assert!(
+                (a - b).abs() <= 0.02,
+                "greedy row {i}: log-prob {a} against {b}"
+            );
+        }
+    }
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let sampled = generate::decode_rows_on_device(&model, &encoded, None, &[8; 3], |_| {
+        Choice::draw(1.0, 20, 0.9, &mut rng)
+    });
+    assert!(
+        total(&sampled) >= 12,
+        "the sampled rows end too soon to compare"
+    );
+    let start = model.config.decoder_start_token_id as i64;
+    for (i, g) in sampled.iter().enumerate() {
+        let mut ids = vec![start];
+        for (step, &tok) in g.tokens.iter().enumerate() {
+            let lp = g.logprobs[step];
+            assert!(
+                lp.is_finite() && lp <= 0.0,
+                "row {i} step {step}: log-prob {lp}"
+            );
+            let t = ids.len();
+            let input = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
+            let logits = model
+                .forward(pixels.clone().narrow(0, i, 1), None, input, None)
+                .narrow(1, t - 1, 1)
+                .flatten::<1>(0, 2);
+            let want = stylecap::tensor::floats(burn::tensor::activation::log_softmax(logits, 0));
+            let diff = (want[tok as usize] - lp).abs();
+            assert!(
+                diff <= 0.02,
+                "row {i} step {step}: log-prob differs by {diff}"
+            );
+            ids.push(tok as i64);
+            if model.config.eos_token_id == Some(tok as u32) {
+                break;
+            }
+        }
+    }
+}
