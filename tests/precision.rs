@@ -168,7 +168,7 @@ fn device_decoding_works_in_f16() {
                 "row {i} step {step}: log-prob differs by {diff}"
             );
             ids.push(tok as i64);
-            if model.config.eos_token_id == Some(tok as u32) {
+            if model.config.eos_token_id == Some(tok) {
                 break;
             }
         }
