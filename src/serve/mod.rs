@@ -54,6 +54,7 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
         config::check_api_key(key)?;
     }
     o.config.check()?;
+    let dtype = format!("{:?}", device.settings().float_dtype).to_lowercase();
     let captioner = LoadedCaptioner::load(o.model, &device)
         .with_context(|| format!("loading the captioner {}", o.model.display()))?;
     let critic = match o.critic {
@@ -121,8 +122,12 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", o.addr))?;
         let local = listener.local_addr()?;
         eprintln!(
-            "stylecap serve: listening on http://{local} (styles: {})",
-            state.styles.join(", ")
+            "stylecap serve: listening on http://{local} (styles: {}; {dtype})",
+            if state.styles.is_empty() {
+                "none".to_string()
+            } else {
+                state.styles.join(", ")
+            }
         );
         let shutdown = async {
             shutdown_signal().await;
