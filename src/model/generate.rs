@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::Distribution;
+use burn::tensor::{Distribution, FloatDType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -209,7 +209,7 @@ pub fn decode_rows(
     let (mut cache, mut logits) =
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     for step in 0..longest {
-        let lp = crate::tensor::floats(log_softmax(logits, 1));
+        let lp = crate::tensor::floats(log_softmax(logits.cast(FloatDType::F32), 1));
         let choices: Vec<Option<Choice>> =
             (0..batch).map(|i| (!done[i]).then(|| choose(i))).collect();
         let picks: Vec<Option<usize>> = lp
@@ -286,7 +286,10 @@ pub fn decode_rows_on_device(
     let (mut cache, mut logits) =
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     for step in 0..longest {
-        let lp = log_softmax(logits, 1);
+        // In f32 whatever the model's float type, as transformers' `generate` does: in half
+        // precision the softmax over the vocabulary, the nucleus bisection and the Gumbel
+        // noise lose the small probabilities and draws that decide a sample.
+        let lp = log_softmax(logits.cast(FloatDType::F32), 1);
         let picked = picker.pick(lp.clone());
         logprobs.push(
             lp.gather(1, picked.clone().unsqueeze_dim(1))
@@ -327,6 +330,11 @@ pub fn decode_rows_on_device(
             }
         })
         .collect()
+}
+
+/// Creation on `device` in f32, whatever its float type (the sampling arithmetic's).
+fn in_f32(device: &Device) -> burn::tensor::TensorCreationOptions {
+    burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(FloatDType::F32.into())
 }
 
 /// The per-row settings of [`decode_rows_on_device`]'s choices, as device tensors.
@@ -378,7 +386,10 @@ impl DevicePicker {
             return Self { sampling: None };
         }
         device.seed(seed);
-        let column = |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), device).unsqueeze_dim(1);
+        let column = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), in_f32(device)).unsqueeze_dim(1)
+        };
         let largest_k = top_k.iter().copied().max().unwrap_or(0);
         let top_k = (largest_k > 0).then(|| {
             let at: Vec<i64> = top_k.iter().map(|&k| k.max(1) as i64 - 1).collect();
@@ -430,8 +441,12 @@ impl DevicePicker {
             scaled = scaled.mask_fill(below, f32::NEG_INFINITY);
         }
         let dims = scaled.dims();
-        let uniform = Tensor::<2>::random(dims, Distribution::Uniform(0.0, 1.0), &scaled.device())
-            .clamp(1e-20, 1.0 - 6e-8);
+        let uniform = Tensor::<2>::random(
+            dims,
+            Distribution::Uniform(0.0, 1.0),
+            in_f32(&scaled.device()),
+        )
+        .clamp(1e-20, 1.0 - 6e-8);
         let gumbel = uniform.log().neg().log().neg();
         let drawn = (scaled + gumbel).argmax(1).squeeze_dim::<1>(1);
         greedy.clone() + (drawn - greedy) * s.sampled.clone()
@@ -445,7 +460,7 @@ fn nucleus_threshold(probs: Tensor<2>, top_p: Tensor<2>) -> Tensor<2> {
     let [batch, _] = probs.dims();
     let device = probs.device();
     // Invariant: the mass at or above `lo` reaches top-p, the mass at or above `hi` does not.
-    let mut lo = Tensor::<2>::zeros([batch, 1], &device);
+    let mut lo = Tensor::<2>::zeros([batch, 1], in_f32(&device));
     let mut hi = probs.clone().max_dim(1) * (1.0 + 1e-6) + 1e-30;
     for _ in 0..NUCLEUS_BISECTIONS {
         let mid = (lo.clone() + hi.clone()) * 0.5;
@@ -696,7 +711,7 @@ fn beam_search(
     let mut done = vec![false; batch];
     let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
     for step in 0..max_new_tokens {
-        let lp = crate::tensor::floats(log_softmax(logits, 1));
+        let lp = crate::tensor::floats(log_softmax(logits.cast(FloatDType::F32), 1));
         let mut parent = Vec::with_capacity(batch * beams);
         let mut next_tokens = Vec::with_capacity(batch * beams);
         for b in 0..batch {
