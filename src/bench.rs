@@ -440,7 +440,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     };
     Ok(BenchResult {
         framework: format!("stylecap (burn, {base:?})"),
-        dtype: format!("{:?}", base.settings().float_dtype).to_lowercase(),
+        dtype: crate::util::float_type(base),
         preset: b.preset,
         threads,
         runs: b.runs,

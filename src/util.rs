@@ -130,13 +130,19 @@ impl Precision {
 }
 
 impl std::fmt::Display for Precision {
+    /// The flag's own spelling (`f32`, `f16`, `bf16`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
-        })
+        use clap::ValueEnum;
+        let value = self
+            .to_possible_value()
+            .expect("every variant is a flag value");
+        f.write_str(value.get_name())
     }
+}
+
+/// The float type `device` makes tensors in (`f32`, `f16`, ...), for reports.
+pub fn float_type(device: &burn::tensor::Device) -> String {
+    format!("{:?}", device.settings().float_dtype).to_lowercase()
 }
 
 /// The compute device named on the command line: `cpu` (burn's flex backend, always built),
@@ -176,23 +182,11 @@ fn opened(
 ) -> Result<burn::tensor::Device> {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let probe =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
-            if precision != Precision::F32 {
-                let dtype = precision.dtype();
-                anyhow::ensure!(
-                device.supports_dtype(dtype),
-                "--dtype {precision} is not supported on device `{name}` (it cannot compute in \
-                 it); use f32{}",
-                if precision == Precision::Bf16 { " or f16" } else { "" }
-            );
-                device.configure(dtype).map_err(|e| {
-                    anyhow::anyhow!("--dtype {precision} on device `{name}`: {e:?}")
-                })?;
-            }
-            burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
-            Ok(())
-        }));
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+        set_precision(name, &mut device, precision)?;
+        burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+        Ok(())
+    }));
     std::panic::set_hook(report);
     match probe {
         Ok(result) => result.map(|()| device),
@@ -201,6 +195,32 @@ fn opened(
              `vulkan` and `wgpu`, the Vulkan loader libvulkan1 and the GPU vendor's driver)"
         ),
     }
+}
+
+/// Makes `precision` the float type of `device`, before any tensor is made on it (burn fixes
+/// it at the first).
+fn set_precision(
+    name: &str,
+    device: &mut burn::tensor::Device,
+    precision: Precision,
+) -> Result<()> {
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    let dtype = precision.dtype();
+    anyhow::ensure!(
+        device.supports_dtype(dtype),
+        "--dtype {precision} is not supported on device `{name}` (it cannot compute in it); \
+         use f32{}",
+        if precision == Precision::Bf16 {
+            " or f16"
+        } else {
+            ""
+        }
+    );
+    device
+        .configure(dtype)
+        .map_err(|e| anyhow::anyhow!("--dtype {precision} on device `{name}`: {e:?}"))
 }
 
 /// A progress bar on stderr with rate and ETA; hidden when `show` is false (tests, `--quiet`)

@@ -30,18 +30,8 @@ fn caption(dtype: &str, decoding: &[&str]) -> (Vec<u64>, Vec<f64>) {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tokens = v["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
-    let logprobs = v["logprobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_f64().unwrap())
-        .collect();
+    let tokens = serde_json::from_value(v["token_ids"].clone()).unwrap();
+    let logprobs = serde_json::from_value(v["logprobs"].clone()).unwrap();
     (tokens, logprobs)
 }
 

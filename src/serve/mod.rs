@@ -54,7 +54,7 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
         config::check_api_key(key)?;
     }
     o.config.check()?;
-    let dtype = format!("{:?}", device.settings().float_dtype).to_lowercase();
+    let dtype = crate::util::float_type(&device);
     let captioner = LoadedCaptioner::load(o.model, &device)
         .with_context(|| format!("loading the captioner {}", o.model.display()))?;
     let critic = match o.critic {
