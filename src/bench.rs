@@ -26,6 +26,7 @@ use crate::align::reward::RunningStats;
 use crate::align::rollout;
 use crate::align::update::{self, Update};
 use crate::data::image::PreprocessorConfig;
+use crate::model::autocast::Autocast;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::layers::without_init;
 use crate::model::lora;
@@ -38,6 +39,7 @@ use crate::rng::Rng;
 use crate::sft::batches::StepRows;
 use crate::sft::step::micro_step;
 use crate::sft::TrainConfig;
+use crate::util::Precision;
 
 /// The model and workload the benchmark times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -96,6 +98,9 @@ pub struct BenchConfig {
     /// Gradient checkpointing in the supervised step (`stylecap train`'s: blocks recomputed)
     /// and the alignment step (`stylecap align`'s: burn's balanced checkpointing).
     pub gradient_checkpointing: bool,
+    /// Mixed precision of the supervised and alignment steps (`--mixed-precision` of
+    /// `stylecap train` and `stylecap align`; generation's float type is `--dtype`).
+    pub mixed_precision: Precision,
     /// Timed repetitions of each measurement (after warm-up).
     pub runs: usize,
     /// Untimed repetitions before the timed ones.
@@ -129,6 +134,7 @@ impl Default for BenchConfig {
             only: Vec::new(),
             data_parallel: TrainConfig::default().data_parallel,
             gradient_checkpointing: false,
+            mixed_precision: Precision::F32,
             runs: 10,
             warmup: 2,
             batch: 16,
@@ -147,6 +153,8 @@ pub struct BenchResult {
     pub framework: String,
     /// The device's float type (`--dtype`).
     pub dtype: String,
+    /// The matrix products' float type in the training steps (`--mixed-precision`).
+    pub mixed_precision: Precision,
     pub preset: Preset,
     pub threads: usize,
     pub runs: usize,
@@ -299,7 +307,8 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         keys: vec![None; images.len()],
         images,
     };
-    let mut optim = AdamW::new(train.optimizer.clone());
+    let mut optim = AdamW::new(train.optimizer.clone()).with_mixed_precision(b.mixed_precision);
+    let mixed = Autocast::enter(b.mixed_precision);
     let train_s = if b.wants(Part::Train) {
         timed(b.warmup, b.runs, |_| {
             let mut acc = Accumulated::default();
@@ -311,15 +320,17 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 &preprocess,
                 eot,
                 &sft_device,
-                (&mut acc, 1),
+                (&mut acc, 1, optim.loss_factor()),
                 None,
                 || (),
             )?;
+            let (m, stats) = optim.update(m, acc, |_| train.lr);
+            // f16's loss scaling may skip a step while it finds its scale, as in training.
             ensure!(
-                loss.is_finite() && acc.global_norm().is_finite(),
+                loss.is_finite() && (stats.applied || optim.loss_scale.is_some()),
                 "the loss diverged"
             );
-            model = Some(optim.update(m, acc, |_| train.lr).0);
+            model = Some(m);
             Ok(())
         })?
     } else {
@@ -353,7 +364,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         }
     });
     let pixels = preprocess.batch(&pictures(b.batch, side as u32, 2), base)?;
-    let mut optim = AdamW::new(align.optimizer.clone());
+    let mut optim = AdamW::new(align.optimizer.clone()).with_mixed_precision(b.mixed_precision);
     let (mut baseline, mut stats, mut bad) =
         (MovingBaseline::default(), RunningStats::default(), 0);
     let mut phases: Vec<[f64; 3]> = Vec::new();
@@ -405,7 +416,10 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 &mut bad,
                 &train_device,
             )?;
-            ensure!(log.skipped == 0, "the update skipped a batch");
+            ensure!(
+                log.skipped == 0 || optim.loss_scale.is_some(),
+                "the update skipped a batch"
+            );
             model = Some(policy);
             if i >= b.warmup {
                 let done = t.elapsed().as_secs_f64();
@@ -416,6 +430,8 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     } else {
         0.0
     };
+
+    drop(mixed);
 
     // Greedy generation, as `stylecap caption` runs it.
     let infer = without_init(|| Captioner::new(cfg, base));
@@ -441,6 +457,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
     Ok(BenchResult {
         framework: format!("stylecap (burn, {base:?})"),
         dtype: crate::util::float_type(base),
+        mixed_precision: b.mixed_precision,
         preset: b.preset,
         threads,
         runs: b.runs,

@@ -107,10 +107,21 @@ pub fn release_free_memory() {
     }
 }
 
-/// The float type of weights and activations on a device (`--dtype`). Half precision is for
-/// inference (captioning, serving, evaluation): training keeps f32 weights, and burn has no
-/// mixed-precision optimizer that would keep f32 master copies of half-precision weights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// A float type: of weights and activations on a device (`--dtype`, for inference:
+/// captioning, serving, evaluation), or of the matrix products in mixed-precision training
+/// (`--mixed-precision`, [`crate::model::autocast`]), where the weights stay f32.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
     F32,

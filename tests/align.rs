@@ -751,7 +751,7 @@ fn sharded_update_batches_give_the_whole_batch_gradient() {
                 beta: 0.1,
                 step: 0,
             };
-            batch_gradients(&model, &u, &all, &device).expect("within the ratio bound")
+            batch_gradients(&model, &u, &all, &device, 1.0).expect("within the ratio bound")
         };
         let whole = gradients(1);
         let what = format!("{algo:?}, anchor {with_anchor}, kept states {kept_states}");

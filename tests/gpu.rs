@@ -160,7 +160,7 @@ fn an_rl_update_gives_the_cpus_loss_and_gradients() {
                 step: 0,
             };
             let policy = model.clone().to_device(&train).train();
-            batch_gradients(&policy, &u, &rows, &train).expect("within the ratio bound")
+            batch_gradients(&policy, &u, &rows, &train, 1.0).expect("within the ratio bound")
         };
         let (want, got) = (on(&cpu), on(&gpu));
         let loss_diff = (want.value - got.value).abs();

@@ -174,3 +174,161 @@ fn same_seed_same_weights() {
         );
     }
 }
+
+/// Mixed precision (`--mixed-precision`, `model::autocast`): with the matrix products in bf16
+/// or f16, the loss and every parameter's gradient stay close to f32's. Each gradient is
+/// within `tol` of f32's relative to its norm: bf16 keeps 8 significant bits (0.4% per
+/// rounding) and f16 11 (0.05%), and a gradient goes through a few products, each rounding
+/// its inputs; the tolerance is 8 such roundings (measured: up to 4.3 in bf16, 5.2 in f16).
+/// The gradients must also differ from f32's somewhere (the products did run in half
+/// precision).
+#[test]
+fn mixed_precision_gradients_follow_f32() {
+    use burn::tensor::Distribution;
+    use stylecap::model::autocast::Autocast;
+    use stylecap::optim::grads::named_gradients;
+    use stylecap::sft::step::{batch_loss, teacher_forcing, CaptionBatch};
+    use stylecap::util::Precision;
+    let _turn = serial();
+    let device = Device::flex().autodiff();
+    let model = common::tiny_captioner("vit", &["factual", "noir"], &device);
+    let captions = vec![vec![5, 9, 12, 7], vec![3, 3, 20], vec![40, 2, 11, 6, 8]];
+    let (input_ids, targets, mask) = teacher_forcing(&captions, 0, 1, 1, &device);
+    let b = CaptionBatch {
+        pixel_values: Tensor::random([3, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device),
+        encoder_states: None,
+        pictures: vec![0, 1, 2],
+        styles: Some(Tensor::from_data(
+            TensorData::new(vec![0i64, 1, 0], [3]),
+            &device,
+        )),
+        input_ids,
+        targets,
+        mask,
+    };
+    let run = |precision: Precision| {
+        let _mixed = Autocast::enter(precision);
+        let loss = batch_loss(&model, &b);
+        let grads = loss.backward();
+        let named = named_gradients(&model, &grads);
+        (loss.into_scalar::<f32>(), named)
+    };
+    let (want_loss, want) = run(Precision::F32);
+    let total = want
+        .iter()
+        .flat_map(|(_, g)| g.as_ref().unwrap())
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt();
+    // 8 unit roundoffs: 2^-8 (bf16's 8 significant bits) and 2^-11 (f16's 11).
+    for (precision, tol) in [
+        (Precision::Bf16, 8.0 / 256.0),
+        (Precision::F16, 8.0 / 2048.0),
+    ] {
+        let (loss, got) = run(precision);
+        assert!(
+            (loss - want_loss).abs() <= tol * want_loss,
+            "{precision}: loss {loss} against f32's {want_loss}"
+        );
+        let mut differs = false;
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            let (w, g) = (w.as_ref().unwrap(), g.as_ref().unwrap());
+            assert!(g.iter().all(|x| x.is_finite()), "{precision}: {name}");
+            let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let err = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            // Attention's key bias has no gradient in exact arithmetic (the softmax ignores
+            // a shift shared by every key): what it gets is rounding, held to the whole
+            // gradient's scale.
+            let scale = norm.max(1e-3 * total);
+            assert!(
+                err <= tol * scale,
+                "{precision}: {name}'s gradient is {err} from f32's (norm {norm})"
+            );
+            differs |= err > 0.0;
+        }
+        assert!(differs, "{precision}: the gradients equal f32's exactly");
+    }
+}
+
+/// Training runs in mixed precision: the logged losses follow f32's run within 2% (the
+/// weights differ), f16's loss scale is logged, and a killed f16 run resumes to the uninterrupted run's weights (the loss scale is
+/// part of the checkpoint).
+#[test]
+fn mixed_precision_training_follows_f32_and_resumes() {
+    use stylecap::util::Precision;
+    let _turn = serial();
+    let device = Device::flex();
+    let quiet = RunOptions::default();
+    let run = |name: &str, precision: Precision| {
+        let dir = scratch("sft", name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = TrainConfig {
+            mixed_precision: precision,
+            ..tiny()
+        };
+        let mut t = Trainer::new(c, &dir, false, &device).unwrap();
+        t.run(&quiet).unwrap();
+        (dir, t)
+    };
+    let (f32_dir, plain) = run("mp-f32", Precision::F32);
+    let want = losses(&f32_dir);
+    for precision in [Precision::Bf16, Precision::F16] {
+        let (dir, t) = run(&format!("mp-{precision}"), precision);
+        let got = losses(&dir);
+        assert_eq!(got.len(), want.len());
+        assert!(
+            weights(&t) != weights(&plain),
+            "{precision}: the same weights as f32's (the products were not in half precision)"
+        );
+        for ((step, a), (_, b)) in want.iter().zip(&got) {
+            assert!(
+                (a - b).abs() <= 0.02 * a,
+                "{precision}: loss {b} at step {step} against f32's {a}"
+            );
+        }
+        let scales: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss_scale"].as_f64()
+            })
+            .collect();
+        assert_eq!(
+            scales.is_empty(),
+            precision == Precision::Bf16,
+            "{precision}: {scales:?}"
+        );
+        if precision == Precision::F16 {
+            let killed = scratch("sft", "mp-f16-killed");
+            let _ = std::fs::remove_dir_all(&killed);
+            let c = TrainConfig {
+                mixed_precision: precision,
+                ..tiny()
+            };
+            let mut first = Trainer::new(c, &killed, false, &device).unwrap();
+            first
+                .run(&RunOptions {
+                    stop_after: Some(4),
+                    ..RunOptions::default()
+                })
+                .unwrap();
+            drop(first);
+            let mut resumed = Trainer::new(TrainConfig::default(), &killed, true, &device).unwrap();
+            resumed.run(&quiet).unwrap();
+            // A scale started afresh at step 3 would count 3 good steps, not 6.
+            assert_eq!(resumed.optim.loss_scale, t.optim.loss_scale);
+            for ((name, a), (_, b)) in weights(&t).iter().zip(&weights(&resumed)) {
+                let diff = max_diff(a, b);
+                assert!(
+                    diff == 0.0,
+                    "{name} differs by {diff} after resuming in f16"
+                );
+            }
+        }
+    }
+}

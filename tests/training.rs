@@ -665,7 +665,7 @@ fn sharded_step(
         &preprocess,
         0,
         &device,
-        (&mut acc, 1),
+        (&mut acc, 1, 1.0),
         features,
         || (),
     )

@@ -82,11 +82,15 @@ def main():
     ap.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
                     help="weights and activations of the generation (as `stylecap --dtype`); "
                          "f16 and bf16 need --only generate")
+    ap.add_argument("--mixed-precision", choices=["f32", "f16", "bf16"], default="f32",
+                    help="the training and alignment steps under torch.autocast in this type, f16 "
+                         "with a GradScaler (as `stylecap bench --mixed-precision`)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.dtype != "f32" and a.only != ["generate"]:
         ap.error("--dtype f16/bf16 times generation only: add --only generate")
-    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
+    dtypes = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+    dtype = dtypes[a.dtype]
     p = PRESETS[a.preset]
     for key in ("runs", "warmup", "batch", "tokens", "new_tokens", "samples"):
         if getattr(a, key) is None:
@@ -95,6 +99,9 @@ def main():
     torch.manual_seed(0)
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    mixed = a.mixed_precision != "f32"
+    autocast = lambda: torch.autocast(dev.type, dtype=dtypes[a.mixed_precision], enabled=mixed)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.mixed_precision == "f16")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = build(p).to(dev)
     b, side, vocab, start = a.batch, p["image"], p["vocab"], p["start"]
@@ -113,12 +120,15 @@ def main():
     train = []
     for i in range(a.warmup + a.runs if wants("train") else 0):
         t = time.perf_counter()
-        logits = model(pixel_values=train_pixels, decoder_input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with autocast():
+            logits = model(pixel_values=train_pixels, decoder_input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sync()
         if i >= a.warmup:
             train.append(time.perf_counter() - t)
@@ -158,19 +168,19 @@ def main():
     for i in range(a.warmup + a.runs if wants("align") else 0):
         t = time.perf_counter()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             enc = model.encoder(pixel_values=pixels).last_hidden_state
             out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
                                  max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, num_return_sequences=k,
                                  output_scores=True, return_dict_in_generate=True)
             seqs = out.sequences[:, 1:]
-            old_lp = torch.stack(out.scores, 1).log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
+            old_lp = torch.stack(out.scores, 1).float().log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
             sync()
             sampled = time.perf_counter() - t
             inputs = out.sequences[:, :-1]
             enc_rows = enc.repeat_interleave(k, 0)
             ref_lp = reference_logits(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
-                                      decoder_input_ids=inputs).log_softmax(-1)
+                                      decoder_input_ids=inputs).float().log_softmax(-1)
             ref_lp = ref_lp.gather(2, seqs.unsqueeze(2)).squeeze(2)
             sync()
             scored = time.perf_counter() - t
@@ -178,14 +188,17 @@ def main():
             r = reward.view(-1, k)
             adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).reshape(-1, 1)
         model.train()
-        logp = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
-                     decoder_input_ids=inputs).logits.log_softmax(-1)
-        logp = logp.gather(2, seqs.unsqueeze(2)).squeeze(2)
+        with autocast():
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=enc_rows),
+                           decoder_input_ids=inputs).logits
+        logp = logits.float().log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)
         loss = -(logp * adv).sum() / logp.numel()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sync()
         if i >= a.warmup:
             rl.append(time.perf_counter() - t)
@@ -219,7 +232,7 @@ def main():
             model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                            do_sample=False, num_beams=1)
         flops["generate_flop"] = fc.get_total_flops()
-    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "dtype": a.dtype, "preset": a.preset,
+    res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "dtype": a.dtype, "mixed_precision": a.mixed_precision, "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
            "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl),
            "rl_sample_s": median([p[0] for p in phases]), "rl_reference_s": median([p[1] for p in phases]),

@@ -11,15 +11,20 @@
 #   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
 #      PyTorch CUDA, then its generation;
-#   4. a second process's start-up with the autotune cache the first wrote; generation in f16
-#      (the fixture's greedy caption, both presets against PyTorch CUDA in f16);
-# and a summary with each ratio and the share of the chip's FP32 peak ($PEAK FLOP/s).
+#   4. a second process's start-up with the autotune cache the first wrote;
+#   5. mixed-precision training in f16 (`--mixed-precision f16`: the small training and
+#      alignment steps, the real-scale training step) against PyTorch CUDA under autocast;
+#   6. generation in f16 (the fixture's greedy caption, both presets against PyTorch CUDA in
+#      f16);
+# and a summary with each ratio and the share of the chip's FP32 peak ($PEAK FLOP/s; the
+# mixed-precision rows also against its dense f16 peak, $PEAK16).
 set -u
 # Each step's output goes to a file in $WORK; $OUT gets them as steps.tgz and summary.txt.
 OUT=${OUT:-/tmp/gpu_check}
 WORK=$(mktemp -d)
 DEV=${DEV:-vulkan}
 PEAK=${PEAK:-67e12}
+PEAK16=${PEAK16:-989e12}
 mkdir -p "$OUT"
 start=$(date +%s)
 if ls .gl/*.deb >/dev/null 2>&1; then
@@ -62,6 +67,11 @@ run 90 $S --device $DEV bench --preset vit-b16-gpt2 --only generate --runs 3 --w
 # A second process of the same training step: its start-up (kernel compilation, autotuning)
 # with the autotune cache the first one wrote (`persistence`).
 run 60 /usr/bin/time -f "second process: %e s" $S --device $DEV bench --only train --runs 1 --warmup 0 --data-parallel 1 --json 2>&1 | tee "$WORK/small_gpu_again.txt"
+# Mixed-precision training: the products in f16, weights and optimizer in f32.
+run 120 $S --device $DEV bench --mixed-precision f16 --only train --only align --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/small_mp_f16.txt"
+run 60 $T --mixed-precision f16 --only train --only align 2>/dev/null | tee "$WORK/small_torch_mp_f16.txt"
+run 120 $S --device $DEV bench --preset vit-b16-gpt2 --mixed-precision f16 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/scale_train_mp_f16.txt"
+run 60 $T --preset vit-b16-gpt2 --mixed-precision f16 --only train --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch_mp_f16.txt"
 # Half precision (generation only): the fixture's greedy caption, then the two presets.
 run 30 $S --device $DEV --dtype f16 caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_gpu_f16.txt"
 run 90 $S --device $DEV --dtype f16 bench --only generate --runs 10 --warmup 3 --json 2>&1 | tee "$WORK/small_gen_f16.txt"
@@ -70,9 +80,9 @@ run 90 $S --device $DEV --dtype f16 bench --preset vit-b16-gpt2 --only generate 
 run 60 python3 tools/bench_torch.py --device cuda --json --dtype f16 --preset vit-b16-gpt2 --only generate --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch_f16.txt"
 run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$WORK/small_gpu_dp2.txt"
 echo "[$(( $(date +%s) - start )) s] done"
-python3 - "$WORK" "$PEAK" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$WORK" "$PEAK" "$PEAK16" <<'PY' | tee "$OUT/summary.txt"
 import json, pathlib, sys
-out, peak = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+out, peak, peak16 = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 def last_json(name):
     try:
         lines = [l for l in (out / name).read_text().splitlines() if l.startswith("{")]
@@ -82,6 +92,8 @@ def last_json(name):
 for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
                             ("vit-b16-gpt2", "scale_train_gpu.txt", "scale_torch.txt"),
                             ("vit-b16-gpt2", "scale_gen_gpu.txt", "scale_torch.txt"),
+                            ("small mixed f16", "small_mp_f16.txt", "small_torch_mp_f16.txt"),
+                            ("vit-b16-gpt2 mixed f16", "scale_train_mp_f16.txt", "scale_torch_mp_f16.txt"),
                             ("small f16", "small_gen_f16.txt", "small_torch_f16.txt"),
                             ("vit-b16-gpt2 f16", "scale_gen_f16.txt", "scale_torch_f16.txt")]:
     s, t = last_json(ours), last_json(torch)
@@ -93,6 +105,8 @@ for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
             line = f"{preset} {key}: stylecap {s[key]:.4f} s, PyTorch CUDA {t[key]:.4f} s, ratio {s[key] / t[key]:.2f}x"
             if flop and t.get(flop):
                 line += f"; {t[flop] / 1e9:.1f} GFLOP: {100 * t[flop] / s[key] / peak:.2f}% vs {100 * t[flop] / t[key] / peak:.2f}% of FP32 peak"
+                if "mixed" in preset:
+                    line += f", {100 * t[flop] / s[key] / peak16:.2f}% vs {100 * t[flop] / t[key] / peak16:.2f}% of f16 peak"
             print(line)
     if preset == "small" and s.get("rl_step_s"):
         for k in ("rl_sample_s", "rl_reference_s", "rl_update_s"):

@@ -11,7 +11,7 @@ use super::reward::{ContentRewardKind, CLIP_NEEDS_FOLDER};
 use crate::model::lora::LoraConfig;
 use crate::model::settings::check_sampling;
 use crate::optim::adamw::AdamWConfig;
-use crate::util::check;
+use crate::util::{check, Precision};
 
 /// How the critic's opinion becomes the style reward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -123,6 +123,10 @@ pub struct AlignConfig {
     /// backward pass instead of keeping them (burn's balanced checkpointing; the supervised
     /// step's option recomputes whole blocks instead).
     pub gradient_checkpointing: bool,
+    /// Mixed precision (`model::autocast`) for sampling, scoring and the update: `f16` or
+    /// `bf16` computes the matrix products in that type, with f32 weights, optimizer and
+    /// everything else (f16 with loss scaling); `f32` is off.
+    pub mixed_precision: Precision,
     /// Start each target style's prefix as this blend of its own prefix and the factual one
     /// (1 = its own). The base writes style text or factual captions; a blend starts from
     /// captions that already name the picture, which the style reward can then restyle.
@@ -194,6 +198,7 @@ impl Default for AlignConfig {
             train_encoder: false,
             data_parallel: 2,
             gradient_checkpointing: false,
+            mixed_precision: Precision::F32,
             prefix_blend: 1.0,
             lora_rank: 0,
             lora_alpha: None,

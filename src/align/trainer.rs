@@ -25,6 +25,7 @@ use crate::critic::Critic;
 use crate::data::image::PreprocessorConfig;
 use crate::data::sources::{CaptionExample, CaptionSource, CaptionSplits, DataSpec, EpochOrder};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::autocast::Autocast;
 use crate::model::folder::{self, model_dir, LoadedCaptioner};
 use crate::model::generate::Strategy;
 use crate::model::lora;
@@ -251,7 +252,7 @@ impl Aligner {
         Ok(Aligner {
             order: EpochOrder::new(config.seed, streams::ALIGN_IMAGE_ORDER, data.train.len()),
             ptx_order: EpochOrder::new(config.seed, streams::ALIGN_ANCHOR_ORDER, data.train.len()),
-            optim,
+            optim: optim.with_mixed_precision(config.mixed_precision),
             kl: AdaptiveKl {
                 beta: state.as_ref().map_or(config.beta, |s| s.beta),
                 target: config.target_kl.unwrap_or(1.0),
@@ -333,6 +334,7 @@ impl Aligner {
     /// content, penalties, KL to the reference), and update the policy from the advantages.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let c = self.config.clone();
+        let _mixed = Autocast::enter(c.mixed_precision);
         let started = Instant::now();
         let (b, k) = (c.images_per_step, c.samples.max(1));
         let ids: Vec<usize> = (0..b).map(|i| self.order.at(self.step * b + i)).collect();

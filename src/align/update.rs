@@ -129,7 +129,7 @@ pub fn update_policy(
             Rng::for_item(c.seed, streams::ALIGN_PPO_SHUFFLE, item).shuffle(&mut order);
         }
         for mb in order.chunks(n.div_ceil(minibatches)) {
-            let Some(b) = batch_gradients(&policy, u, mb, device) else {
+            let Some(b) = batch_gradients(&policy, u, mb, device, optim.loss_factor()) else {
                 log.skipped += 1;
                 continue;
             };
@@ -144,8 +144,14 @@ pub fn update_policy(
                 ptx_count += 1.0;
             }
             let (value, acc) = (b.value, b.acc);
-            let norm = acc.global_norm();
-            if !value.is_finite() || !norm.is_finite() {
+            let applied = value.is_finite() && {
+                let lr = c.lr;
+                let (updated, stats) = optim.update(policy, acc, |_| lr);
+                policy = updated;
+                // With f16's loss scaling an overflow halves the scale: not a bad batch.
+                stats.applied || optim.loss_scale.is_some()
+            };
+            if !applied {
                 log.skipped += 1;
                 *bad_in_a_row += 1;
                 if *bad_in_a_row >= c.max_bad_batches {
@@ -160,8 +166,6 @@ pub fn update_policy(
             }
             *bad_in_a_row = 0;
             loss_sum += value;
-            let lr = c.lr;
-            policy = optim.update(policy, acc, |_| lr).0;
         }
     }
     let mean = |sum: f32, count: f32| if count > 0.0 { sum / count } else { 0.0 };
@@ -186,12 +190,15 @@ pub struct BatchGradients {
 }
 
 /// The loss of the batch `rows` and its gradient, from `data_parallel` shards whose passes run
-/// in parallel; None when PPO's importance ratio is out of bounds (the batch is skipped).
+/// in parallel; None when PPO's importance ratio is out of bounds (the batch is skipped). The
+/// backward pass starts from the loss times `loss_scale` (f16's loss scaling; 1 otherwise) and
+/// the gradient is divided by it again.
 pub fn batch_gradients(
     policy: &Captioner,
     u: &Update,
     rows: &[usize],
     device: &Device,
+    loss_scale: f32,
 ) -> Option<BatchGradients> {
     let c = u.config;
     let passes: Vec<ShardPass> = shards_of(u.rollout, rows, c.data_parallel)
@@ -228,7 +235,7 @@ pub fn batch_gradients(
                 value
             });
             let value = loss.clone().into_scalar::<f32>();
-            let named = native_gradients(&p.local, loss.backward());
+            let named = native_gradients(&p.local, loss.mul_scalar(loss_scale).backward());
             (value, ptx, named)
         })
         .collect();
@@ -237,7 +244,7 @@ pub fn batch_gradients(
     for (v, ce, named) in results {
         value += v;
         ptx = ptx.or(ce);
-        acc.add_named(named, 1.0);
+        acc.add_named(named, 1.0 / loss_scale);
     }
     Some(BatchGradients {
         value,

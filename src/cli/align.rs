@@ -92,6 +92,10 @@ pub struct AlignArgs {
     /// Adapt the decoder's MLPs too (with --lora-rank).
     #[arg(long)]
     pub lora_mlp: bool,
+    /// Mixed precision: compute the matrix products in f16 or bf16, keeping f32 weights and
+    /// optimizer (f16 with dynamic loss scaling). Pays on a GPU; on the CPU it is slower.
+    #[arg(long, value_enum)]
+    pub mixed_precision: Option<crate::util::Precision>,
     /// Seed for sampling and image order.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -164,6 +168,7 @@ pub fn run(a: AlignArgs, device: Device) -> Result<()> {
         w_style,
         ptx_coef,
         lora_rank,
+        mixed_precision,
         seed
     );
     if a.lora_alpha.is_some() {

@@ -5,6 +5,7 @@ use burn::prelude::*;
 use clap::Args;
 
 use crate::bench::{run as run_bench, BenchConfig, Part, Preset};
+use crate::util::Precision;
 
 /// The workload flags default to the preset's (small: 10 runs after 2 warm-ups, batch 16,
 /// 64-token captions, 32 new tokens, 4 samples; vit-b16-gpt2: 3 runs after 1, 8 pictures +
@@ -29,6 +30,10 @@ pub struct BenchArgs {
     /// memory-bound activations (burn's balanced checkpointing, as `stylecap align`).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Mixed precision of the supervised and alignment steps: their matrix products in f16
+    /// or bf16 (`--mixed-precision` of `stylecap train` and `stylecap align`).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub mixed_precision: Precision,
     /// Timed repetitions of each measurement (after warm-up).
     #[arg(long)]
     pub runs: Option<usize>,
@@ -69,6 +74,7 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         only: args.only,
         data_parallel: args.data_parallel,
         gradient_checkpointing: args.gradient_checkpointing,
+        mixed_precision: args.mixed_precision,
         lora_rank: args.lora_rank,
         ..d
     };
@@ -81,6 +87,12 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         "{}, {}, preset {:?}, {} CPU threads, median of {} runs",
         r.framework, r.dtype, b.preset, r.threads, r.runs
     );
+    if r.mixed_precision != Precision::F32 {
+        println!(
+            "  training steps in mixed precision ({})",
+            r.mixed_precision
+        );
+    }
     println!(
         "  supervised step (stylecap train's: fwd+bwd+AdamW), {} pictures + {} style rows x {} \
          tokens: {:.3} s",

@@ -342,7 +342,15 @@ pub fn train_critic(
         let mut acc = Accumulated::default();
         acc.add(&critic, grads, 1.0);
         let lr = config.lr * warmup_cosine(step, config.steps, config.warmup_steps, 0.05);
-        critic = optim.update(critic, acc, |_| lr).0;
+        let (updated, stats) = optim.update(critic, acc, |_| lr);
+        if !stats.applied {
+            bail!(
+                "critic step {}: the gradient norm is {}; stopped without saving",
+                step + 1,
+                stats.grad_norm
+            );
+        }
+        critic = updated;
         bar.inc(1);
         if (step + 1) % 10 == 0 {
             bar.set_message(format!("loss {value:.3}"));

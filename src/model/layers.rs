@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 use burn::tensor::Distribution;
 
+use super::autocast::{lower, raise};
 pub use super::kernels::on_cpu_backend;
 use super::kernels::{pointwise, GeluErf, GeluTanh, QuickGelu, GELU_TANH_CUBIC, GELU_TANH_LINEAR};
 
@@ -101,6 +102,7 @@ impl LoraAdapter {
 /// `[B, T, in]` input batched when T fills its tiles, and the weight's gradient is then a
 /// `[B, in, out]` batch of products summed over B afterwards, each with only T terms:
 /// twice the time of the single `[in, B·T] · [B·T, out]` product this form differentiates to.
+/// Under mixed precision the product is computed in half precision ([`super::autocast`]).
 pub fn dense<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
@@ -109,7 +111,7 @@ pub fn dense<const D: usize>(
     let dims = x.dims();
     let [d_in, d_out] = weight.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let y = x.reshape([rows, d_in]).matmul(weight);
+    let y = raise(lower(x.reshape([rows, d_in])).matmul(lower(weight)));
     let y = match bias {
         Some(b) => y + b.reshape([1, d_out]),
         None => y,
@@ -285,6 +287,7 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 }
 
 /// Scaled dot-product attention; `key_padding` is `[B, Tk]`, true where a key must be ignored.
+/// Under mixed precision it is computed in half precision ([`super::autocast`]).
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -301,7 +304,14 @@ pub fn attend(
         softcap: None,
         is_causal: causal,
     };
-    burn::tensor::module::attention(q, k, v, mask, None, options)
+    raise(burn::tensor::module::attention(
+        lower(q),
+        lower(k),
+        lower(v),
+        mask,
+        None,
+        options,
+    ))
 }
 
 #[cfg(test)]

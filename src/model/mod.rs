@@ -2,6 +2,7 @@
 //! conditioning, decoding, and checkpoint I/O in Hugging Face layout; and CLIP with both
 //! towers, the scorer of the `clip` content reward and the evaluation's CLIP scores.
 
+pub mod autocast;
 pub mod captioner;
 pub mod clip;
 pub mod clip_score;

@@ -22,6 +22,8 @@ use crate::model::weights::{
     transpose_2d, update_native, update_on_device, write_safetensors, SafetensorsFile,
 };
 use crate::optim::grads::{native_gradients, Grad, NamedGrads};
+use crate::optim::loss_scale::LossScale;
+use crate::util::Precision;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -155,12 +157,17 @@ pub struct AdamW {
     transposed: BTreeMap<String, [usize; 2]>,
     /// Moments read from a file and not used since: still in checkpoint layout.
     from_file: BTreeSet<String>,
+    /// The loss scaling of f16 mixed precision (see [`AdamW::with_mixed_precision`]).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// What one update did, for logging.
 pub struct UpdateStats {
     pub grad_norm: f64,
     pub clipped: bool,
+    /// False when the gradients were not finite: nothing was changed (with loss scaling, the
+    /// scale was halved).
+    pub applied: bool,
 }
 
 impl AdamW {
@@ -172,7 +179,25 @@ impl AdamW {
             on_device: BTreeMap::new(),
             transposed: BTreeMap::new(),
             from_file: BTreeSet::new(),
+            loss_scale: None,
         }
+    }
+
+    /// The optimizer of a run whose matrix products are in `precision`
+    /// ([`crate::model::autocast`]): f16's loss scaling, kept as it was if this optimizer was
+    /// loaded with one (a resumed run), else started afresh; none for f32 and bf16.
+    pub fn with_mixed_precision(mut self, precision: Precision) -> Self {
+        self.loss_scale = match LossScale::for_products(precision) {
+            Some(fresh) => Some(self.loss_scale.unwrap_or(fresh)),
+            None => None,
+        };
+        self
+    }
+
+    /// What the trainers multiply the loss by before the backward pass, and divide the
+    /// gradients by as they are summed: the loss scale, or 1.
+    pub fn loss_factor(&self) -> f32 {
+        self.loss_scale.map_or(1.0, |s| s.scale)
     }
 
     /// One update of every parameter that has a gradient, with learning rate `lr(name)`.
@@ -184,6 +209,19 @@ impl AdamW {
     ) -> (M, UpdateStats) {
         let c = self.config.clone();
         let grad_norm = grads.global_norm();
+        let finite = grad_norm.is_finite();
+        let applied = match &mut self.loss_scale {
+            Some(scale) => scale.after_step(finite),
+            None => finite,
+        };
+        if !applied {
+            let stats = UpdateStats {
+                grad_norm,
+                clipped: false,
+                applied,
+            };
+            return (model, stats);
+        }
         let clip = if c.clip_norm > 0.0 && grad_norm > c.clip_norm {
             c.clip_norm / (grad_norm + 1e-6)
         } else {
@@ -248,6 +286,7 @@ impl AdamW {
             UpdateStats {
                 grad_norm,
                 clipped: clip < 1.0,
+                applied,
             },
         )
     }
@@ -321,6 +360,13 @@ impl AdamW {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = vec![("step".to_string(), vec![1], vec![self.step as f32])];
+        if let Some(s) = self.loss_scale {
+            tensors.push((
+                "loss_scale".to_string(),
+                vec![2],
+                vec![s.scale, s.good_steps as f32],
+            ));
+        }
         let from_device: BTreeMap<String, (Vec<f32>, Vec<f32>)> = self
             .on_device
             .iter()
@@ -366,6 +412,13 @@ impl AdamW {
                 moments.insert(name.to_string(), (m.values, sq.values));
             }
         }
+        let loss_scale = file.get("loss_scale").and_then(|t| match t.values[..] {
+            [scale, good] => Some(LossScale {
+                scale,
+                good_steps: good as u32,
+            }),
+            _ => None,
+        });
         Ok(AdamW {
             config,
             step,
@@ -373,6 +426,7 @@ impl AdamW {
             moments,
             on_device: BTreeMap::new(),
             transposed: BTreeMap::new(),
+            loss_scale,
         })
     }
 }
@@ -487,6 +541,59 @@ mod tests {
             assert!(close(&values(&a), &values(&c)), "resumed step {step}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A step whose gradients are not finite changes nothing, on either path: without loss
+    /// scaling it reports so (the trainers stop); with f16's, it halves the scale, and the
+    /// scale is saved and read back with the moments.
+    #[test]
+    fn non_finite_gradients_skip_the_step() {
+        let device = Device::flex();
+        for held in [None, Some(&device)] {
+            let mut bad = held_grads(0, held);
+            bad.add_named(
+                vec![(
+                    "bias".to_string(),
+                    Some(match held {
+                        None => Grad::Host(vec![f32::INFINITY, 0.0]),
+                        Some(d) => Grad::Device(Tensor::from_floats([f32::INFINITY, 0.0], d)),
+                    }),
+                )],
+                1.0,
+            );
+            let mut plain = AdamW::new(AdamWConfig::default());
+            let (m, stats) = plain.update(layer(&device), bad, |_| 0.01);
+            assert!(!stats.applied && plain.step == 0);
+            assert_eq!(values(&m), values(&layer(&device)));
+
+            let mut scaled =
+                AdamW::new(AdamWConfig::default()).with_mixed_precision(Precision::F16);
+            assert_eq!(scaled.loss_factor(), LossScale::INITIAL);
+            let (m, _) = scaled.update(layer(&device), held_grads(0, held), |_| 0.01);
+            let moved = values(&m);
+            let inf = Grad::Host(vec![f32::NAN; 2]);
+            let mut bad = held_grads(1, held).into_host();
+            bad.add_named(vec![("bias".to_string(), Some(inf))], 1.0);
+            let (m, stats) = scaled.update(m, bad, |_| 0.01);
+            assert!(!stats.applied && scaled.step == 1);
+            assert_eq!(values(&m), moved, "a skipped step leaves the weights");
+            assert_eq!(scaled.loss_factor(), LossScale::INITIAL / 2.0);
+            let path = std::env::temp_dir().join(format!(
+                "stylecap-adamw-scale-{}-{}.safetensors",
+                std::process::id(),
+                held.is_some()
+            ));
+            scaled.save(&path).unwrap();
+            let back = AdamW::load(AdamWConfig::default(), &path)
+                .unwrap()
+                .with_mixed_precision(Precision::F16);
+            assert_eq!(back.loss_scale, scaled.loss_scale);
+            let off = AdamW::load(AdamWConfig::default(), &path)
+                .unwrap()
+                .with_mixed_precision(Precision::Bf16);
+            assert_eq!(off.loss_factor(), 1.0);
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     fn values(m: &Linear) -> Vec<f32> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::sources::{CaptionSource, CaptionSplits, DataSpec};
 use crate::data::tokenizer::TextTokenizer;
 use crate::optim::adamw::AdamWConfig;
-use crate::util::check;
+use crate::util::{check, Precision};
 
 /// The shape of a captioner trained from scratch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -214,6 +214,10 @@ pub struct TrainConfig {
     /// in the backward pass, as transformers' `gradient_checkpointing` (`sft::recompute`):
     /// much less memory, one more forward pass of time; the same gradients.
     pub gradient_checkpointing: bool,
+    /// Mixed precision (`model::autocast`): `f16` or `bf16` computes the matrix products in
+    /// that type, with f32 weights, optimizer and everything else (f16 with loss scaling);
+    /// `f32` is off. For GPUs with half-precision matrix units; on the CPU it is slower.
+    pub mixed_precision: Precision,
     /// With a frozen encoder (`train_vision_layers = 0`), the encoder's output for each
     /// training picture is kept in memory up to this many MiB and reused at later steps
     /// instead of encoding the picture again (0: encode at every step).
@@ -273,6 +277,7 @@ impl Default for TrainConfig {
             },
             train_vision_layers: None,
             gradient_checkpointing: false,
+            mixed_precision: Precision::F32,
             feature_cache_mb: 2048,
             feature_cache_disk_mb: 0,
             eval_every: 500,

@@ -64,6 +64,8 @@ pub struct Recomputed<'a> {
     grad_memory: Option<Tensor<3>>,
     /// The mean loss, once the head has run.
     pub loss: f32,
+    /// What the backward pass multiplies the loss by (f16's loss scaling; 1 otherwise).
+    pub loss_scale: f32,
 }
 
 /// A saved value as a leaf of a new graph, taking a gradient when `grad`.
@@ -187,6 +189,7 @@ impl<'a> Recomputed<'a> {
             grad: None,
             grad_memory: None,
             loss: f32::NAN,
+            loss_scale: 1.0,
         }
     }
 
@@ -239,7 +242,7 @@ impl<'a> Recomputed<'a> {
             b.targets.clone(),
             b.mask.clone(),
         );
-        let mut grads = loss.backward();
+        let mut grads = loss.clone().mul_scalar(self.loss_scale).backward();
         self.loss = loss.into_scalar::<f32>();
         self.grad = x.grad_remove(&mut grads);
         grads

@@ -115,7 +115,10 @@ pub fn distinct_pictures(images: &[RgbImage]) -> (Vec<usize>, Vec<usize>) {
 
 /// Forward and backward of one micro-batch of `rows`, split into `shards` of similar length
 /// (`shards::by_length`) whose passes run in parallel; adds the micro-batch's gradient,
-/// divided by the `accum` micro-batches of the step, to `acc`, and returns its mean loss and its target tokens. `before_sum`
+/// divided by the `accum` micro-batches of the step, to `acc`, and returns its mean loss and
+/// its target tokens. The backward pass starts from the loss times `loss_scale` (f16's loss
+/// scaling, [`crate::optim::LossScale`]; 1 otherwise), and the gradients are divided by it
+/// again as they are added. `before_sum`
 /// runs once the passes are done, before the gradients are summed (the trainer starts making
 /// the next rows there).
 ///
@@ -137,7 +140,7 @@ pub fn micro_step(
     preprocess: &PreprocessorConfig,
     eot: u32,
     device: &Device,
-    (acc, accum): (&mut Accumulated, usize),
+    (acc, accum, loss_scale): (&mut Accumulated, usize, f32),
     features: Option<&FeatureCache>,
     before_sum: impl FnOnce(),
 ) -> Result<(f32, usize)> {
@@ -177,7 +180,11 @@ pub fn micro_step(
     if recompute {
         let mut passes: Vec<Recomputed> = batches
             .par_iter()
-            .map(|(batch, _)| Recomputed::forward(model.clone().fork(device), batch))
+            .map(|(batch, _)| {
+                let mut pass = Recomputed::forward(model.clone().fork(device), batch);
+                pass.loss_scale = loss_scale;
+                pass
+            })
             .collect();
         before_sum();
         loop {
@@ -187,7 +194,7 @@ pub fn micro_step(
                 break;
             }
             for (named, (_, share)) in parts.into_iter().zip(&batches) {
-                acc.add_named(named.unwrap_or_default(), share / accum as f32);
+                acc.add_named(named.unwrap_or_default(), share / accum as f32 / loss_scale);
             }
         }
         // The parts' activations and gradients were made on the pool's threads and freed on
@@ -207,7 +214,7 @@ pub fn micro_step(
         .map(|(batch, share)| {
             let local = model.clone().fork(device);
             let loss = batch_loss(&local, batch);
-            let grads = loss.backward();
+            let grads = loss.clone().mul_scalar(loss_scale).backward();
             let named = native_gradients(&local, grads);
             (loss.into_scalar::<f32>(), *share, named)
         })
@@ -216,7 +223,7 @@ pub fn micro_step(
     let mut value = 0f32;
     for (loss, share, named) in results {
         value += loss * share;
-        acc.add_named(named, share / accum as f32);
+        acc.add_named(named, share / accum as f32 / loss_scale);
     }
     Ok((value, total))
 }

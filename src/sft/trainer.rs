@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use burn::prelude::*;
 use image::RgbImage;
 use serde::Serialize;
@@ -24,6 +24,7 @@ use crate::data::image::PreprocessorConfig;
 use crate::data::sources::{CaptionSource, TrainData};
 use crate::data::text_metrics::{bleu4, cider_d};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::autocast::Autocast;
 use crate::model::folder;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::pretrained::{load_gpt2, load_vision, resolve};
@@ -208,6 +209,7 @@ impl Trainer {
                     config.feature_cache_disk_mb,
                 )
             });
+        let optim = optim.with_mixed_precision(config.mixed_precision);
         Ok(Trainer {
             rows,
             ahead: None,
@@ -261,6 +263,8 @@ impl Trainer {
     /// drawn, texts tokenized) while this one's gradients are summed and applied, which runs
     /// mostly on one core.
     pub fn train_step(&mut self) -> Result<(f32, usize, f64)> {
+        let _mixed = Autocast::enter(self.config.mixed_precision);
+        let loss_scale = self.optim.loss_factor();
         let step = self.step;
         let mut acc = Accumulated::default();
         let (mut loss_sum, mut tokens) = (0f32, 0usize);
@@ -279,7 +283,7 @@ impl Trainer {
                 &self.preprocess,
                 self.eot(),
                 &self.device,
-                (&mut acc, accum),
+                (&mut acc, accum, loss_scale),
                 self.features.as_ref(),
                 || self.ahead = rows_ahead(&self.rows, self.config.steps, next),
             )?;
@@ -294,21 +298,24 @@ impl Trainer {
             }
             loss_sum += value;
         }
-        let norm = acc.global_norm();
-        if !norm.is_finite() {
-            bail!(
-                "step {}: the gradient norm is {norm}; stopped without saving (the last \
-                 checkpoint, if any, is in {})",
-                step + 1,
-                self.run.checkpoint_dir().display()
-            );
-        }
         let lrs: BTreeMap<&str, f64> = ["encoder", "cross", "decoder"]
             .into_iter()
             .map(|g| (g, self.group_lr(g, step)))
             .collect();
         let model = self.model.clone();
-        let (model, _) = self.optim.update(model, acc, |name| lrs[lr_group(name)]);
+        let (model, stats) = self.optim.update(model, acc, |name| lrs[lr_group(name)]);
+        if !stats.applied {
+            // f16's loss scaling skips the step and halves the scale; without it, a
+            // non-finite gradient is the end of the run.
+            ensure!(
+                self.optim.loss_scale.is_some(),
+                "step {}: the gradient norm is {}; stopped without saving (the last \
+                 checkpoint, if any, is in {})",
+                step + 1,
+                stats.grad_norm,
+                self.run.checkpoint_dir().display()
+            );
+        }
         self.model = model;
         self.step += 1;
         Ok((loss_sum / accum as f32, tokens, lrs["decoder"]))
@@ -415,13 +422,17 @@ impl Trainer {
             if step.is_multiple_of(LOG_EVERY) || step == c.steps {
                 let secs = window_start.elapsed().as_secs_f64();
                 // The step's own loss (not a window mean), so a resumed run logs the same.
-                let record = serde_json::json!({
+                let mut record = serde_json::json!({
                     "step": step,
                     "loss": loss,
                     "lr": lr,
                     "tokens_per_s": window_tokens as f64 / secs,
                     "elapsed_s": start.elapsed().as_secs_f64(),
                 });
+                if let Some(s) = self.optim.loss_scale {
+                    // Halved at each skipped step (overflowed f16 gradients).
+                    record["loss_scale"] = s.scale.into();
+                }
                 metrics.log(&record)?;
                 bar.set_message(format!(
                     "loss {:.3} lr {lr:.1e} {:.0} tok/s",
