@@ -271,6 +271,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         "--data-parallel is {}; allowed: 1 to 256",
         b.data_parallel
     );
+    crate::model::autocast::check(b.mixed_precision, base)?;
     let threads = rayon::current_num_threads();
     let rss_before = peak_rss_mib();
     base.seed(0);

@@ -130,7 +130,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    fn dtype(self) -> burn::tensor::FloatDType {
+    pub(crate) fn dtype(self) -> burn::tensor::FloatDType {
         use burn::tensor::FloatDType;
         match self {
             Precision::F32 => FloatDType::F32,

@@ -174,6 +174,28 @@ fn a_short_alignment_run_trains_the_policy_and_never_the_reference() {
         assert!(ptx.is_finite() && ptx > 0.0, "{line}");
     }
     assert!(out.join("model/model.safetensors").is_file());
+
+    // In f16 mixed precision the same run trains too, with its loss scale logged, and ends
+    // elsewhere than f32's (the products ran in half precision).
+    let mixed = scratch("align", "run-f16");
+    let _ = std::fs::remove_dir_all(&mixed);
+    let config = AlignConfig {
+        mixed_precision: stylecap::util::Precision::F16,
+        ..aligner.config.clone()
+    };
+    let mut f16 = Aligner::new(config, &mixed, false, &device).unwrap();
+    f16.run(&RunOptions::default()).unwrap();
+    let (a, b) = (weights(&f16.policy), weights(&aligner.policy));
+    assert!(
+        a != b && a != policy_before,
+        "f16: the policy did not train in half precision"
+    );
+    let log = std::fs::read_to_string(mixed.join("metrics.jsonl")).unwrap();
+    for line in log.lines().filter(|l| l.contains("\"kl\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["loss_scale"].as_f64().is_some_and(|s| s >= 1.0), "{line}");
+        assert!(v["loss"].as_f64().unwrap().is_finite(), "{line}");
+    }
 }
 
 /// LoRA alignment: only the adapters train, over base weights that stay the reference's;

@@ -72,6 +72,9 @@ pub struct StepLog {
     pub clip_fraction: f32,
     pub approx_kl: f32,
     pub skipped: usize,
+    /// f16 mixed precision's loss scale after the step (halved at each overflow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
     pub tokens_per_s: f32,
     pub elapsed_s: f64,
 }
@@ -145,6 +148,7 @@ impl Aligner {
         config
             .validate()
             .context("invalid alignment configuration")?;
+        crate::model::autocast::check(config.mixed_precision, device)?;
         device.seed(config.seed);
         let plain = device.clone();
         let ad = crate::tensor::autodiff_device(device, config.gradient_checkpointing);
@@ -420,6 +424,7 @@ impl Aligner {
             clip_fraction: u.clip_fraction,
             approx_kl: u.approx_kl,
             skipped: u.skipped,
+            loss_scale: self.optim.loss_scale.map(|s| s.scale),
             tokens_per_s: ntok as f32 / started.elapsed().as_secs_f32(),
             elapsed_s: 0.0,
         })

@@ -41,6 +41,22 @@ pub fn products() -> Option<FloatDType> {
     }
 }
 
+/// Checks that `device` computes in `precision` before a run starts on it (burn's Vulkan
+/// backend, for one, has no bf16 arithmetic).
+pub fn check(precision: Precision, device: &Device) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        precision == Precision::F32 || device.supports_dtype(precision.dtype()),
+        "mixed_precision (--mixed-precision) {precision} is not supported on device {device:?}: \
+         it cannot compute in {precision}; use {}",
+        if precision == Precision::Bf16 {
+            "f16 or f32"
+        } else {
+            "f32"
+        }
+    );
+    Ok(())
+}
+
 /// Mixed precision turned on (or off, with `Precision::F32`) until the guard is dropped.
 #[must_use = "mixed precision lasts as long as the guard"]
 pub struct Autocast {

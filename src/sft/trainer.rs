@@ -136,6 +136,7 @@ impl Trainer {
         config
             .validate()
             .context("invalid training configuration")?;
+        crate::model::autocast::check(config.mixed_precision, device)?;
         if let Some(r) = &resumed {
             r.check_step(config.steps)?;
         }
