@@ -219,18 +219,61 @@ impl Activation {
         })
     }
 
-    /// The activation; on the CPU backend the GELU family runs as one fused element-wise op
-    /// ([`pointwise`]), elsewhere as burn's composed ops ([`Self::composed`]).
+    /// The activation; the GELU family runs as one fused element-wise op, whose value and
+    /// derivative are computed together off the tape and whose backward is one product with
+    /// the derivative: in one host pass on the CPU backend ([`pointwise`]), of burn's
+    /// element-wise ops elsewhere ([`Self::on_device`]).
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        if !on_cpu_backend(&x.device()) {
-            return self.composed(x);
+        if on_cpu_backend(&x.device()) {
+            self.on_host(x)
+        } else {
+            self.on_device(x)
         }
+    }
+
+    fn on_host<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Gelu => pointwise::<D, GeluErf>(x),
             Self::GeluTanh => pointwise::<D, GeluTanh>(x),
             Self::QuickGelu => pointwise::<D, QuickGelu>(x),
             Self::Relu => activation::relu(x),
         }
+    }
+
+    /// [`pointwise`]'s form from burn's ops, for GPU backends: f and f′ off the tape (fusion
+    /// joins them into one kernel), attached as `x ⊙ f′ + (f − x ⊙ f′)`, so the tape keeps
+    /// f′ alone instead of the composed form's intermediates.
+    fn on_device<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        let v = x.clone().detach();
+        // Each is x·s(x) with s ∈ (0, 1), and f′ = s + x·s′.
+        let (s, ds) = match self {
+            Self::Relu => return activation::relu(x),
+            Self::Gelu => {
+                let cdf = ((v.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5;
+                let pdf = (v.clone().square() * -0.5).exp()
+                    * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+                (cdf, pdf)
+            }
+            Self::GeluTanh => {
+                let sq = v.clone().square();
+                let s = activation::sigmoid(
+                    v.clone() * (sq.clone() * GELU_TANH_CUBIC + GELU_TANH_LINEAR),
+                );
+                let du = sq * (3.0 * GELU_TANH_CUBIC) + GELU_TANH_LINEAR;
+                (s.clone(), s.clone() * (s.neg() + 1.0) * du)
+            }
+            Self::QuickGelu => {
+                let s = activation::sigmoid(v.clone() * 1.702);
+                (s.clone(), s.clone() * (s.neg() + 1.0) * 1.702)
+            }
+        };
+        let value = v.clone() * s.clone();
+        if !x.is_tracked() {
+            return value;
+        }
+        let slope = s + v.clone() * ds;
+        let offset = value - v * slope.clone();
+        x * slope + offset
     }
 
     /// The activation composed of burn's differentiable ops (GPU backends, and the reference
@@ -338,33 +381,43 @@ mod tests {
         Tensor::from_data(TensorData::new(ws, [241]), device)
     }
 
+    type Form = fn(Activation, Tensor<1>) -> Tensor<1>;
+
+    /// The host form (CPU backend) and the device form (GPU backends), both run on the CPU.
+    const FORMS: [(&str, Form); 2] = [
+        ("host", Activation::on_host::<1>),
+        ("device", Activation::on_device::<1>),
+    ];
+
     #[test]
     fn fused_activations_equal_composed_values_and_gradients() {
         let device = Device::flex().autodiff();
-        for act in FUSED {
-            let x1 = grid(&device).require_grad();
-            let y1 = act.forward(x1.clone());
-            let g1 = (y1.clone() * upstream(&device)).sum().backward();
-            let x2 = grid(&device).require_grad();
-            let y2 = act.composed(x2.clone());
-            let g2 = (y2.clone() * upstream(&device)).sum().backward();
-            let dv = (y1 - y2).abs().max().into_scalar::<f32>();
-            let dg = (x1.grad(&g1).unwrap() - x2.grad(&g2).unwrap())
-                .abs()
-                .max()
-                .into_scalar::<f32>();
-            assert!(
-                dv < 1e-5 && dg < 1e-5,
-                "{act:?}: values differ by {dv}, gradients by {dg}"
-            );
-            // Off the tape, the fused op returns the same values directly.
-            let plain = act.forward(grid(&Device::flex()));
-            let again = act.forward(grid(&device).require_grad());
-            let d = (plain.to_device(&device) - again)
-                .abs()
-                .max()
-                .into_scalar::<f32>();
-            assert!(d < 1e-6, "{act:?}: untracked path differs by {d}");
+        for (form, fused) in FORMS {
+            for act in FUSED {
+                let x1 = grid(&device).require_grad();
+                let y1 = fused(act, x1.clone());
+                let g1 = (y1.clone() * upstream(&device)).sum().backward();
+                let x2 = grid(&device).require_grad();
+                let y2 = act.composed(x2.clone());
+                let g2 = (y2.clone() * upstream(&device)).sum().backward();
+                let dv = (y1 - y2).abs().max().into_scalar::<f32>();
+                let dg = (x1.grad(&g1).unwrap() - x2.grad(&g2).unwrap())
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(
+                    dv < 1e-5 && dg < 1e-5,
+                    "{act:?} ({form}): values differ by {dv}, gradients by {dg}"
+                );
+                // Off the tape, the fused op returns the same values directly.
+                let plain = fused(act, grid(&Device::flex()));
+                let again = fused(act, grid(&device).require_grad());
+                let d = (plain.to_device(&device) - again)
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(d < 1e-6, "{act:?} ({form}): untracked path differs by {d}");
+            }
         }
     }
 
@@ -372,22 +425,24 @@ mod tests {
     fn fused_activation_gradients_match_finite_differences() {
         let device = Device::flex().autodiff();
         let h = 1e-2f32;
-        for act in FUSED {
-            let x = grid(&device).require_grad();
-            let grads = act.forward(x.clone()).sum().backward();
-            let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec().unwrap();
-            let value = |shift: f32| -> Vec<f32> {
-                let x = grid(&Device::flex()) + shift;
-                act.forward(x).into_data().try_into_vec().unwrap()
-            };
-            let (up, down) = (value(h), value(-h));
-            for i in 0..g.len() {
-                let fd = (up[i] - down[i]) / (2.0 * h);
-                assert!(
-                    (fd - g[i]).abs() < 5e-4,
-                    "{act:?} at element {i}: {fd} vs {}",
-                    g[i]
-                );
+        for (form, fused) in FORMS {
+            for act in FUSED {
+                let x = grid(&device).require_grad();
+                let grads = fused(act, x.clone()).sum().backward();
+                let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec().unwrap();
+                let value = |shift: f32| -> Vec<f32> {
+                    let x = grid(&Device::flex()) + shift;
+                    fused(act, x).into_data().try_into_vec().unwrap()
+                };
+                let (up, down) = (value(h), value(-h));
+                for i in 0..g.len() {
+                    let fd = (up[i] - down[i]) / (2.0 * h);
+                    assert!(
+                        (fd - g[i]).abs() < 5e-4,
+                        "{act:?} ({form}) at element {i}: {fd} vs {}",
+                        g[i]
+                    );
+                }
             }
         }
     }

@@ -2,9 +2,9 @@
 //! supervised stage, and the log-probabilities of given tokens of the RL stage.
 //!
 //! The logits `[N, V]` (N = batch × positions, V = vocabulary) are the largest tensors of a
-//! training step. Both ops compute them off the autodiff tape, reduce each row in one pass,
-//! and hand the gradient to `hidden` `[N, D]` and `weight` `[V, D]` through closed forms:
-//! for any loss whose gradient with respect to row n of the logits is `u_n · j_n`, the
+//! training step. Both ops compute them off the autodiff tape, reduce each row (in one host
+//! pass on the CPU backend, with burn's ops on a GPU), and hand the gradient to `hidden`
+//! `[N, D]` and `weight` `[V, D]` through closed forms: for any loss whose gradient with respect to row n of the logits is `u_n · j_n`, the
 //! gradients are `(u ⊙ J) · weight` and `(u ⊙ J)ᵀ · hidden`. That is three products of the
 //! vocabulary size, as in the composed form, and none of the element-wise passes over
 //! `[N, V]` that `log_softmax`, `gather` and their backward take. Each op is checked against
@@ -80,29 +80,114 @@ fn exponentiate(row: &mut [f32]) -> (f32, f32, f32) {
     run(row)
 }
 
+/// Where the rows of the logits are reduced: on the host, in one pass per row
+/// ([`exponentiate`]), on the CPU backend; by burn's ops on the device elsewhere, where a host
+/// copy of `[N, V]` would cost more than the ops it replaces (they fuse into a few kernels
+/// under burn's fusion). Both give the same values and gradients (checked in the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Host,
+    Device,
+}
+
+impl Rows {
+    fn for_device(device: &Device) -> Self {
+        if on_cpu_backend(device) {
+            Self::Host
+        } else {
+            Self::Device
+        }
+    }
+
+    /// `a · b`, a product of the gradient's closed form. On the device it goes through
+    /// [`dense`], so that mixed precision computes it in half precision as it does the
+    /// logits; the host path keeps its f32 logits and products.
+    fn product(self, a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Host => a.matmul(b),
+            Self::Device => dense(a, b, None),
+        }
+    }
+}
+
+/// Row-wise softmax of `logits` `[N, V]` and each row's log-normaliser `log Σ exp` `[N, 1]`.
+fn softmax_rows(logits: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let max = logits.clone().max_dim(1);
+    let e = (logits - max.clone()).exp();
+    let sum = e.clone().sum_dim(1);
+    (e / sum.clone(), max + sum.log())
+}
+
+/// `[N, V]` zeros with `values[n]` at column `targets[n]` (`targets`, `values` `[N, 1]`).
+fn one_hot_rows(targets: Tensor<2, Int>, values: Tensor<2>, vocab: usize) -> Tensor<2> {
+    let [n, _] = values.dims();
+    Tensor::zeros([n, vocab], &values.device()).scatter(
+        1,
+        targets,
+        values,
+        burn::tensor::IndexingUpdateOp::Add,
+    )
+}
+
 /// Mean cross-entropy `cross_entropy(hidden · weightᵀ, targets, mask)` (see
 /// [`crate::model::loss::cross_entropy`]) for decoder states `hidden` `[B, T, D]` and the tied
 /// embedding matrix `weight` `[V, D]`: same value, same gradients.
 ///
-/// Row n's gradient is `mask_n / count · (softmax_n − onehot(target_n))`, known in the forward
-/// pass, so the row is turned into it in place and the gradients of `hidden` and `weight` are
-/// attached with the surrogate `Σ hidden ⊙ (G·weight) + Σ weight ⊙ (Gᵀ·hidden)`, whose value
-/// is subtracted again.
+/// Row n's gradient is `G_n = mask_n / count · (softmax_n − onehot(target_n))`, known in the
+/// forward pass, so the logits are reduced to G off the tape and the gradients of `hidden` and
+/// `weight` are attached with the surrogate `Σ hidden ⊙ (G·weight) + Σ weight ⊙ (Gᵀ·hidden)`,
+/// whose value is subtracted again. The tape keeps two tensors of `hidden`'s and `weight`'s
+/// sizes, and none of the vocabulary's.
 pub fn cross_entropy(
     hidden: Tensor<3>,
     weight: Tensor<2>,
     targets: Tensor<2, Int>,
     mask: Tensor<2>,
 ) -> Tensor<1> {
-    let device = hidden.device();
-    if !on_cpu_backend(&device) {
-        let logits = dense(hidden, weight.transpose(), None);
-        return crate::model::loss::cross_entropy(logits, targets, mask);
-    }
+    cross_entropy_in(
+        Rows::for_device(&hidden.device()),
+        hidden,
+        weight,
+        targets,
+        mask,
+    )
+}
+
+fn cross_entropy_in(
+    rows: Rows,
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> Tensor<1> {
     let [b, t, d] = hidden.dims();
-    let [v, _] = weight.dims();
     let h = hidden.reshape([b * t, d]);
-    let mut g = logits_off_tape(&h, &weight);
+    let (g, value) = match rows {
+        Rows::Host => host_cross_entropy_rows(&h, &weight, targets, mask),
+        Rows::Device => device_cross_entropy_rows(&h, &weight, targets, mask),
+    };
+    // `hidden` is an intermediate of the tape, not a leaf that reports `is_require_grad`, so
+    // its term is always attached; a frozen weight's product is skipped.
+    let grad_h = rows.product(g.clone(), weight.clone().detach());
+    let mut surrogate = (h.clone() * grad_h).sum();
+    if weight.is_require_grad() {
+        let grad_w = rows.product(g.transpose(), h.detach());
+        surrogate = surrogate + (weight * grad_w).sum();
+    }
+    surrogate.clone() - surrogate.detach() + value
+}
+
+/// G `[N, V]` and the loss, reduced on the host.
+fn host_cross_entropy_rows(
+    h: &Tensor<2>,
+    weight: &Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> (Tensor<2>, Tensor<1>) {
+    let device = h.device();
+    let [n, _] = h.dims();
+    let [v, _] = weight.dims();
+    let mut g = logits_off_tape(h, weight);
     let targets = indices(targets);
     let mask = floats(mask);
     let count = mask.iter().sum::<f32>().max(1.0);
@@ -127,18 +212,32 @@ pub fn cross_entropy(
     // Each row's loss is already weighted by mask / count; summed in a fixed order, so the
     // value does not depend on the thread count.
     let value: f32 = losses.iter().sum();
+    (
+        Tensor::from_data(TensorData::new(g, [n, v]), &device),
+        Tensor::from_data(TensorData::new(vec![value], [1]), &device),
+    )
+}
 
-    let g = Tensor::<2>::from_data(TensorData::new(g, [b * t, v]), &device);
-    // `hidden` is an intermediate of the tape, not a leaf that reports `is_require_grad`, so
-    // its term is always attached; a frozen weight's product is skipped.
-    let grad_h = g.clone().matmul(weight.clone().detach());
-    let mut surrogate = (h.clone() * grad_h).sum();
-    if weight.is_require_grad() {
-        let grad_w = g.transpose().matmul(h.detach());
-        surrogate = surrogate + (weight * grad_w).sum();
-    }
-    let value = Tensor::<1>::from_data(TensorData::new(vec![value], [1]), &device);
-    surrogate.clone() - surrogate.detach() + value
+/// G `[N, V]` and the loss, reduced by burn's ops on the device (no host round trip).
+fn device_cross_entropy_rows(
+    h: &Tensor<2>,
+    weight: &Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> (Tensor<2>, Tensor<1>) {
+    let [n, _] = h.dims();
+    let [v, _] = weight.dims();
+    let logits = dense(
+        h.clone().detach(),
+        weight.clone().detach().transpose(),
+        None,
+    );
+    let (targets, mask) = (targets.reshape([n, 1]), mask.reshape([n, 1]));
+    let w = mask.clone() / mask.sum().clamp_min(1.0).reshape([1, 1]);
+    let (probs, log_z) = softmax_rows(logits.clone());
+    let value = ((log_z - logits.gather(1, targets.clone())) * w.clone()).sum();
+    let g = probs * w.clone() - one_hot_rows(targets, w, v);
+    (g, value)
 }
 
 /// Log-probabilities of given tokens under the head, and the entropy of each position.
@@ -168,14 +267,67 @@ pub fn token_logprobs(
     mask: Tensor<2>,
     differentiable: bool,
 ) -> TokenLogprobs {
-    let device = hidden.device();
-    if !on_cpu_backend(&device) {
-        return composed_token_logprobs(hidden, weight, targets, mask);
-    }
+    token_logprobs_in(
+        Rows::for_device(&hidden.device()),
+        hidden,
+        weight,
+        targets,
+        mask,
+        differentiable,
+    )
+}
+
+/// Each position's picked log-probability and entropy `[N, 1]`, and J `[N, V]` (masked rows
+/// zero) when it is asked for.
+struct Picked {
+    values: Tensor<2>,
+    entropy: Tensor<2>,
+    j: Option<Tensor<2>>,
+}
+
+fn token_logprobs_in(
+    rows: Rows,
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    differentiable: bool,
+) -> TokenLogprobs {
     let [b, t, d] = hidden.dims();
-    let [v, _] = weight.dims();
     let h = hidden.reshape([b * t, d]);
-    let mut j = logits_off_tape(&h, &weight);
+    let picked = match rows {
+        Rows::Host => host_token_rows(&h, &weight, targets, mask, differentiable),
+        Rows::Device => device_token_rows(&h, &weight, targets, mask, differentiable),
+    };
+    let values = picked.values.reshape([b, t]);
+    let entropy = picked.entropy.reshape([b, t]);
+    let Some(j) = picked.j else {
+        return TokenLogprobs {
+            picked: values,
+            entropy,
+        };
+    };
+    let jw = rows.product(j, weight);
+    let link = (h.clone() * jw.clone().detach() + h.detach() * jw)
+        .sum_dim(1)
+        .reshape([b, t]);
+    TokenLogprobs {
+        picked: link.clone() - link.detach() + values,
+        entropy,
+    }
+}
+
+fn host_token_rows(
+    h: &Tensor<2>,
+    weight: &Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    differentiable: bool,
+) -> Picked {
+    let device = h.device();
+    let [n, _] = h.dims();
+    let [v, _] = weight.dims();
+    let mut j = logits_off_tape(h, weight);
     let targets = indices(targets);
     let mask = floats(mask);
 
@@ -196,29 +348,39 @@ pub fn token_logprobs(
             (logit - log_z, log_z - dot / sum)
         })
         .collect();
-    let values: Vec<f32> = rows.iter().map(|r| r.0).collect();
-    let entropy: Vec<f32> = rows.iter().map(|r| r.1).collect();
-    let entropy = Tensor::<2>::from_data(TensorData::new(entropy, [b, t]), &device);
-    let values = Tensor::<2>::from_data(TensorData::new(values, [b, t]), &device);
-    if !differentiable {
-        return TokenLogprobs {
-            picked: values,
-            entropy,
-        };
-    }
-
-    let j = Tensor::<2>::from_data(TensorData::new(j, [b * t, v]), &device);
-    let jw = j.matmul(weight);
-    let link = (h.clone() * jw.clone().detach() + h.detach() * jw)
-        .sum_dim(1)
-        .reshape([b, t]);
-    TokenLogprobs {
-        picked: link.clone() - link.detach() + values,
-        entropy,
+    let column =
+        |values: Vec<f32>| Tensor::<2>::from_data(TensorData::new(values, [n, 1]), &device);
+    Picked {
+        values: column(rows.iter().map(|r| r.0).collect()),
+        entropy: column(rows.iter().map(|r| r.1).collect()),
+        j: differentiable.then(|| Tensor::from_data(TensorData::new(j, [n, v]), &device)),
     }
 }
 
-/// [`token_logprobs`] composed of burn's ops (GPU backends; the reference in the tests).
+fn device_token_rows(
+    h: &Tensor<2>,
+    weight: &Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    differentiable: bool,
+) -> Picked {
+    let [n, _] = h.dims();
+    let [v, _] = weight.dims();
+    let logits = dense(
+        h.clone().detach(),
+        weight.clone().detach().transpose(),
+        None,
+    );
+    let (targets, mask) = (targets.reshape([n, 1]), mask.reshape([n, 1]));
+    let (probs, log_z) = softmax_rows(logits.clone());
+    // H = −Σ p log p = log Z − Σ p x.
+    let entropy = (log_z.clone() - (probs.clone() * logits.clone()).sum_dim(1)) * mask.clone();
+    let values = (logits.gather(1, targets.clone()) - log_z) * mask.clone();
+    let j = differentiable.then(|| one_hot_rows(targets, mask.clone(), v) - probs * mask);
+    Picked { values, entropy, j }
+}
+
+/// [`token_logprobs`] composed of burn's differentiable ops (the reference in the tests).
 pub fn composed_token_logprobs(
     hidden: Tensor<3>,
     weight: Tensor<2>,
@@ -352,11 +514,16 @@ mod tests {
         (picked * upstream).sum()
     }
 
+    const ROWS: [Rows; 2] = [Rows::Host, Rows::Device];
+
     #[test]
     fn fused_cross_entropy_equals_composed() {
-        assert_same_as_composed(&|h, w, t, m| cross_entropy(h, w, t, m), &|h, w, t, m| {
-            composed_cross_entropy(dense(h, w.transpose(), None), t, m)
-        });
+        for rows in ROWS {
+            assert_same_as_composed(
+                &move |h, w, t, m| cross_entropy_in(rows, h, w, t, m),
+                &|h, w, t, m| composed_cross_entropy(dense(h, w.transpose(), None), t, m),
+            );
+        }
     }
 
     #[test]
@@ -368,43 +535,51 @@ mod tests {
                 .sum::<f64>()
                 / n
         };
-        assert_finite_differences(&|h, w, t, m| cross_entropy(h, w, t, m), objective);
+        for rows in ROWS {
+            assert_finite_differences(
+                &move |h, w, t, m| cross_entropy_in(rows, h, w, t, m),
+                objective,
+            );
+        }
     }
 
     #[test]
     fn fused_token_logprobs_equal_composed() {
-        assert_same_as_composed(
-            &|h, w, t, m| weighted(token_logprobs(h, w, t, m, true).picked),
-            &|h, w, t, m| weighted(composed_token_logprobs(h, w, t, m).picked),
-        );
-        // The values themselves, the entropy, and the path without gradients.
-        let device = Device::flex().autodiff();
-        let (hidden, weight, targets, mask) = inputs(&device);
-        let fused = token_logprobs(
-            hidden.clone().require_grad(),
-            weight.clone().require_grad(),
-            targets.clone(),
-            mask.clone(),
-            true,
-        );
-        let composed = composed_token_logprobs(hidden, weight, targets, mask);
-        assert_close(
-            &floats(fused.picked.clone()),
-            &floats(composed.picked),
-            "log-probs",
-        );
-        assert_close(
-            &floats(fused.entropy),
-            &floats(composed.entropy),
-            "entropies",
-        );
-        let (hidden, weight, targets, mask) = inputs(&Device::flex());
-        let frozen = token_logprobs(hidden, weight, targets, mask, false);
-        let (a, b) = (floats(frozen.picked), floats(fused.picked));
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
-            "{a:?} vs {b:?}"
-        );
+        for rows in ROWS {
+            assert_same_as_composed(
+                &move |h, w, t, m| weighted(token_logprobs_in(rows, h, w, t, m, true).picked),
+                &|h, w, t, m| weighted(composed_token_logprobs(h, w, t, m).picked),
+            );
+            // The values themselves, the entropy, and the path without gradients.
+            let device = Device::flex().autodiff();
+            let (hidden, weight, targets, mask) = inputs(&device);
+            let fused = token_logprobs_in(
+                rows,
+                hidden.clone().require_grad(),
+                weight.clone().require_grad(),
+                targets.clone(),
+                mask.clone(),
+                true,
+            );
+            let composed = composed_token_logprobs(hidden, weight, targets, mask);
+            assert_close(
+                &floats(fused.picked.clone()),
+                &floats(composed.picked),
+                "log-probs",
+            );
+            assert_close(
+                &floats(fused.entropy),
+                &floats(composed.entropy),
+                "entropies",
+            );
+            let (hidden, weight, targets, mask) = inputs(&Device::flex());
+            let frozen = token_logprobs_in(rows, hidden, weight, targets, mask, false);
+            let (a, b) = (floats(frozen.picked), floats(fused.picked));
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+                "{rows:?}: {a:?} vs {b:?}"
+            );
+        }
     }
 
     #[test]
@@ -417,9 +592,11 @@ mod tests {
                 })
                 .sum()
         };
-        assert_finite_differences(
-            &|h, w, t, m| weighted(token_logprobs(h, w, t, m, true).picked),
-            objective,
-        );
+        for rows in ROWS {
+            assert_finite_differences(
+                &move |h, w, t, m| weighted(token_logprobs_in(rows, h, w, t, m, true).picked),
+                objective,
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`cross_entropy`] is the teacher-forced loss of captions. Training uses its fused form,
 //! [`crate::model::lm_head::cross_entropy`], which never materialises the logits on the
-//! autodiff tape; this composed form is its reference in the tests (and the GPU path).
+//! autodiff tape; this composed form is its reference in the tests.
 //! [`classification_cross_entropy`] is the critic's loss over styles.
 
 use burn::prelude::*;
