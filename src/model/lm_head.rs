@@ -12,6 +12,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::FloatDType;
 use rayon::prelude::*;
 
 use super::kernels;
@@ -118,15 +119,11 @@ fn softmax_rows(logits: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     (e / sum.clone(), max + sum.log())
 }
 
-/// `[N, V]` zeros with `values[n]` at column `targets[n]` (`targets`, `values` `[N, 1]`).
-fn one_hot_rows(targets: Tensor<2, Int>, values: Tensor<2>, vocab: usize) -> Tensor<2> {
-    let [n, _] = values.dims();
-    Tensor::zeros([n, vocab], &values.device()).scatter(
-        1,
-        targets,
-        values,
-        burn::tensor::IndexingUpdateOp::Add,
-    )
+/// Zeros shaped as `like` `[N, V]` with `values[n]` at column `targets[n]` (`targets`,
+/// `values` `[N, 1]`).
+fn one_hot_rows(targets: Tensor<2, Int>, values: Tensor<2>, like: &Tensor<2>) -> Tensor<2> {
+    like.zeros_like()
+        .scatter(1, targets, values, burn::tensor::IndexingUpdateOp::Add)
 }
 
 /// Mean cross-entropy `cross_entropy(hidden · weightᵀ, targets, mask)` (see
@@ -218,26 +215,35 @@ fn host_cross_entropy_rows(
     )
 }
 
-/// G `[N, V]` and the loss, reduced by burn's ops on the device (no host round trip).
+/// G `[N, V]` and the loss, reduced by burn's ops on the device (no host round trip). The
+/// softmax is taken in f32 whatever the model's float type, as decoding's is, and the results
+/// are handed back in that type.
 fn device_cross_entropy_rows(
     h: &Tensor<2>,
     weight: &Tensor<2>,
     targets: Tensor<2, Int>,
     mask: Tensor<2>,
 ) -> (Tensor<2>, Tensor<1>) {
+    let dtype = FloatDType::from(h.dtype());
     let [n, _] = h.dims();
-    let [v, _] = weight.dims();
-    let logits = dense(
-        h.clone().detach(),
-        weight.clone().detach().transpose(),
-        None,
-    );
-    let (targets, mask) = (targets.reshape([n, 1]), mask.reshape([n, 1]));
+    let logits = device_logits(h, weight);
+    let targets = targets.reshape([n, 1]);
+    let mask = mask.reshape([n, 1]).cast(FloatDType::F32);
     let w = mask.clone() / mask.sum().clamp_min(1.0).reshape([1, 1]);
     let (probs, log_z) = softmax_rows(logits.clone());
     let value = ((log_z - logits.gather(1, targets.clone())) * w.clone()).sum();
-    let g = probs * w.clone() - one_hot_rows(targets, w, v);
-    (g, value)
+    let g = probs.clone() * w.clone() - one_hot_rows(targets, w, &probs);
+    (g.cast(dtype), value.cast(dtype))
+}
+
+/// The logits `h · weightᵀ` off the tape, in f32 (the product itself through [`dense`]).
+fn device_logits(h: &Tensor<2>, weight: &Tensor<2>) -> Tensor<2> {
+    dense(
+        h.clone().detach(),
+        weight.clone().detach().transpose(),
+        None,
+    )
+    .cast(FloatDType::F32)
 }
 
 /// Log-probabilities of given tokens under the head, and the entropy of each position.
@@ -364,20 +370,22 @@ fn device_token_rows(
     mask: Tensor<2>,
     differentiable: bool,
 ) -> Picked {
+    let dtype = FloatDType::from(h.dtype());
     let [n, _] = h.dims();
-    let [v, _] = weight.dims();
-    let logits = dense(
-        h.clone().detach(),
-        weight.clone().detach().transpose(),
-        None,
-    );
-    let (targets, mask) = (targets.reshape([n, 1]), mask.reshape([n, 1]));
+    let logits = device_logits(h, weight);
+    let targets = targets.reshape([n, 1]);
+    let mask = mask.reshape([n, 1]).cast(FloatDType::F32);
     let (probs, log_z) = softmax_rows(logits.clone());
     // H = −Σ p log p = log Z − Σ p x.
     let entropy = (log_z.clone() - (probs.clone() * logits.clone()).sum_dim(1)) * mask.clone();
     let values = (logits.gather(1, targets.clone()) - log_z) * mask.clone();
-    let j = differentiable.then(|| one_hot_rows(targets, mask.clone(), v) - probs * mask);
-    Picked { values, entropy, j }
+    let j = differentiable
+        .then(|| (one_hot_rows(targets, mask.clone(), &probs) - probs * mask).cast(dtype));
+    Picked {
+        values: values.cast(dtype),
+        entropy: entropy.cast(dtype),
+        j,
+    }
 }
 
 /// [`token_logprobs`] composed of burn's differentiable ops (the reference in the tests).
