@@ -6,7 +6,8 @@
 //!
 //! Greedy captions from transformers' fixture give the CPU's tokens and the transformers
 //! reference's; sampled captions carry the model's log-probabilities (what the RL stage takes
-//! as log π); an RL update's loss and gradients match the CPU's on the same rollout.
+//! as log π); an RL update's loss and gradients match the CPU's on the same rollout; the
+//! fused ops' device forms give the CPU's values and gradients.
 
 mod common;
 
@@ -190,6 +191,71 @@ fn an_rl_update_gives_the_cpus_loss_and_gradients() {
         assert!(
             worst <= 1e-3,
             "{algo:?}: gradients differ by {worst} (relative)"
+        );
+    }
+}
+
+/// The device forms of the fused ops (the LM head's cross-entropy and token log-probabilities,
+/// the GELUs) give the CPU's host forms' values and gradients.
+#[test]
+#[ignore = "needs a GPU (STYLECAP_TEST_DEVICE)"]
+fn fused_ops_on_the_device_match_the_cpu() {
+    use stylecap::model::layers::Activation;
+    use stylecap::model::lm_head;
+    use stylecap::tensor::floats;
+
+    let cpu = Device::flex();
+    let gpu = gpu();
+    let (b, t, d, v) = (3, 5, 16, 61);
+    let hidden = Tensor::<3>::random([b, t, d], Distribution::Normal(0.0, 1.0), &cpu);
+    let weight = Tensor::<2>::random([v, d], Distribution::Normal(0.0, 0.5), &cpu);
+    let targets: Vec<i64> = (0..b * t).map(|i| (i * 7 % v) as i64).collect();
+    let mask: Vec<f32> = (0..b * t).map(|i| (i % 4 != 3) as u8 as f32).collect();
+    let on = |device: &Device| -> Vec<(&'static str, Vec<f32>)> {
+        let ad = device.clone().autodiff();
+        let h = Tensor::<3>::from_data(hidden.to_data(), &ad).require_grad();
+        let w = Tensor::<2>::from_data(weight.to_data(), &ad).require_grad();
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [b, t]), &ad);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask.clone(), [b, t]), &ad);
+        let ce = lm_head::cross_entropy(
+            Activation::GeluTanh.forward(h.clone()),
+            w.clone(),
+            targets.clone(),
+            mask.clone(),
+        );
+        let lp = lm_head::token_logprobs(
+            Activation::Gelu.forward(h.clone()),
+            w.clone(),
+            targets,
+            mask,
+            true,
+        );
+        let quick = Activation::QuickGelu.forward(h.clone());
+        let loss = ce.clone() + (lp.picked.clone() * 0.3).sum() + (quick.clone() * 0.01).sum();
+        let grads = loss.backward();
+        vec![
+            ("cross-entropy", floats(ce)),
+            ("log-probabilities", floats(lp.picked)),
+            ("entropies", floats(lp.entropy)),
+            ("quick_gelu", floats(quick)),
+            ("hidden's gradient", floats(h.grad(&grads).unwrap())),
+            ("weight's gradient", floats(w.grad(&grads).unwrap())),
+        ]
+    };
+    for ((what, want), (_, got)) in on(&cpu).into_iter().zip(on(&gpu)) {
+        let scale = want.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        println!(
+            "{what}: GPU within {:.2e} of the CPU's (relative to its largest)",
+            diff / scale
+        );
+        assert!(
+            diff <= 1e-3 * scale,
+            "{what}: GPU differs from CPU by {diff}"
         );
     }
 }

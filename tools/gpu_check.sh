@@ -7,7 +7,7 @@
 # on a lent machine, stripped xz copies carried in .gl/ beside the Vulkan loader packages.
 # In order of importance, each step under its own time limit and all within $BUDGET seconds:
 #   1. tests/gpu.rs: greedy tokens GPU = CPU, sampled log-probabilities = teacher forcing,
-#      an RL update's loss and gradients GPU = CPU;
+#      an RL update's loss and gradients GPU = CPU, the fused ops' device forms = the CPU's;
 #   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
 #      PyTorch CUDA, then its generation;
