@@ -10,6 +10,7 @@ use stylecap::critic::sentence::SentenceEncoder;
 use stylecap::critic::train::{train_critic, CriticTrainConfig};
 use stylecap::data::tokenizer::TextTokenizer;
 use stylecap::optim::grads::named_gradients;
+use stylecap::util::Precision;
 
 #[test]
 fn bert_matches_transformers() {
@@ -242,4 +243,49 @@ fn trained_critic_scores_sum_to_one_and_the_judge_is_another_model() {
     // A saved critic reloads to the same scores.
     let (again, at) = Critic::load(&a, &device).unwrap();
     assert_eq!(again.probabilities(&at, &texts, &device).unwrap(), pc);
+}
+
+/// In f16 and bf16 mixed precision a critic trains as well (above chance), to other weights
+/// than f32's, and f16 logs its loss scale. Every test of this file takes `serial()`: mixed
+/// precision is the process's setting while a run lasts.
+#[test]
+fn a_critic_trains_in_mixed_precision() {
+    let _turn = common::serial();
+    let device = Device::flex();
+    let trained = |precision: Precision| {
+        let dir = scratch("critic", &format!("mixed-{precision}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = CriticTrainConfig {
+            mixed_precision: precision,
+            ..quick(0, false)
+        };
+        let report = train_critic(&config, &dir, false, &device).unwrap();
+        let weights = std::fs::read(dir.join("model/model.safetensors")).unwrap();
+        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        (report, weights, log)
+    };
+    let (_, f32_weights, f32_log) = trained(Precision::F32);
+    assert!(!f32_log.contains("loss_scale"));
+    for precision in [Precision::F16, Precision::Bf16] {
+        let (report, weights, log) = trained(precision);
+        assert!(report.accuracy > 0.5, "{precision}: {report:?}");
+        assert!(
+            weights != f32_weights,
+            "{precision}: the same weights as f32"
+        );
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v.get("step").is_some())
+            .collect();
+        assert!(!lines.is_empty());
+        for v in lines {
+            assert!(v["loss"].as_f64().unwrap().is_finite(), "{v}");
+            let scale = v.get("loss_scale").and_then(|s| s.as_f64());
+            match precision {
+                Precision::F16 => assert!(scale.is_some_and(|s| s >= 1.0), "{v}"),
+                _ => assert!(scale.is_none(), "{v}"),
+            }
+        }
+    }
 }

@@ -170,8 +170,8 @@ fn check_inference_only(command: &Command, dtype: Precision) -> Result<()> {
     anyhow::ensure!(
         forward_only,
         "--dtype {dtype} applies to caption, serve, eval and `bench --only generate`; training \
-         and the commands that train keep f32 weights (drop --dtype; `train` and `align` take \
-         --mixed-precision f16|bf16)"
+         and the commands that train keep f32 weights (drop --dtype; `train`, `align` and \
+         `critic train` take --mixed-precision f16|bf16)"
     );
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::model::{Critic, CriticInfo};
 use crate::data::records::{LoadOptions, StyleText};
 use crate::data::sources::{builtin_style_texts, load_styles, CaptionSplits, DataSpec, EpochOrder};
 use crate::data::tokenizer::TextTokenizer;
+use crate::model::autocast::Autocast;
 use crate::model::loss::classification_cross_entropy;
 use crate::model::pretrained::resolve;
 use crate::model::style::FACTUAL;
@@ -21,7 +22,7 @@ use crate::optim::schedule::warmup_cosine;
 use crate::rng::{streams, Rng};
 use crate::run::RunFolder;
 use crate::tensor::index_tensor;
-use crate::util::{check, progress_bar};
+use crate::util::{check, progress_bar, Precision};
 use crate::world::{Split, World, WorldConfig};
 
 /// Which texts of the corpus a critic trains and tests on.
@@ -88,6 +89,10 @@ pub struct CriticTrainConfig {
     pub split_seed: u64,
     pub optimizer: AdamWConfig,
     pub skip_bad: bool,
+    /// Mixed precision (`model::autocast`), as the captioner trainer's `mixed_precision`:
+    /// the matrix products in f16 or bf16 (f16 with loss scaling), the rest in f32; the
+    /// held-out evaluation runs in f32.
+    pub mixed_precision: Precision,
 }
 
 impl Default for CriticTrainConfig {
@@ -113,6 +118,7 @@ impl Default for CriticTrainConfig {
             split_seed: 0,
             optimizer: AdamWConfig::default(),
             skip_bad: false,
+            mixed_precision: Precision::F32,
         }
     }
 }
@@ -246,6 +252,7 @@ pub fn train_critic(
     device: &Device,
 ) -> Result<CriticReport> {
     config.validate().context("invalid critic configuration")?;
+    crate::model::autocast::check(config.mixed_precision, device)?;
     let mut texts = match &config.data {
         Some(path) => {
             let loaded = load_styles(
@@ -319,7 +326,8 @@ pub fn train_critic(
     };
     let run = RunFolder::create(out, config)?;
     let mut metrics = run.metrics()?;
-    let mut optim = AdamW::new(config.optimizer.clone());
+    let mut optim =
+        AdamW::new(config.optimizer.clone()).with_mixed_precision(config.mixed_precision);
     let order = EpochOrder::new(config.seed, streams::CRITIC_ORDER, train_ids.len());
     let bar = progress_bar(config.steps as u64, "critic", show_progress);
     for step in 0..config.steps {
@@ -327,11 +335,16 @@ pub fn train_critic(
             .map(|j| train_ids[order.at(step * config.batch_size + j)])
             .collect();
         let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i].text.as_str()).collect();
+        let mixed = Autocast::enter(config.mixed_precision);
         let (ids, mask) = critic.encode(&tokenizer, &batch_texts, &ad)?;
         let y: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
         let y = index_tensor(&y, &ad);
         let loss = classification_cross_entropy(critic.forward(ids, mask), y);
-        let grads = loss.backward();
+        // f16's loss scaling: the backward pass starts from the scaled loss, and the
+        // gradients are divided by the scale again as they are summed.
+        let factor = optim.loss_factor();
+        let grads = loss.clone().mul_scalar(factor).backward();
+        drop(mixed);
         let value = loss.into_scalar::<f32>();
         if !value.is_finite() {
             bail!(
@@ -340,10 +353,12 @@ pub fn train_critic(
             );
         }
         let mut acc = Accumulated::default();
-        acc.add(&critic, grads, 1.0);
+        acc.add(&critic, grads, 1.0 / factor);
         let lr = config.lr * warmup_cosine(step, config.steps, config.warmup_steps, 0.05);
         let (updated, stats) = optim.update(critic, acc, |_| lr);
-        if !stats.applied {
+        // With loss scaling an overflow skips the step (and halves the scale); without
+        // it, a non-finite gradient ends the run.
+        if !stats.applied && optim.loss_scale.is_none() {
             bail!(
                 "critic step {}: the gradient norm is {}; stopped without saving",
                 step + 1,
@@ -354,7 +369,11 @@ pub fn train_critic(
         bar.inc(1);
         if (step + 1) % 10 == 0 {
             bar.set_message(format!("loss {value:.3}"));
-            metrics.log(&serde_json::json!({"step": step + 1, "loss": value, "lr": lr}))?;
+            let mut record = serde_json::json!({"step": step + 1, "loss": value, "lr": lr});
+            if let Some(scale) = optim.loss_scale {
+                record["loss_scale"] = scale.scale.into();
+            }
+            metrics.log(&record)?;
         }
     }
     bar.finish_and_clear();
