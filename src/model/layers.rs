@@ -240,8 +240,8 @@ impl Activation {
         }
     }
 
-    /// [`pointwise`]'s form from burn's ops, for GPU backends: f and f′ off the tape (fusion
-    /// joins them into one kernel), attached as `x ⊙ f′ + (f − x ⊙ f′)`, so the tape keeps
+    /// [`pointwise`]'s form from burn's ops, for GPU backends: f and f′ off the tape (element-
+    /// wise ops that burn's fusion can join into one kernel), attached as `x ⊙ f′ + (f − x ⊙ f′)`, so the tape keeps
     /// f′ alone instead of the composed form's intermediates.
     fn on_device<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         let v = x.clone().detach();

@@ -83,8 +83,8 @@ fn exponentiate(row: &mut [f32]) -> (f32, f32, f32) {
 
 /// Where the rows of the logits are reduced: on the host, in one pass per row
 /// ([`exponentiate`]), on the CPU backend; by burn's ops on the device elsewhere, where a host
-/// copy of `[N, V]` would cost more than the ops it replaces (they fuse into a few kernels
-/// under burn's fusion). Both give the same values and gradients (checked in the tests).
+/// copy of `[N, V]` would cost more than the ops it replaces (element-wise ops and row
+/// reductions, which burn's fusion can join). Both give the same values and gradients (checked in the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rows {
     Host,
