@@ -138,6 +138,15 @@ impl Precision {
             Precision::Bf16 => FloatDType::BF16,
         }
     }
+
+    /// What a device that cannot compute in this type can be asked for instead (every
+    /// backend has f32; those without bf16 arithmetic may have f16).
+    pub(crate) fn fallback(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "f32 or f16",
+            _ => "f32",
+        }
+    }
 }
 
 impl std::fmt::Display for Precision {
@@ -222,12 +231,8 @@ fn set_precision(
     anyhow::ensure!(
         device.supports_dtype(dtype),
         "--dtype {precision} is not supported on device `{name}` (it cannot compute in it); \
-         use f32{}",
-        if precision == Precision::Bf16 {
-            " or f16"
-        } else {
-            ""
-        }
+         use {}",
+        precision.fallback()
     );
     device
         .configure(dtype)

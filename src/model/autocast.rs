@@ -48,11 +48,7 @@ pub fn check(precision: Precision, device: &Device) -> anyhow::Result<()> {
         precision == Precision::F32 || device.supports_dtype(precision.dtype()),
         "mixed_precision (--mixed-precision) {precision} is not supported on device {device:?}: \
          it cannot compute in {precision}; use {}",
-        if precision == Precision::Bf16 {
-            "f16 or f32"
-        } else {
-            "f32"
-        }
+        precision.fallback()
     );
     Ok(())
 }

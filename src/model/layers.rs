@@ -240,9 +240,10 @@ impl Activation {
         }
     }
 
-    /// [`pointwise`]'s form from burn's ops, for GPU backends: f and f′ off the tape (element-
-    /// wise ops that burn's fusion can join into one kernel), attached as `x ⊙ f′ + (f − x ⊙ f′)`, so the tape keeps
-    /// f′ alone instead of the composed form's intermediates.
+    /// [`pointwise`]'s form from burn's ops, for GPU backends: f and f′ off the tape
+    /// (element-wise ops that burn's fusion can join into one kernel), attached as
+    /// `x ⊙ f′ + (f − x ⊙ f′)`, so the tape keeps f′ alone instead of the composed form's
+    /// intermediates.
     fn on_device<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         let v = x.clone().detach();
         // Each is x·s(x) with s ∈ (0, 1), and f′ = s + x·s′.

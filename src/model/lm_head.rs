@@ -4,11 +4,12 @@
 //! The logits `[N, V]` (N = batch × positions, V = vocabulary) are the largest tensors of a
 //! training step. Both ops compute them off the autodiff tape, reduce each row (in one host
 //! pass on the CPU backend, with burn's ops on a GPU), and hand the gradient to `hidden`
-//! `[N, D]` and `weight` `[V, D]` through closed forms: for any loss whose gradient with respect to row n of the logits is `u_n · j_n`, the
-//! gradients are `(u ⊙ J) · weight` and `(u ⊙ J)ᵀ · hidden`. That is three products of the
-//! vocabulary size, as in the composed form, and none of the element-wise passes over
-//! `[N, V]` that `log_softmax`, `gather` and their backward take. Each op is checked against
-//! the composed ops and against finite differences.
+//! `[N, D]` and `weight` `[V, D]` through closed forms: for any loss whose gradient with
+//! respect to row n of the logits is `u_n · j_n`, the gradients are `(u ⊙ J) · weight` and
+//! `(u ⊙ J)ᵀ · hidden`. That is three products of the vocabulary size, as in the composed
+//! form, and none of the element-wise passes over `[N, V]` that `log_softmax`, `gather` and
+//! their backward take. Each op is checked against the composed ops and against finite
+//! differences.
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -84,7 +85,8 @@ fn exponentiate(row: &mut [f32]) -> (f32, f32, f32) {
 /// Where the rows of the logits are reduced: on the host, in one pass per row
 /// ([`exponentiate`]), on the CPU backend; by burn's ops on the device elsewhere, where a host
 /// copy of `[N, V]` would cost more than the ops it replaces (element-wise ops and row
-/// reductions, which burn's fusion can join). Both give the same values and gradients (checked in the tests).
+/// reductions, which burn's fusion can join). Both give the same values and gradients
+/// (checked in the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rows {
     Host,
