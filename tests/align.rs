@@ -827,3 +827,64 @@ fn sharded_update_batches_give_the_whole_batch_gradient() {
         }
     }
 }
+
+/// Sampling under mixed precision casts each weight once per decoding, not once per token
+/// (the decoder cache's `casts`), with the same logits as casting at every step; in f32
+/// nothing is kept.
+#[test]
+fn mixed_precision_decoding_casts_each_weight_once() {
+    use stylecap::model::autocast::{Autocast, KeptCasts};
+    use stylecap::model::lora::{add_adapters, LoraConfig};
+    use stylecap::util::Precision;
+    let _turn = common::serial();
+    let device = Device::flex();
+    let model = common::tiny_captioner("vit", &["plain", "noir"], &device);
+    let lora = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        mlp: true,
+    };
+    let model = add_adapters(model, &lora, &device);
+    let pixels = Tensor::<4>::random([3, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+    let styles = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 1], [3]), &device);
+    let tokens = [[5i64, 9, 12], [3, 20, 7], [40, 2, 11], [7, 7, 1]];
+    let decode = |fresh_every_step: bool| {
+        let encoded = model.encode(pixels.clone());
+        let (mut cache, first) = model.start_decoding(&encoded, Some(styles.clone()), 3);
+        let (mut logits, mut kept) = (vec![host(first)], vec![cache.casts.len()]);
+        for step in tokens {
+            if fresh_every_step {
+                cache.casts = KeptCasts::default();
+            }
+            let fed = Tensor::<1, Int>::from_data(TensorData::new(step.to_vec(), [3]), &device);
+            logits.push(host(model.step(&encoded, fed, &mut cache)));
+            kept.push(cache.casts.len());
+        }
+        (logits, kept)
+    };
+    let (f32_logits, f32_kept) = decode(false);
+    assert!(
+        f32_kept.iter().all(|&n| n == 0),
+        "f32 keeps no casts: {f32_kept:?}"
+    );
+
+    let _mixed = Autocast::enter(Precision::F16);
+    let (kept_logits, kept) = decode(false);
+    let (fresh_logits, _) = decode(true);
+    // Per layer: self-attention's c_attn and c_proj, cross-attention's q_attn and c_proj, the
+    // MLP's c_fc and c_proj, and the two factors of each one's adapter.
+    let per_step = 2 * (6 + 2 * 6);
+    assert_eq!(kept, vec![per_step; tokens.len() + 1]);
+    assert_eq!(
+        kept_logits, fresh_logits,
+        "a kept cast is the same as a new one"
+    );
+    // f16 carries 11 significant bits (a unit roundoff of 4.9e-4): the products part from
+    // f32's, by far less than 1% of the largest logit over two layers.
+    let parted = common::max_diff(&kept_logits.concat(), &f32_logits.concat());
+    let largest = f32_logits.concat().iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(
+        parted > 0.0 && parted < 0.01 * largest,
+        "f16 products part from f32's by {parted} (largest logit {largest})"
+    );
+}

@@ -13,9 +13,16 @@
 //! run with [`Autocast::enter`], and the guard puts back what was there when dropped. It is
 //! read by [`super::layers::dense`] and [`super::layers::attend`], the two places every
 //! model's products go through.
+//!
+//! Decoding multiplies the same weights at every token: [`KeptCasts`], which the decoder's
+//! cache owns, keeps each weight's half-precision copy from the first step to the last, as
+//! PyTorch's autocast keeps its casts of weights while its region lasts.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
@@ -86,5 +93,109 @@ pub fn raise<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     match products() {
         Some(_) => x.cast(FloatDType::F32),
         None => x,
+    }
+}
+
+/// A weight in the products' float type (its value when mixed precision is off): the copy
+/// kept by the [`KeptCasts`] in use, if any, else a new cast.
+pub fn lower_weight(weight: &Param<Tensor<2>>) -> Tensor<2> {
+    match products() {
+        Some(dtype) => cast_weight(weight, dtype),
+        None => weight.val(),
+    }
+}
+
+fn cast_weight(weight: &Param<Tensor<2>>, dtype: FloatDType) -> Tensor<2> {
+    KEPT.with_borrow_mut(|kept| match kept {
+        Some(kept) => kept
+            .entry((weight.id, dtype))
+            .or_insert_with(|| weight.val().cast(dtype))
+            .clone(),
+        None => weight.val().cast(dtype),
+    })
+}
+
+thread_local! {
+    /// The casts [`lower_weight`] keeps, while [`KeptCasts::within`] runs on this thread.
+    static KEPT: RefCell<Option<Casts>> = const { RefCell::new(None) };
+}
+
+type Casts = HashMap<(ParamId, FloatDType), Tensor<2>>;
+
+/// Half-precision copies of weights by parameter, kept across the steps of one decoding
+/// (empty when mixed precision is off). A copy is made from the weight's value on first use
+/// and never refreshed: keep them only while the weights do not change, for one model.
+#[derive(Debug, Clone, Default)]
+pub struct KeptCasts(Casts);
+
+impl KeptCasts {
+    /// Runs `f` with the weights' casts taken from, and new ones added to, these.
+    pub fn within<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        /// Puts back the outer casts, and these into `self`, even if `f` panics.
+        struct Restore<'a> {
+            outer: Option<Casts>,
+            into: &'a mut KeptCasts,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let mine = KEPT.replace(self.outer.take());
+                self.into.0 = mine.unwrap_or_default();
+            }
+        }
+        let outer = KEPT.replace(Some(std::mem::take(&mut self.0)));
+        let _restore = Restore { outer, into: self };
+        f()
+    }
+
+    /// The number of weights kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(value: f32, id: ParamId, device: &Device) -> Param<Tensor<2>> {
+        Param::initialized(id, Tensor::full([2, 3], value, device))
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        crate::tensor::floats(t.cast(FloatDType::F32))
+    }
+
+    /// A kept cast is the weight's value at its first use; outside `within`, each use casts
+    /// the current value; with mixed precision off nothing is cast or kept. (`cast_weight`
+    /// directly: entering mixed precision, which is the process's, would change the other
+    /// unit tests' products.)
+    #[test]
+    fn kept_casts_last_while_within_runs() {
+        let device = Device::flex();
+        let id = ParamId::new();
+        let mut kept = KeptCasts::default();
+        kept.within(|| assert_eq!(values(lower_weight(&weight(1.5, id, &device))), [1.5; 6]));
+        assert!(kept.is_empty(), "f32 keeps nothing");
+        let f16 = FloatDType::F16;
+        let first = kept.within(|| cast_weight(&weight(1.5, id, &device), f16));
+        assert_eq!(first.dtype(), burn::tensor::DType::F16);
+        assert_eq!(kept.len(), 1);
+        let again = kept.within(|| cast_weight(&weight(2.5, id, &device), f16));
+        assert_eq!(values(again), [1.5; 6], "the copy kept at the first use");
+        let other = kept.within(|| cast_weight(&weight(3.0, ParamId::new(), &device), f16));
+        assert_eq!((values(other), kept.len()), (vec![3.0; 6], 2));
+        assert_eq!(
+            values(cast_weight(&weight(2.5, id, &device), f16)),
+            [2.5; 6]
+        );
+        let bf16 = kept.within(|| cast_weight(&weight(2.5, id, &device), FloatDType::BF16));
+        assert_eq!(
+            (bf16.dtype(), values(bf16), kept.len()),
+            (burn::tensor::DType::BF16, vec![2.5; 6], 3)
+        );
     }
 }

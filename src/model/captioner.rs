@@ -383,9 +383,12 @@ impl Captioner {
         cache: &mut DecoderCache,
     ) -> Tensor<2> {
         let t = x.dims()[1];
-        let h = self
-            .decoder
-            .forward_hidden(x, None, Some(&encoded.cross), Some(cache));
+        let mut casts = std::mem::take(&mut cache.casts);
+        let h = casts.within(|| {
+            self.decoder
+                .forward_hidden(x, None, Some(&encoded.cross), Some(&mut *cache))
+        });
+        cache.casts = casts;
         let b = h.dims()[0];
         self.decoder
             .lm_head_cached(h.narrow(1, t - 1, 1), cache)

@@ -7,6 +7,7 @@ use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::autocast::{lower, KeptCasts};
 use super::layers::{
     attend, dense, embedding, layer_norm, merge_heads, split_heads, Activation, ActivationName,
     Conv1D,
@@ -342,7 +343,10 @@ pub struct DecoderCache {
     /// The LM head's weight transposed to `[D, V]` and stored contiguously, made at the first
     /// step. A decoding step multiplies a few rows by it; from the tied `[V, D]` embedding
     /// (a strided view) the product repacks the whole matrix on every step, ~3× the time.
+    /// Under mixed precision it is kept in the products' type.
     pub head: Option<Tensor<2>>,
+    /// The weights' half-precision copies under mixed precision, made at the first step.
+    pub casts: KeptCasts,
 }
 
 impl DecoderCache {
@@ -454,7 +458,7 @@ impl Gpt2LmHeadModel {
     pub fn lm_head_cached(&self, hidden: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
         let head = cache.head.get_or_insert_with(|| {
             let [v, d] = self.lm_head_weight().dims();
-            self.lm_head_weight()
+            lower(self.lm_head_weight())
                 .transpose()
                 .reshape([d * v])
                 .reshape([d, v])

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 use burn::tensor::Distribution;
 
-use super::autocast::{lower, raise};
+use super::autocast::{lower, lower_weight, raise};
 pub use super::kernels::on_cpu_backend;
 use super::kernels::{pointwise, GeluErf, GeluTanh, QuickGelu, GELU_TANH_CUBIC, GELU_TANH_LINEAR};
 
@@ -33,9 +33,10 @@ impl Conv1D {
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.lora {
-            None => dense(x, self.weight.val(), Some(self.bias.val())),
+            None => dense(x, lower_weight(&self.weight), Some(self.bias.val())),
             Some(lora) => {
-                dense(x.clone(), self.weight.val(), Some(self.bias.val())) + lora.forward(x)
+                dense(x.clone(), lower_weight(&self.weight), Some(self.bias.val()))
+                    + lora.forward(x)
             }
         }
     }
@@ -86,8 +87,8 @@ impl LoraAdapter {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let low = dense(x, self.lora_a.weight.val(), None);
-        dense(low, self.lora_b.weight.val(), None) * self.scaling
+        let low = apply_linear(&self.lora_a, x);
+        apply_linear(&self.lora_b, low) * self.scaling
     }
 
     /// The update as a weight `[in, out]`: what merging adds to the frozen one.
@@ -102,7 +103,8 @@ impl LoraAdapter {
 /// `[B, T, in]` input batched when T fills its tiles, and the weight's gradient is then a
 /// `[B, in, out]` batch of products summed over B afterwards, each with only T terms:
 /// twice the time of the single `[in, B·T] · [B·T, out]` product this form differentiates to.
-/// Under mixed precision the product is computed in half precision ([`super::autocast`]).
+/// Under mixed precision the product is computed in half precision ([`super::autocast`]); a
+/// weight already in that type is used as it is.
 pub fn dense<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
@@ -121,9 +123,14 @@ pub fn dense<const D: usize>(
     y.reshape(out)
 }
 
-/// A `burn::nn::Linear` applied through [`dense`].
+/// A `burn::nn::Linear` applied through [`dense`] (its weight's half-precision copy kept
+/// while decoding, [`super::autocast::KeptCasts`]).
 pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    dense(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+    dense(
+        x,
+        lower_weight(&layer.weight),
+        layer.bias.as_ref().map(|b| b.val()),
+    )
 }
 
 /// `nn.Linear` initialised as transformers does (normal weights, zero bias).
