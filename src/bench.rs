@@ -11,7 +11,7 @@
 //!   with `lora_rank`, adapters over the reference). Two parts are left out because the
 //!   PyTorch reference has none: the critic and content checker (a synthetic reward stands
 //!   in), and the supervised anchor.
-//! - Greedy generation is `stylecap caption`'s [`generate`].
+//! - Greedy generation (or beam search, `beams`) is `stylecap caption`'s [`generate`].
 
 use std::time::Instant;
 
@@ -114,6 +114,8 @@ pub struct BenchConfig {
     pub tokens: usize,
     /// Tokens generated per caption (no early stop).
     pub new_tokens: usize,
+    /// Generation by beam search with this many beams (`stylecap caption --beams`); 1: greedy.
+    pub beams: usize,
     /// Captions sampled per image in the alignment step.
     pub samples: usize,
     /// The alignment step trains LoRA adapters of this rank over the reference (`stylecap
@@ -141,6 +143,7 @@ impl Default for BenchConfig {
             style_rows: 0,
             tokens: 64,
             new_tokens: 32,
+            beams: 1,
             samples: 4,
             lora_rank: 0,
         }
@@ -159,7 +162,9 @@ pub struct BenchResult {
     pub threads: usize,
     pub runs: usize,
     pub train_step_s: f64,
+    /// Greedy generation, or beam search with `beams` beams.
     pub generate_s: f64,
+    pub beams: usize,
     pub rl_step_s: f64,
     /// Where the alignment step's time goes: sampling (with encoding the pictures), the
     /// reference's log-probabilities, and the update (rewards, forward, backward, AdamW);
@@ -434,13 +439,20 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
 
     drop(mixed);
 
-    // Greedy generation, as `stylecap caption` runs it.
+    // Greedy generation (or beam search), as `stylecap caption` runs it.
     let infer = without_init(|| Captioner::new(cfg, base));
     if b.wants(Part::Generate) {
         materialize(&infer);
     }
     let opts = DecodeOptions {
         max_new_tokens: b.new_tokens,
+        strategy: match b.beams {
+            0 | 1 => Strategy::Greedy,
+            n => Strategy::Beam {
+                num_beams: n,
+                length_penalty: 1.0,
+            },
+        },
         ..Default::default()
     };
     let generate_s = if b.wants(Part::Generate) {
@@ -464,6 +476,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
         runs: b.runs,
         train_step_s: train_s,
         generate_s,
+        beams: b.beams,
         rl_step_s: rl_s,
         rl_sample_s: phase(&phases, 0),
         rl_reference_s: phase(&phases, 1),

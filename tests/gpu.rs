@@ -4,10 +4,10 @@
 //! STYLECAP_TEST_DEVICE=vulkan cargo test --release --features vulkan --test gpu -- --ignored --nocapture
 //! ```
 //!
-//! Greedy captions from transformers' fixture give the CPU's tokens and the transformers
-//! reference's; sampled captions carry the model's log-probabilities (what the RL stage takes
-//! as log π); an RL update's loss and gradients match the CPU's on the same rollout; the
-//! fused ops' device forms give the CPU's values and gradients.
+//! Greedy and beam-search captions from transformers' fixture give the CPU's tokens; sampled
+//! captions carry the model's log-probabilities (what the RL stage takes as log π); an RL
+//! update's loss and gradients match the CPU's on the same rollout; the fused ops' device
+//! forms give the CPU's values and gradients.
 
 mod common;
 
@@ -43,32 +43,38 @@ fn gpu() -> Device {
 
 #[test]
 #[ignore = "needs a GPU (STYLECAP_TEST_DEVICE)"]
-fn greedy_tokens_match_the_cpu() {
+fn greedy_and_beam_tokens_match_the_cpu() {
     let (cpu, gpu) = (Device::flex(), gpu());
     let r = reference("vit_gpt2");
     let pixels = r.tensor::<4>("pixel_values", &cpu).unwrap();
-    let opts = DecodeOptions {
-        strategy: Strategy::Greedy,
-        max_new_tokens: 16,
-        seed: 0,
+    let beams = Strategy::Beam {
+        num_beams: 3,
+        length_penalty: 1.0,
     };
-    let on = |device: &Device| {
-        let model = Captioner::load(&fixture("vit_gpt2"), device).unwrap();
-        generate(&model, pixels.clone().to_device(device), None, &opts).unwrap()
-    };
-    let (want, got) = (on(&cpu), on(&gpu));
-    let mut worst = 0f32;
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        assert_eq!(w.tokens, g.tokens, "greedy caption {i}");
-        for (a, b) in w.logprobs.iter().zip(&g.logprobs) {
-            worst = worst.max((a - b).abs());
+    for (name, strategy) in [("greedy", Strategy::Greedy), ("3 beams", beams)] {
+        let opts = DecodeOptions {
+            strategy,
+            max_new_tokens: 16,
+            seed: 0,
+        };
+        let on = |device: &Device| {
+            let model = Captioner::load(&fixture("vit_gpt2"), device).unwrap();
+            generate(&model, pixels.clone().to_device(device), None, &opts).unwrap()
+        };
+        let (want, got) = (on(&cpu), on(&gpu));
+        let mut worst = 0f32;
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.tokens, g.tokens, "{name}: caption {i}");
+            for (a, b) in w.logprobs.iter().zip(&g.logprobs) {
+                worst = worst.max((a - b).abs());
+            }
         }
+        println!(
+            "{name}: {} captions, the CPU's tokens; log-probs within {worst:.2e}",
+            got.len()
+        );
+        assert!(worst <= 1e-3, "{name}: log-probabilities differ by {worst}");
     }
-    println!(
-        "greedy: {} captions, the CPU's tokens; log-probs within {worst:.2e}",
-        got.len()
-    );
-    assert!(worst <= 1e-3, "log-probabilities differ by {worst}");
 }
 
 #[test]

@@ -85,6 +85,9 @@ def main():
     ap.add_argument("--mixed-precision", choices=["f32", "f16", "bf16"], default="f32",
                     help="the training and alignment steps under torch.autocast in this type, f16 "
                          "with a GradScaler (as `stylecap bench --mixed-precision`)")
+    ap.add_argument("--beams", type=int, default=1, choices=range(1, 17), metavar="1..16",
+                    help="time generation by beam search with this many beams (as `stylecap bench "
+                         "--beams`; length penalty 1) instead of greedy decoding")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.dtype != "f32" and a.only != ["generate"]:
@@ -212,7 +215,7 @@ def main():
         for i in range(a.warmup + a.runs if wants("generate") else 0):
             t = time.perf_counter()
             out = model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
-                                 do_sample=False, num_beams=1)
+                                 do_sample=False, num_beams=a.beams, length_penalty=1.0)
             sync()
             assert out.shape[1] == a.new_tokens + 1
             if i >= a.warmup:
@@ -234,7 +237,7 @@ def main():
         flops["generate_flop"] = fc.get_total_flops()
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "dtype": a.dtype, "mixed_precision": a.mixed_precision, "preset": a.preset,
            "threads": a.threads, "runs": a.runs,
-           "train_step_s": median(train), "generate_s": median(gen), "rl_step_s": median(rl),
+           "train_step_s": median(train), "generate_s": median(gen), "beams": a.beams, "rl_step_s": median(rl),
            "rl_sample_s": median([p[0] for p in phases]), "rl_reference_s": median([p[1] for p in phases]),
            "rl_update_s": median([p[2] for p in phases]), "peak_rss_after_train_mib": peak_train, "rss_before_model_mib": rss_before,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **flops}
@@ -244,7 +247,8 @@ def main():
         print(f"{res['framework']}, {a.threads} threads, median of {a.runs} runs")
         print(f"  train step (fwd+bwd+AdamW), {b} pictures + {p['style_rows']} style rows x {a.tokens} tokens: "
               f"{res['train_step_s']:.3f} s")
-        print(f"  greedy generation, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
+        decoding = "greedy generation" if a.beams == 1 else f"beam search ({a.beams} beams)"
+        print(f"  {decoding}, batch {b} x {a.new_tokens} tokens, KV cache: {res['generate_s']:.3f} s")
         print(f"  RL step ({b} images x {k} samples, reference scoring, update): {res['rl_step_s']:.3f} s")
         if rl:
             print(f"    of which sampling {res['rl_sample_s']:.3f} s, reference {res['rl_reference_s']:.3f} s, "

@@ -6,8 +6,9 @@
 # `cargo test --release --features vulkan --target-dir target/gpu --test gpu --no-run`, or,
 # on a lent machine, stripped xz copies carried in .gl/ beside the Vulkan loader packages.
 # In order of importance, each step under its own time limit and all within $BUDGET seconds:
-#   1. tests/gpu.rs: greedy tokens GPU = CPU, sampled log-probabilities = teacher forcing,
-#      an RL update's loss and gradients GPU = CPU, the fused ops' device forms = the CPU's;
+#   1. tests/gpu.rs: greedy and beam-search tokens GPU = CPU, sampled log-probabilities =
+#      teacher forcing, an RL update's loss and gradients GPU = CPU, the fused ops' device
+#      forms = the CPU's;
 #   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
 #      PyTorch CUDA, then its generation;
@@ -16,6 +17,7 @@
 #      alignment steps, the real-scale training step) against PyTorch CUDA under autocast;
 #   6. generation in f16 (the fixture's greedy caption, both presets against PyTorch CUDA in
 #      f16);
+#   7. beam search (4 beams) at the small preset against PyTorch CUDA;
 # and a summary with each ratio and the share of the chip's FP32 peak ($PEAK FLOP/s; the
 # mixed-precision rows also against its dense f16 peak, $PEAK16).
 set -u
@@ -78,6 +80,9 @@ run 90 $S --device $DEV --dtype f16 bench --only generate --runs 10 --warmup 3 -
 run 60 python3 tools/bench_torch.py --device cuda --json --dtype f16 --only generate 2>/dev/null | tee "$WORK/small_torch_f16.txt"
 run 90 $S --device $DEV --dtype f16 bench --preset vit-b16-gpt2 --only generate --runs 3 --warmup 2 --json 2>&1 | tee "$WORK/scale_gen_f16.txt"
 run 60 python3 tools/bench_torch.py --device cuda --json --dtype f16 --preset vit-b16-gpt2 --only generate --runs 5 --warmup 2 2>/dev/null | tee "$WORK/scale_torch_f16.txt"
+# Beam search (4 beams): each step's best continuations picked on the device.
+run 45 $S --device $DEV bench --only generate --beams 4 --runs 5 --warmup 2 --json 2>&1 | tee "$WORK/small_beams_gpu.txt"
+run 45 python3 tools/bench_torch.py --device cuda --json --only generate --beams 4 2>/dev/null | tee "$WORK/small_torch_beams.txt"
 run 45 $S --device $DEV bench --runs 5 --warmup 3 --data-parallel 2 --only train --json 2>&1 | tee "$WORK/small_gpu_dp2.txt"
 echo "[$(( $(date +%s) - start )) s] done"
 python3 - "$WORK" "$PEAK" "$PEAK16" <<'PY' | tee "$OUT/summary.txt"
@@ -95,7 +100,8 @@ for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
                             ("small mixed f16", "small_mp_f16.txt", "small_torch_mp_f16.txt"),
                             ("vit-b16-gpt2 mixed f16", "scale_train_mp_f16.txt", "scale_torch_mp_f16.txt"),
                             ("small f16", "small_gen_f16.txt", "small_torch_f16.txt"),
-                            ("vit-b16-gpt2 f16", "scale_gen_f16.txt", "scale_torch_f16.txt")]:
+                            ("vit-b16-gpt2 f16", "scale_gen_f16.txt", "scale_torch_f16.txt"),
+                            ("small 4 beams", "small_beams_gpu.txt", "small_torch_beams.txt")]:
     s, t = last_json(ours), last_json(torch)
     if not s or not t:
         print(f"{preset}: {ours} or {torch} missing")

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Tokens generated per caption (greedy, KV cache, no early stop).
     #[arg(long)]
     pub new_tokens: Option<usize>,
+    /// Time generation by beam search with this many beams (`stylecap caption --beams`,
+    /// 1 to 16) instead of greedy decoding.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub beams: u16,
     /// Samples per image in the alignment step (rollout of `batch` images × this, then one
     /// update).
     #[arg(long)]
@@ -70,6 +74,7 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
         batch: args.batch.unwrap_or(d.batch),
         tokens: args.tokens.unwrap_or(d.tokens),
         new_tokens: args.new_tokens.unwrap_or(d.new_tokens),
+        beams: args.beams.into(),
         samples: args.samples.unwrap_or(d.samples),
         only: args.only,
         data_parallel: args.data_parallel,
@@ -98,8 +103,12 @@ pub fn run(args: BenchArgs, base: Device) -> Result<()> {
          tokens: {:.3} s",
         b.batch, b.style_rows, b.tokens, r.train_step_s
     );
+    let decoding = match b.beams {
+        1 => "greedy generation".to_string(),
+        n => format!("beam search ({n} beams)"),
+    };
     println!(
-        "  greedy generation, batch {} x {} tokens, KV cache: {:.3} s",
+        "  {decoding}, batch {} x {} tokens, KV cache: {:.3} s",
         b.batch, b.new_tokens, r.generate_s
     );
     println!(

@@ -664,6 +664,90 @@ fn draw(ranked: &[usize], probs: &[f64], top_p: f32, u: f64, complete: bool) -> 
     }
 }
 
+/// A continuation of a beam: the token after beam `beam` of its batch row, with the
+/// hypothesis's summed log-probability `score` and the token's own `logprob`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Continuation {
+    score: f32,
+    beam: usize,
+    token: usize,
+    logprob: f32,
+}
+
+/// The `k` best continuations of each batch row's `beams` hypotheses (`scores`, one per row
+/// of `lp`), best first; ties go to the lower beam, then the lower token, as a stable sort of
+/// the row's `[beams · V]` candidates would order them. One pass over the candidates keeps
+/// the `k` best so far: a sort of all `beams · V` of them (GPT-2: 50,257 a beam) took longer
+/// than the decoding step itself.
+fn best_continuations(
+    lp: &[f32],
+    scores: &[f32],
+    beams: usize,
+    k: usize,
+) -> Vec<Vec<Continuation>> {
+    let vocab = lp.len() / scores.len();
+    lp.chunks_exact(beams * vocab)
+        .zip(scores.chunks_exact(beams))
+        .map(|(rows, bases)| {
+            let mut best: Vec<Continuation> = Vec::with_capacity(k + 1);
+            for (beam, (row, &base)) in rows.chunks_exact(vocab).zip(bases).enumerate() {
+                for (token, &logprob) in row.iter().enumerate() {
+                    let score = base + logprob;
+                    if best.len() == k && best[k - 1].score.total_cmp(&score).is_ge() {
+                        continue;
+                    }
+                    let at = best.partition_point(|c| c.score.total_cmp(&score).is_ge());
+                    best.insert(
+                        at,
+                        Continuation {
+                            score,
+                            beam,
+                            token,
+                            logprob,
+                        },
+                    );
+                    best.truncate(k);
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// [`best_continuations`] on the device: the host reads `k` continuations a batch row instead
+/// of the `[rows, V]` log-probabilities. burn's top-k orders tied scores as the backend does.
+fn best_continuations_on_device(
+    lp: Tensor<2>,
+    scores: &[f32],
+    beams: usize,
+    k: usize,
+) -> Vec<Vec<Continuation>> {
+    let [rows, vocab] = lp.dims();
+    let batch = rows / beams;
+    let device = lp.device();
+    let bases = Tensor::<1>::from_data(TensorData::new(scores.to_vec(), [rows]), &device);
+    let candidates = (lp.clone() + bases.unsqueeze_dim(1)).reshape([batch, beams * vocab]);
+    let (best, index) = candidates.topk_with_indices(k, 1);
+    let logprobs = lp.reshape([batch, beams * vocab]).gather(1, index.clone());
+    let values = crate::tensor::floats(Tensor::cat(vec![best, logprobs], 1));
+    let index = crate::tensor::indices(index);
+    (0..batch)
+        .map(|b| {
+            (0..k)
+                .map(|r| {
+                    let flat = index[b * k + r];
+                    Continuation {
+                        score: values[b * 2 * k + r],
+                        beam: flat / vocab,
+                        token: flat % vocab,
+                        logprob: values[b * 2 * k + k + r],
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[derive(Clone)]
 struct Hypothesis {
     score: f32,
@@ -710,11 +794,22 @@ fn beam_search(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
+    let on_device = !super::kernels::on_cpu_backend(&device);
+    let considered = (2 * beams).min(beams * vocab);
     for step in 0..max_new_tokens {
-        let lp = crate::tensor::floats(log_softmax(logits.cast(FloatDType::F32), 1));
+        let lp = log_softmax(logits.cast(FloatDType::F32), 1);
+        let scores: Vec<f32> = running
+            .iter()
+            .flat_map(|r| (0..beams).map(|j| r.get(j).map_or(f32::NEG_INFINITY, |h| h.score)))
+            .collect();
+        let best = if on_device {
+            best_continuations_on_device(lp, &scores, beams, considered)
+        } else {
+            best_continuations(&crate::tensor::floats(lp), &scores, beams, considered)
+        };
         let mut parent = Vec::with_capacity(batch * beams);
         let mut next_tokens = Vec::with_capacity(batch * beams);
-        for b in 0..batch {
+        for (b, best) in best.into_iter().enumerate() {
             if done[b] {
                 for j in 0..beams {
                     parent.push((b * beams + j) as i64);
@@ -722,29 +817,19 @@ fn beam_search(
                 }
                 continue;
             }
-            let mut cands: Vec<(f32, usize, usize)> = Vec::with_capacity(beams * vocab);
-            for j in 0..beams {
-                let base = running[b][j].score;
-                let row = &lp[(b * beams + j) * vocab..(b * beams + j + 1) * vocab];
-                cands.extend(row.iter().enumerate().map(|(v, &l)| (base + l, j, v)));
-            }
-            cands.sort_by(|x, y| {
-                y.0.total_cmp(&x.0)
-                    .then((x.1 * vocab + x.2).cmp(&(y.1 * vocab + y.2)))
-            });
             let mut next: Vec<Hypothesis> = Vec::with_capacity(beams);
-            for (rank, &(score, j, v)) in cands.iter().take(2 * beams).enumerate() {
-                let mut h = running[b][j].clone();
-                h.score = score;
-                h.tokens.push(v as u32);
-                h.logprobs.push(lp[(b * beams + j) * vocab + v]);
-                if Some(v as u32) == eos {
+            for (rank, c) in best.into_iter().enumerate() {
+                let mut h = running[b][c.beam].clone();
+                h.score = c.score;
+                h.tokens.push(c.token as u32);
+                h.logprobs.push(c.logprob);
+                if Some(c.token as u32) == eos {
                     if rank < beams {
                         finished[b].push(h);
                     }
                 } else if next.len() < beams {
-                    parent.push((b * beams + j) as i64);
-                    next_tokens.push(v as i64);
+                    parent.push((b * beams + c.beam) as i64);
+                    next_tokens.push(c.token as i64);
                     next.push(h);
                 }
                 if next.len() == beams {
@@ -790,6 +875,92 @@ fn beam_search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The continuations as a stable sort of every candidate would rank them.
+    fn by_full_sort(lp: &[f32], scores: &[f32], beams: usize, k: usize) -> Vec<Vec<Continuation>> {
+        let vocab = lp.len() / scores.len();
+        (0..scores.len() / beams)
+            .map(|b| {
+                let mut all: Vec<Continuation> = (0..beams * vocab)
+                    .map(|flat| {
+                        let (beam, token) = (flat / vocab, flat % vocab);
+                        let logprob = lp[(b * beams + beam) * vocab + token];
+                        let score = scores[b * beams + beam] + logprob;
+                        Continuation {
+                            score,
+                            beam,
+                            token,
+                            logprob,
+                        }
+                    })
+                    .collect();
+                all.sort_by(|x, y| y.score.total_cmp(&x.score));
+                all.truncate(k);
+                all
+            })
+            .collect()
+    }
+
+    /// Log-probabilities of `rows` × `vocab` on a coarse grid (many ties), and hypothesis
+    /// scores with a dead beam (−∞, as at the first step) in every batch row.
+    fn beam_inputs(rows: usize, vocab: usize, beams: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let lp = (0..rows * vocab)
+            .map(|_| -(rng.random_range(0..24) as f32) * 0.25)
+            .collect();
+        let scores = (0..rows)
+            .map(|r| match r % beams {
+                1 => f32::NEG_INFINITY,
+                _ => -(rng.random_range(0..8) as f32) * 0.5,
+            })
+            .collect();
+        (lp, scores)
+    }
+
+    #[test]
+    fn beam_continuations_are_the_full_ranking_s_best() {
+        for (beams, vocab, seed) in [(1, 7, 0), (3, 11, 1), (4, 50, 2), (2, 3, 3)] {
+            let (lp, scores) = beam_inputs(5 * beams, vocab, beams, seed);
+            for k in [1, 2 * beams, beams * vocab] {
+                assert_eq!(
+                    best_continuations(&lp, &scores, beams, k),
+                    by_full_sort(&lp, &scores, beams, k),
+                    "{beams} beams, vocabulary {vocab}, k {k}"
+                );
+            }
+        }
+    }
+
+    /// The device form reads the same continuations (distinct scores: burn's top-k may order
+    /// ties otherwise).
+    #[test]
+    fn beam_continuations_on_the_device_are_the_host_s() {
+        let device = Device::flex();
+        let (beams, vocab) = (3, 40);
+        let mut rng = StdRng::seed_from_u64(7);
+        let lp: Vec<f32> = (0..4 * beams * vocab)
+            .map(|_| -rng.random::<f32>() * 9.0)
+            .collect();
+        let scores: Vec<f32> = (0..4 * beams)
+            .map(|r| {
+                if r % beams == 2 {
+                    f32::NEG_INFINITY
+                } else {
+                    -rng.random::<f32>()
+                }
+            })
+            .collect();
+        let on_device = best_continuations_on_device(
+            Tensor::from_data(TensorData::new(lp.clone(), [4 * beams, vocab]), &device),
+            &scores,
+            beams,
+            2 * beams,
+        );
+        assert_eq!(
+            on_device,
+            best_continuations(&lp, &scores, beams, 2 * beams)
+        );
+    }
 
     #[test]
     fn nucleus_keeps_only_the_head() {
