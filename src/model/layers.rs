@@ -254,31 +254,32 @@ impl Activation {
     fn on_device<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         let v = x.clone().detach();
         // Each is x·s(x) with s ∈ (0, 1), and f′ = s + x·s′.
-        let (s, ds) = match self {
+        let s = match self {
             Self::Relu => return activation::relu(x),
-            Self::Gelu => {
-                let cdf = ((v.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5;
-                let pdf = (v.clone().square() * -0.5).exp()
-                    * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
-                (cdf, pdf)
-            }
-            Self::GeluTanh => {
-                let sq = v.clone().square();
-                let s = activation::sigmoid(
-                    v.clone() * (sq.clone() * GELU_TANH_CUBIC + GELU_TANH_LINEAR),
-                );
-                let du = sq * (3.0 * GELU_TANH_CUBIC) + GELU_TANH_LINEAR;
-                (s.clone(), s.clone() * (s.neg() + 1.0) * du)
-            }
-            Self::QuickGelu => {
-                let s = activation::sigmoid(v.clone() * 1.702);
-                (s.clone(), s.clone() * (s.neg() + 1.0) * 1.702)
-            }
+            Self::Gelu => ((v.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5,
+            Self::GeluTanh => activation::sigmoid(
+                v.clone() * (v.clone().square() * GELU_TANH_CUBIC + GELU_TANH_LINEAR),
+            ),
+            Self::QuickGelu => activation::sigmoid(v.clone() * 1.702),
         };
         let value = v.clone() * s.clone();
+        // Off the tape (decoding, scoring) the derivative is not needed: GPUs are issued the
+        // value's ops alone.
         if !x.is_tracked() {
             return value;
         }
+        let ds = match self {
+            Self::Gelu => {
+                (v.clone().square() * -0.5).exp()
+                    * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2)
+            }
+            Self::GeluTanh => {
+                let du = v.clone().square() * (3.0 * GELU_TANH_CUBIC) + GELU_TANH_LINEAR;
+                s.clone() * (s.clone().neg() + 1.0) * du
+            }
+            Self::QuickGelu => s.clone() * (s.clone().neg() + 1.0) * 1.702,
+            Self::Relu => unreachable!("returned above"),
+        };
         let slope = s + v.clone() * ds;
         let offset = value - v * slope.clone();
         x * slope + offset
