@@ -888,3 +888,72 @@ fn mixed_precision_decoding_casts_each_weight_once() {
         "f16 products part from f32's by {parted} (largest logit {largest})"
     );
 }
+
+/// `eval --captions` writes every caption it judged: a line per picture and style in the
+/// evaluation's order, tokens with their log-probabilities, the first three of each style
+/// being the report's examples.
+#[test]
+fn evaluation_writes_every_caption_it_judged() {
+    let (base, critic) = common::tiny_base_and_critic("align-eval-captions", 2);
+    let file = scratch("align", "eval-captions").join("captions.jsonl");
+    let (base, critic, path) = (
+        base.display().to_string(),
+        critic.display().to_string(),
+        file.display().to_string(),
+    );
+    let out = common::stylecap(&[
+        "--threads",
+        "1",
+        "eval",
+        "--model",
+        &base,
+        "--judge",
+        &critic,
+        "--images",
+        "4",
+        "--greedy",
+        "--json",
+        "--captions",
+        &path,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let styles = eval["styles"].as_array().unwrap();
+    assert!(styles.len() >= 2, "{eval}");
+    assert_eq!(lines.len(), 4 * styles.len());
+    for (style, rows) in styles.iter().zip(lines.chunks(4)) {
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(
+                (&row["image"], &row["style"]),
+                (&serde_json::json!(i), &style["style"])
+            );
+            let (tokens, logprobs) = (
+                row["token_ids"].as_array().unwrap(),
+                row["logprobs"].as_array().unwrap(),
+            );
+            assert!(
+                !tokens.is_empty() && tokens.len() == logprobs.len(),
+                "{row}"
+            );
+            assert!(logprobs.iter().all(|l| l.as_f64().unwrap() <= 0.0), "{row}");
+        }
+        let first: Vec<&serde_json::Value> = rows.iter().take(3).map(|r| &r["caption"]).collect();
+        assert_eq!(
+            style["examples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            first
+        );
+    }
+}

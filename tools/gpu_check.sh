@@ -9,7 +9,9 @@
 #   1. tests/gpu.rs: greedy and beam-search tokens GPU = CPU, sampled log-probabilities =
 #      teacher forcing, an RL update's loss and gradients GPU = CPU, the fused ops' device
 #      forms = the CPU's;
-#   2. the small benchmark on the GPU against PyTorch CUDA (FLOPs counted by PyTorch);
+#   2. the demo's aligned captioner (packed by tools/gpu_pack.sh): greedy captions in every
+#      style on the GPU and the CPU, token for token; the small benchmark on the GPU against
+#      PyTorch CUDA (FLOPs counted by PyTorch);
 #   3. the real-scale preset's training step (ViT-B/16 + GPT-2 124M, random weights) against
 #      PyTorch CUDA, then its generation;
 #   4. a second process's start-up with the autotune cache the first wrote;
@@ -61,6 +63,15 @@ fi
 echo "device: $DEV"
 run 30 $S --device $DEV caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_gpu.txt"
 run 30 $S --device cpu caption --model tests/fixtures/vit_gpt2 --image tests/fixtures/vit_gpt2/image.png --greedy --max-new-tokens 16 --json | tee "$WORK/caption_cpu.txt"
+# The demo's aligned captioner (tools/gpu_pack.sh packs it with its judge): greedy captions of
+# 20 test pictures in every style on the GPU and on the CPU, compared token for token.
+if [ -f .gl/demo.tar.xz ]; then
+  mkdir -p "$WORK/demo" && tar xJf .gl/demo.tar.xz -C "$WORK/demo"
+  for d in $DEV cpu; do
+    run 90 $S --device $d eval --model "$WORK/demo/align/model" --judge "$WORK/demo/judge" --images 20 --greedy --captions "$WORK/demo_$d.jsonl" 2>&1 | tail -4
+  done
+  [ -f "$WORK/demo_$DEV.jsonl" ] && [ -f "$WORK/demo_cpu.jsonl" ] && python3 tools/captions_agree.py "$WORK/demo_$DEV.jsonl" "$WORK/demo_cpu.jsonl" | tee "$WORK/demo_agree.txt"
+fi
 run 150 $S --device $DEV bench --runs 10 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/small_gpu.txt"
 run 90 $T 2>/dev/null | tee "$WORK/small_torch.txt"
 run 150 $S --device $DEV bench --preset vit-b16-gpt2 --only train --runs 5 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/scale_train_gpu.txt"
@@ -94,6 +105,8 @@ def last_json(name):
         return json.loads(lines[-1]) if lines else None
     except FileNotFoundError:
         return None
+agree = out / "demo_agree.txt"
+print("demo captioner, GPU against CPU: " + (agree.read_text().splitlines()[0] if agree.exists() else "not run"))
 for preset, ours, torch in [("small", "small_gpu.txt", "small_torch.txt"),
                             ("vit-b16-gpt2", "scale_train_gpu.txt", "scale_torch.txt"),
                             ("vit-b16-gpt2", "scale_gen_gpu.txt", "scale_torch.txt"),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::Device;
 use clap::Args;
 
@@ -56,6 +56,10 @@ pub struct EvalArgs {
     /// and RefCLIPScore.
     #[arg(long)]
     pub clip: Option<PathBuf>,
+    /// Also write every caption to this file, one JSON object a line: image (its index in
+    /// the split), style, caption, token_ids, logprobs.
+    #[arg(long)]
+    pub captions: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +91,15 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         ..EvalConfig::default()
     };
     let result = evaluate_captioner(&captioner, base.as_ref(), &judge, &source, &config, &device)?;
+    if let Some(path) = &a.captions {
+        let mut lines = String::new();
+        for c in &result.captions {
+            lines += &serde_json::to_string(c)?;
+            lines.push('\n');
+        }
+        crate::util::write_atomic(path, lines.as_bytes())
+            .with_context(|| format!("writing the captions to {}", path.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

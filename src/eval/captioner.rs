@@ -120,6 +120,21 @@ pub struct CaptionerEval {
     pub images: usize,
     pub config: EvalConfig,
     pub styles: Vec<StyleEval>,
+    /// Every caption judged, style by style and picture by picture (`stylecap eval
+    /// --captions` writes them).
+    #[serde(skip)]
+    pub captions: Vec<JudgedCaption>,
+}
+
+/// One caption of the evaluation: its picture (index in the split), style, text, tokens and
+/// their log-probabilities.
+#[derive(Clone, Debug, Serialize)]
+pub struct JudgedCaption {
+    pub image: usize,
+    pub style: String,
+    pub caption: String,
+    pub token_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
 }
 
 /// The mean of `xs`; None when empty.
@@ -201,8 +216,22 @@ pub fn evaluate_captioner(
     };
     let (critic, tok) = judge;
     let mut out = Vec::new();
+    let mut judged = Vec::new();
     for style in styles {
         let (captions, gens) = captioner.generate(&images, &style, &opts, device)?;
+        judged.extend(
+            captions
+                .iter()
+                .zip(&gens)
+                .enumerate()
+                .map(|(image, (c, g))| JudgedCaption {
+                    image,
+                    style: style.clone(),
+                    caption: c.clone(),
+                    token_ids: g.tokens.clone(),
+                    logprobs: g.logprobs.clone(),
+                }),
+        );
         let (base_perplexity, kl_to_base) = match base {
             Some(b) => {
                 let tokens: Vec<Vec<u32>> = gens.iter().map(|g| g.tokens.clone()).collect();
@@ -288,6 +317,7 @@ pub fn evaluate_captioner(
         images: n,
         config: config.clone(),
         styles: out,
+        captions: judged,
     })
 }
 
