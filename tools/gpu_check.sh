@@ -67,9 +67,8 @@ run 30 $S --device cpu caption --model tests/fixtures/vit_gpt2 --image tests/fix
 # 20 test pictures in every style on the GPU and on the CPU, compared token for token.
 if [ -f .gl/demo.tar.xz ]; then
   mkdir -p "$WORK/demo" && tar xJf .gl/demo.tar.xz -C "$WORK/demo"
-  for d in $DEV cpu; do
-    run 90 $S --device $d eval --model "$WORK/demo/align/model" --judge "$WORK/demo/judge" --images 20 --greedy --captions "$WORK/demo_$d.jsonl" 2>&1 | tail -4
-  done
+  run 60 $S --device $DEV eval --model "$WORK/demo/align/model" --judge "$WORK/demo/judge" --images 20 --greedy --captions "$WORK/demo_$DEV.jsonl" 2>&1 | tail -4
+  run 40 $S --device cpu eval --model "$WORK/demo/align/model" --judge "$WORK/demo/judge" --images 20 --greedy --captions "$WORK/demo_cpu.jsonl" 2>&1 | tail -4
   [ -f "$WORK/demo_$DEV.jsonl" ] && [ -f "$WORK/demo_cpu.jsonl" ] && python3 tools/captions_agree.py "$WORK/demo_$DEV.jsonl" "$WORK/demo_cpu.jsonl" | tee "$WORK/demo_agree.txt"
 fi
 run 150 $S --device $DEV bench --runs 10 --warmup 3 --data-parallel 1 --json 2>&1 | tee "$WORK/small_gpu.txt"
