@@ -677,8 +677,8 @@ struct Continuation {
 /// The `k` best continuations of each batch row's `beams` hypotheses (`scores`, one per row
 /// of `lp`), best first; ties go to the lower beam, then the lower token, as a stable sort of
 /// the row's `[beams · V]` candidates would order them. One pass over the candidates keeps
-/// the `k` best so far: a sort of all `beams · V` of them (GPT-2: 50,257 a beam) took longer
-/// than the decoding step itself.
+/// the `k` best so far: sorting all `beams · V` of them at every token cost more than a small
+/// model's decoding step (docs/performance.md, "Beam search").
 fn best_continuations(
     lp: &[f32],
     scores: &[f32],
