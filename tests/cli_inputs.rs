@@ -154,6 +154,10 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
     );
     eval(&["--images", "0"], &["images = 0"]);
     eval(&["--clip", "/nonexistent-clip"], &["/nonexistent-clip"]);
+    eval(
+        &["--captions", "/nonexistent-folder/captions.jsonl"],
+        &["--captions", "folder /nonexistent-folder does not exist"],
+    );
 
     // A preset is checked section by section before any stage runs.
     let dir = scratch("cli_inputs", "demo");

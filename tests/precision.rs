@@ -91,7 +91,7 @@ fn half_precision_captions_match_f32() {
 /// truncation, Gumbel-max draws, end tracking, log-probabilities) run in f16 on the CPU
 /// backend, where it can be checked: greedy rows give the host path's tokens, and sampled
 /// tokens carry the model's f16 log-probabilities, finite and within the f16 tolerance of
-/// teacher forcing. This process's CPU device is set to f16; the test above only spawns
+/// teacher forcing; beam search's pick of continuations is the host's. This process's CPU device is set to f16; the test above only spawns
 /// processes of its own.
 #[test]
 fn device_decoding_works_in_f16() {
@@ -163,4 +163,23 @@ fn device_decoding_works_in_f16() {
             }
         }
     }
+
+    // Beam search's pick on the device: f32 log-probabilities (as beam search takes them) on
+    // an f16 device, with f32 hypothesis scores and a dead beam, give the host's pick.
+    let (beams, k) = (3, 6);
+    let (_, first) = model.start_decoding(&encoded, None, 3);
+    let lp =
+        burn::tensor::activation::log_softmax(first.cast(FloatDType::F32), 1).repeat_dim(0, beams);
+    let scores: Vec<f32> = (0..3 * beams)
+        .map(|r| {
+            if r % beams == 2 {
+                f32::NEG_INFINITY
+            } else {
+                -0.25 * r as f32
+            }
+        })
+        .collect();
+    let on_device = generate::best_continuations_on_device(lp.clone(), &scores, beams, k);
+    let host = generate::best_continuations(&stylecap::tensor::floats(lp), &scores, beams, k);
+    assert_eq!(on_device, host, "beam continuations in f16");
 }

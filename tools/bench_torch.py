@@ -76,7 +76,7 @@ def main():
                     help="the training step recomputes each block in its backward pass "
                          "(transformers' gradient_checkpointing_enable)")
     ap.add_argument("--count-flops", action="store_true",
-                    help="also count one training step's and one greedy generation's floating-point "
+                    help="also count one training step's and one generation's floating-point "
                          "operations (torch.utils.flop_counter, matrix products and attention), "
                          "outside the timed runs, for a share of the device's peak")
     ap.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
@@ -233,7 +233,7 @@ def main():
         model.eval()
         with torch.inference_mode(), FlopCounterMode(display=False) as fc:
             model.generate(pixel_values=pixels, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
-                           do_sample=False, num_beams=1)
+                           do_sample=False, num_beams=a.beams, length_penalty=1.0)
         flops["generate_flop"] = fc.get_total_flops()
     res = {"framework": f"PyTorch {torch.__version__} + transformers ({a.device})", "dtype": a.dtype, "mixed_precision": a.mixed_precision, "preset": a.preset,
            "threads": a.threads, "runs": a.runs,

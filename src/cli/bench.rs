@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// Caption tokens per training example.
     #[arg(long)]
     pub tokens: Option<usize>,
-    /// Tokens generated per caption (greedy, KV cache, no early stop).
+    /// Tokens generated per caption (KV cache, no early stop).
     #[arg(long)]
     pub new_tokens: Option<usize>,
     /// Time generation by beam search with this many beams (`stylecap caption --beams`,

@@ -66,6 +66,16 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs, device: Device) -> Result<()> {
+    // Checked before the evaluation runs, not found missing after it.
+    if let Some(path) = &a.captions {
+        let folder = path.parent().unwrap_or(std::path::Path::new(""));
+        anyhow::ensure!(
+            folder.as_os_str().is_empty() || folder.is_dir(),
+            "--captions {}: the folder {} does not exist",
+            path.display(),
+            folder.display()
+        );
+    }
     let captioner = LoadedCaptioner::load(&model_dir(&a.model), &device)?;
     let base = match &a.base {
         Some(b) => Some(LoadedCaptioner::load(&model_dir(b), &device)?),

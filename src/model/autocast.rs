@@ -4,9 +4,9 @@
 //! results cast back to f32. Layer norms, softmaxes outside attention, GELU, residual sums
 //! and the losses stay in f32, as they do under PyTorch's autocast.
 //!
-//! The weights' f32 values are the master copy that the optimizer updates; the half-precision
-//! copies exist only inside a product and its backward pass (burn's `cast` passes the
-//! gradient back through the conversion). In f16 the gradients that flow back through a
+//! The weights' f32 values are the master copy that the optimizer updates; in training a
+//! half-precision copy exists only inside a product and its backward pass (burn's `cast`
+//! passes the gradient back through the conversion). In f16 the gradients that flow back through a
 //! product can underflow to zero: the trainers scale the loss ([`crate::optim::LossScale`]).
 //!
 //! The setting is the process's, like burn's device settings: a trainer turns it on for its

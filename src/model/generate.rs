@@ -667,11 +667,11 @@ fn draw(ranked: &[usize], probs: &[f64], top_p: f32, u: f64, complete: bool) -> 
 /// A continuation of a beam: the token after beam `beam` of its batch row, with the
 /// hypothesis's summed log-probability `score` and the token's own `logprob`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Continuation {
-    score: f32,
-    beam: usize,
-    token: usize,
-    logprob: f32,
+pub struct Continuation {
+    pub score: f32,
+    pub beam: usize,
+    pub token: usize,
+    pub logprob: f32,
 }
 
 /// The `k` best continuations of each batch row's `beams` hypotheses (`scores`, one per row
@@ -679,7 +679,7 @@ struct Continuation {
 /// the row's `[beams · V]` candidates would order them. One pass over the candidates keeps
 /// the `k` best so far: sorting all `beams · V` of them at every token cost more than a small
 /// model's decoding step (docs/performance.md, "Beam search").
-fn best_continuations(
+pub fn best_continuations(
     lp: &[f32],
     scores: &[f32],
     beams: usize,
@@ -714,9 +714,12 @@ fn best_continuations(
         .collect()
 }
 
-/// [`best_continuations`] on the device: the host reads `k` continuations a batch row instead
-/// of the `[rows, V]` log-probabilities. burn's top-k orders tied scores as the backend does.
-fn best_continuations_on_device(
+/// [`best_continuations`] on the device, for `lp` in f32: the host reads `k` continuations a
+/// batch row instead of the `[rows, V]` log-probabilities. burn's top-k orders tied scores as
+/// the backend does. GPU top-k kernels may leave out −∞ scores, so a batch row needs `k`
+/// finite candidates: its live beams must hold at least `k` tokens ([`beam_search`] takes
+/// the host's pick otherwise).
+pub fn best_continuations_on_device(
     lp: Tensor<2>,
     scores: &[f32],
     beams: usize,
@@ -725,7 +728,7 @@ fn best_continuations_on_device(
     let [rows, vocab] = lp.dims();
     let batch = rows / beams;
     let device = lp.device();
-    let bases = Tensor::<1>::from_data(TensorData::new(scores.to_vec(), [rows]), &device);
+    let bases = Tensor::<1>::from_data(TensorData::new(scores.to_vec(), [rows]), in_f32(&device));
     let candidates = (lp.clone() + bases.unsqueeze_dim(1)).reshape([batch, beams * vocab]);
     let (best, index) = candidates.topk_with_indices(k, 1);
     let logprobs = lp.reshape([batch, beams * vocab]).gather(1, index.clone());
@@ -794,8 +797,9 @@ fn beam_search(
     let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
-    let on_device = !super::kernels::on_cpu_backend(&device);
     let considered = (2 * beams).min(beams * vocab);
+    // At the first step only one beam a picture is live.
+    let on_device = !super::kernels::on_cpu_backend(&device) && vocab >= considered;
     for step in 0..max_new_tokens {
         let lp = log_softmax(logits.cast(FloatDType::F32), 1);
         let scores: Vec<f32> = running

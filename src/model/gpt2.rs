@@ -334,7 +334,9 @@ pub struct Gpt2Model {
     pub ln_f: LayerNorm,
 }
 
-/// Self-attention keys/values of every layer for the positions decoded so far.
+/// Self-attention keys/values of every layer for the positions decoded so far, and what the
+/// steps reuse: one decoding's, of one model whose weights do not change meanwhile (the
+/// kept casts are found by parameter id, which a model's copies share).
 #[derive(Debug, Clone, Default)]
 pub struct DecoderCache {
     pub layers: Vec<Option<KeyValue>>,
