@@ -129,7 +129,9 @@ type Casts = HashMap<(ParamId, FloatDType), Tensor<2>>;
 pub struct KeptCasts(Casts);
 
 impl KeptCasts {
-    /// Runs `f` with the weights' casts taken from, and new ones added to, these.
+    /// Runs `f` with the weights' casts taken from, and new ones added to, these. They are the
+    /// calling thread's while `f` runs: call it where no other model's work can run on this
+    /// thread meanwhile (not inside a rayon task, whose waits may run stolen work).
     pub fn within<T>(&mut self, f: impl FnOnce() -> T) -> T {
         /// Puts back the outer casts, and these into `self`, even if `f` panics.
         struct Restore<'a> {
