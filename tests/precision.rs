@@ -91,8 +91,8 @@ fn half_precision_captions_match_f32() {
 /// truncation, Gumbel-max draws, end tracking, log-probabilities) run in f16 on the CPU
 /// backend, where it can be checked: greedy rows give the host path's tokens, and sampled
 /// tokens carry the model's f16 log-probabilities, finite and within the f16 tolerance of
-/// teacher forcing; beam search's pick of continuations is the host's. This process's CPU device is set to f16; the test above only spawns
-/// processes of its own.
+/// teacher forcing; beam search's pick of continuations is the host's. This process's CPU
+/// device is set to f16; the test above only spawns processes of its own.
 #[test]
 fn device_decoding_works_in_f16() {
     use burn::prelude::*;

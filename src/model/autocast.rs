@@ -6,8 +6,9 @@
 //!
 //! The weights' f32 values are the master copy that the optimizer updates; in training a
 //! half-precision copy exists only inside a product and its backward pass (burn's `cast`
-//! passes the gradient back through the conversion). In f16 the gradients that flow back through a
-//! product can underflow to zero: the trainers scale the loss ([`crate::optim::LossScale`]).
+//! passes the gradient back through the conversion). In f16 the gradients that flow back
+//! through a product can underflow to zero: the trainers scale the loss
+//! ([`crate::optim::LossScale`]).
 //!
 //! The setting is the process's, like burn's device settings: a trainer turns it on for its
 //! run with [`Autocast::enter`], and the guard puts back what was there when dropped. It is
