@@ -340,7 +340,7 @@ mod tests {
         let full = DemoPreset::builtin("demo").unwrap();
         assert_eq!(full.train, TrainConfig::default());
         assert_eq!(full.judge, CriticTrainConfig::judge());
-        assert_eq!((full.eval.images, full.report.images), (100, 8));
+        assert_eq!((full.eval.images, full.report.images), (200, 8));
         let quick = DemoPreset::builtin("demo-quick").unwrap();
         assert_eq!((quick.train.steps, quick.train.model.image_size), (700, 32));
         assert_eq!(quick.train.optimizer.beta2, 0.999);
