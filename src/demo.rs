@@ -29,7 +29,7 @@ use crate::eval::report::{write_report, ReportOptions};
 use crate::model::folder::LoadedCaptioner;
 use crate::run::{self, RunFolder, RunOptions};
 use crate::sft::{TrainConfig, Trainer};
-use crate::util::write_json;
+use crate::util::{read_json, write_json};
 
 /// The built-in presets, by name.
 pub const PRESETS: [(&str, &str); 2] = [
@@ -38,7 +38,7 @@ pub const PRESETS: [(&str, &str); 2] = [
 ];
 
 /// The settings of every stage of the demo.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct DemoPreset {
     pub train: TrainConfig,
     pub critic: CriticTrainConfig,
@@ -55,6 +55,13 @@ impl DemoPreset {
             bail!("no built-in preset `{name}` (built in: demo, demo-quick)");
         };
         Self::parse(text, &format!("built-in preset {name}"))
+    }
+
+    /// Seeds the base captioner's training and the alignment with `seed`. The critic and the
+    /// judge keep their own seeds, so runs with different seeds are judged alike.
+    pub fn seed(&mut self, seed: u64) {
+        self.train.seed = seed;
+        self.align.seed = seed;
     }
 
     /// A preset file (TOML).
@@ -240,10 +247,69 @@ fn start_afresh(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The file in a demo folder that records the settings the demo started with.
+pub const SETTINGS_FILE: &str = "demo.json";
+
+/// Records `preset` in a new demo folder, or refuses it when the folder's demo started with
+/// other settings: its complete stages would be skipped, and the rest would mix the two.
+fn check_settings(out: &Path, preset: &DemoPreset) -> Result<()> {
+    let path = out.join(SETTINGS_FILE);
+    let now = serde_json::to_value(preset)?;
+    if !path.exists() {
+        return write_json(&path, &now);
+    }
+    let then: serde_json::Value = read_json(&path)?;
+    let mut changed = Vec::new();
+    differences(&then, &now, "", &mut changed);
+    if !changed.is_empty() {
+        bail!(
+            "{} holds a demo started with other settings ({}, as recorded in its \
+             {SETTINGS_FILE}): rerun it with its own settings to continue it, or choose \
+             another --out",
+            out.display(),
+            changed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Appends "key: A there, B now" to `out` for every key (a dotted path) whose value differs
+/// between `there` and `now`.
+fn differences(
+    there: &serde_json::Value,
+    now: &serde_json::Value,
+    at: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (there, now) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let key = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                let (u, v) = (x.get(k), y.get(k));
+                differences(
+                    u.unwrap_or(&Value::Null),
+                    v.unwrap_or(&Value::Null),
+                    &key,
+                    out,
+                );
+            }
+        }
+        _ if there == now => {}
+        _ => out.push(format!("{at}: {there} there, {now} now")),
+    }
+}
+
 /// Runs (or continues) the demo in `out`.
 pub fn run(preset: DemoPreset, out: &Path, show: bool, device: &Device) -> Result<DemoSummary> {
     let start = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    check_settings(out, &preset)?;
     let (base_dir, critic_dir, judge_dir, align_dir) = (
         out.join("base"),
         out.join("critic"),
@@ -366,5 +432,41 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown section [trian]"), "{e}");
         assert!(DemoPreset::parse("[align\n", "my.toml").is_err());
+    }
+
+    #[test]
+    fn a_seed_moves_the_base_and_the_alignment_only() {
+        let default = DemoPreset::builtin("demo").unwrap();
+        let mut seeded = default.clone();
+        seeded.seed(3);
+        assert_eq!((seeded.train.seed, seeded.align.seed), (3, 3));
+        assert_ne!(default.train.seed, 3);
+        assert_eq!(seeded.critic, default.critic);
+        assert_eq!(seeded.judge, default.judge);
+    }
+
+    #[test]
+    fn a_demo_folder_refuses_settings_other_than_its_own() {
+        let dir =
+            std::env::temp_dir().join(format!("stylecap-demo-settings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let preset = DemoPreset::builtin("demo").unwrap();
+        check_settings(&dir, &preset).unwrap();
+        assert!(dir.join(SETTINGS_FILE).is_file());
+        // The same settings continue the demo.
+        check_settings(&dir, &preset).unwrap();
+        let mut other = preset.clone();
+        other.seed(1);
+        let e = check_settings(&dir, &other).unwrap_err().to_string();
+        assert!(
+            e.contains("train.seed: 0 there, 1 now") && e.contains("--out"),
+            "{e}"
+        );
+        let mut other = preset.clone();
+        other.eval.images = 50;
+        let e = check_settings(&dir, &other).unwrap_err().to_string();
+        assert!(e.contains("eval.images: 200 there, 50 now"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -102,6 +102,23 @@ fn quick_demo_runs_every_stage_and_resumes() {
     assert!(o.status.success());
     let log = String::from_utf8_lossy(&o.stderr);
     assert_eq!(log.matches("done already, skipped").count(), 4, "{log}");
+
+    // Other settings in the same folder are refused before any stage is skipped or run.
+    let o = stylecap(&[
+        "demo",
+        "--quick",
+        "--quiet",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{log}");
+    assert!(
+        log.contains("train.seed: 0 there, 1 now") && !log.contains("=="),
+        "{log}"
+    );
 }
 
 /// The report in headless Chromium: every gallery picture decodes, every plot has its lines,

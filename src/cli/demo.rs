@@ -31,6 +31,11 @@ pub struct DemoArgs {
     pub data: BaseDataArgs,
     #[command(flatten)]
     pub content: ContentRewardArgs,
+    /// Seed of the base captioner's training and of the alignment (default: the preset's).
+    /// The critic and the judge keep theirs, so demos with different seeds are judged alike;
+    /// give each its own --out.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -42,6 +47,9 @@ pub fn run(a: DemoArgs, device: Device) -> Result<()> {
         (None, true) => DemoPreset::builtin("demo-quick")?,
         (None, false) => DemoPreset::builtin("demo")?,
     };
+    if let Some(seed) = a.seed {
+        preset.seed(seed);
+    }
     DemoData {
         data: a.data.data.clone(),
         val_data: a.data.val_data.clone(),
