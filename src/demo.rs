@@ -248,7 +248,7 @@ fn start_afresh(dir: &Path) -> Result<()> {
 }
 
 /// The file in a demo folder that records the settings the demo started with.
-pub const SETTINGS_FILE: &str = "demo.json";
+const SETTINGS_FILE: &str = "demo.json";
 
 /// Records `preset` in a new demo folder, or refuses it when the folder's demo started with
 /// other settings: its complete stages would be skipped, and the rest would mix the two.

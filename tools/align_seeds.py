@@ -36,25 +36,30 @@ def line(name, values, extra=""):
     return f"| {name} | " + " | ".join(f"{round(v, 3) + 0.0:.3f}" for v in values) + f" | {extra} |"
 
 
+def runs(folder):
+    """Each evaluated seed's figures and alignment wall time, seeds 0, 1, ... in order."""
+    found = []
+    while True:
+        p = os.path.join(folder, f"seed{len(found)}")
+        if not os.path.exists(p + ".eval.json") or os.path.getsize(p + ".eval.json") == 0:
+            return found
+        secs = float(open(p + ".time").read().split()[-1])
+        found.append((figures(json.load(open(p + ".eval.json"))), secs))
+
+
 def main():
     work, n = sys.argv[1], int(sys.argv[2])
-    rows = []
     print("| run | " + " | ".join(COLUMNS) + " | align wall s |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     base = os.path.join(work, "base.eval.json")
     if os.path.exists(base):
         print(line("base", figures(json.load(open(base))), "–"))
-    for seed in range(n):
-        p = os.path.join(work, f"seed{seed}")
-        if not os.path.exists(p + ".eval.json") or os.path.getsize(p + ".eval.json") == 0:
-            continue
-        values = figures(json.load(open(p + ".eval.json")))
-        rows.append(values)
-        secs = float(open(p + ".time").read().split()[-1])
+    found = runs(work)[:n]
+    for seed, (values, secs) in enumerate(found):
         print(line(f"seed {seed}", values, f"{secs:.0f}"))
-    if len(rows) > 1:
-        columns = list(zip(*rows))
-        print(line(f"mean of {len(rows)}", [statistics.mean(c) for c in columns]))
+    if len(found) > 1:
+        columns = list(zip(*(values for values, _ in found)))
+        print(line(f"mean of {len(found)}", [statistics.mean(c) for c in columns]))
         print(line("min", [min(c) for c in columns]))
         print(line("max", [max(c) for c in columns]))
         print(line("standard deviation", [statistics.stdev(c) for c in columns]))

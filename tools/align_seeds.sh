@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Seed spread of one alignment setting: from a finished demo folder (its base, critic and
-# judge), align with seeds 0..N-1 (the demo's own alignment is seed 0 at default settings, so
-# with no extra flags it is rerun as seed 0 only to be evaluated alike), evaluate each with
-# the judge on IMAGES test pictures (default 200, the whole test split), and print one row
-# per seed and the mean, min and max of each column. Extra arguments go to `stylecap align`
-# (e.g. --algo grpo). Each default alignment takes 1.5-2.5 minutes on 2 cores.
+# judge), align with seeds 0..N-1 (seed 0 at default settings is the demo's own alignment),
+# evaluate each run and the base with the judge on IMAGES test pictures (default 200, the
+# whole test split), and print one row per seed with the mean, min, max and standard
+# deviation of each column. Extra arguments go to `stylecap align` (e.g. --algo grpo). A
+# default alignment takes 1 to 2.5 minutes on 2 cores; finished seeds are not run again.
 # Usage: tools/align_seeds.sh DEMO_DIR WORK_DIR N [align flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

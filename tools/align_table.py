@@ -7,7 +7,7 @@ import os
 import statistics
 import sys
 
-from align_seeds import COLUMNS, figures
+from align_seeds import COLUMNS, figures, runs
 
 ROWS = [
     ("rloo", "rloo (default)"),
@@ -18,17 +18,6 @@ ROWS = [
     ("ppo", "ppo"),
     ("ablation", "rloo without content reward, KL and anchor (ablation)"),
 ]
-
-
-def seeds(folder):
-    """Figures and alignment wall times of the seeds evaluated, 0, 1, ... in order."""
-    runs = []
-    while True:
-        p = os.path.join(folder, f"seed{len(runs)}")
-        if not os.path.exists(p + ".eval.json") or os.path.getsize(p + ".eval.json") == 0:
-            return runs
-        secs = float(open(p + ".time").read().split()[-1])
-        runs.append((figures(json.load(open(p + ".eval.json"))), secs))
 
 
 def cell(values):
@@ -45,15 +34,15 @@ def main():
     base = None
     for name, label in ROWS:
         folder = os.path.join(work, name)
-        runs = seeds(folder)
+        found = runs(folder)
         if base is None and os.path.exists(os.path.join(folder, "base.eval.json")):
             base = figures(json.load(open(os.path.join(folder, "base.eval.json"))))
             print("| base (no alignment) | – | " + " | ".join(cell([v]) for v in base) + " | – |")
-        if not runs:
+        if not found:
             continue
-        columns = list(zip(*(f for f, _ in runs)))
-        wall = statistics.median(s for _, s in runs)
-        print(f"| {label} | {len(runs)} | " + " | ".join(cell(list(c)) for c in columns) + f" | {wall:.0f} |")
+        columns = list(zip(*(f for f, _ in found)))
+        wall = statistics.median(s for _, s in found)
+        print(f"| {label} | {len(found)} | " + " | ".join(cell(list(c)) for c in columns) + f" | {wall:.0f} |")
 
 
 if __name__ == "__main__":
