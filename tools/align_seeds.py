@@ -10,6 +10,7 @@ COLUMNS = [
     "content (styled)",
     "content (factual)",
     "repetition (styled)",
+    "excess repetition (styled)",
     "distinct-2 (styled)",
     "KL to base",
     "base perplexity",
@@ -19,13 +20,15 @@ COLUMNS = [
 def figures(e):
     styled = [x for x in e["styles"] if x["style"] != "factual"]
     factual = [x for x in e["styles"] if x["style"] == "factual"]
-    mean = lambda k: sum(x[k] for x in styled) / len(styled)
+    # Evaluations from before a metric existed give NaN for it.
+    mean = lambda k: sum(x.get(k, float("nan")) for x in styled) / len(styled)
     return [
         mean("style_accuracy"),
         min(x["style_accuracy"] for x in styled),
         mean("content_fidelity"),
         factual[0]["content_fidelity"] if factual else float("nan"),
         mean("repetition_rate"),
+        mean("excess_repetition_rate"),
         mean("distinct2"),
         mean("kl_to_base"),
         mean("base_perplexity"),

@@ -89,9 +89,10 @@ pub struct AlignConfig {
     pub kl_horizon: f64,
     /// Stop early when the mean KL per caption passes this.
     pub kl_limit: f64,
-    /// Penalty per word that repeats an earlier one (`text_metrics::repeated_words`: again
-    /// within three words, or a content word anywhere again), the measure evaluation's
-    /// repetition rate counts.
+    /// Penalty per word that repeats an earlier one beyond what the picture's references
+    /// repeat (`text_metrics::excess_repeats`: again within three words, or a content word
+    /// used more often than any reference uses it), the measure of evaluation's excess
+    /// repetition rate.
     pub repetition_penalty: f32,
     /// Penalty per word beyond `max_words`.
     pub length_penalty: f32,

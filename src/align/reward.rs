@@ -12,7 +12,7 @@ use super::config::AlignConfig;
 use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{repeated_words, tokens, CiderD, ConceptF1};
+use crate::data::text_metrics::{excess_repeats, tokens, CiderD, ConceptF1};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::world::{content_fidelity, Lexicon, Scene};
@@ -265,21 +265,24 @@ impl Rewarder<'_> {
         let c = self.config;
         Ok(texts
             .iter()
+            .zip(pictures)
             .zip(&probs)
             .zip(targets.iter().zip(content))
-            .map(|((text, p), (&t, content))| {
-                let words = tokens(text).len();
-                let penalty = c.repetition_penalty * repeated_words(text) as f32
-                    + c.length_penalty * words.saturating_sub(c.max_words) as f32;
-                Terms {
-                    style_prob: p[t],
-                    style: c.style_reward.of(p[t]),
-                    content,
-                    penalty,
-                }
+            .map(|(((text, picture), p), (&t, content))| Terms {
+                style_prob: p[t],
+                style: c.style_reward.of(p[t]),
+                content,
+                penalty: penalty(c, text, picture.references),
             })
             .collect())
     }
+}
+
+/// The repetition and length penalties of a caption of a picture with `references`.
+pub fn penalty(c: &AlignConfig, text: &str, references: &[String]) -> f32 {
+    let words = tokens(text).len();
+    c.repetition_penalty * excess_repeats(text, references) as f32
+        + c.length_penalty * words.saturating_sub(c.max_words) as f32
 }
 
 /// Running mean and variance (Welford) for reward normalisation.
@@ -350,6 +353,27 @@ mod tests {
         );
         let r = reward.scores(&captions, &[picture, picture]).unwrap();
         assert_eq!(r, vec![1.0, styled]);
+    }
+
+    /// A repeat the picture's references make costs nothing; one they do not, and each word
+    /// past `max_words`, cost their penalties.
+    #[test]
+    fn the_penalty_charges_repeats_beyond_the_references_and_length() {
+        let c = AlignConfig {
+            repetition_penalty: 0.5,
+            length_penalty: 0.25,
+            max_words: 8,
+            ..AlignConfig::default()
+        };
+        let refs = vec!["a grey cat and a grey bird".to_string()];
+        assert_eq!(penalty(&c, "a grey cat and a grey bird", &refs), 0.0);
+        assert_eq!(penalty(&c, "a grey cat and a grey bird", &[]), 0.5);
+        assert_eq!(penalty(&c, "a dire cat, a dire bird", &refs), 0.5);
+        // Ten words, two past the limit, and "grey" a third time.
+        assert_eq!(
+            penalty(&c, "a grey cat and a grey bird, a grey tree", &refs),
+            0.5 + 2.0 * 0.25
+        );
     }
 
     /// The concepts reward scores each caption against its own picture's references.

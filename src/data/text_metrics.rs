@@ -294,18 +294,48 @@ const FUNCTION_WORDS: &[&str] = &[
 
 /// The words of a caption that repeat an earlier one: a word again within three words ("a
 /// purple purple tower", "awkward and awkward") or a content word (not a function word)
-/// anywhere again. Alignment's repetition penalty counts them; evaluation's repetition rate
-/// is the share of captions with any.
+/// anywhere again. Evaluation's repetition rate is the share of captions with any.
 pub fn repeated_words(text: &str) -> usize {
+    repeats_beyond(text, |_| 1)
+}
+
+/// The repeated words of a caption ([`repeated_words`]) that its picture's references do not
+/// justify: the k-th use of a content word is excused where one reference uses that word k
+/// times or more ("a grey cat and a grey bird" of a picture whose reference says so). A word
+/// again within three words is never excused. Alignment's repetition penalty counts these,
+/// so a caption pays for repeating itself, not for naming two things the picture shares a
+/// colour between. With no references it is [`repeated_words`].
+pub fn excess_repeats(text: &str, references: &[String]) -> usize {
+    let mut uses: BTreeMap<String, usize> = BTreeMap::new();
+    for reference in references {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for w in tokens(reference) {
+            *counts.entry(w).or_default() += 1;
+        }
+        for (w, n) in counts {
+            let most = uses.entry(w).or_default();
+            *most = (*most).max(n);
+        }
+    }
+    repeats_beyond(text, |w| uses.get(w).copied().unwrap_or(0).max(1))
+}
+
+/// The words of `text` that repeat: again within three words, or a content word used more
+/// often than `allowed` of it.
+fn repeats_beyond(text: &str, allowed: impl Fn(&str) -> usize) -> usize {
     let words = tokens(text);
-    let mut content = BTreeSet::new();
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
     words
         .iter()
         .enumerate()
         .filter(|&(i, w)| {
             let near = words[i.saturating_sub(2)..i].contains(w);
-            // Evaluated for every word, so each content word is recorded.
-            let again = !FUNCTION_WORDS.contains(&w.as_str()) && !content.insert(w.as_str());
+            // Counted for every word, so each content word's uses are known.
+            let again = !FUNCTION_WORDS.contains(&w.as_str()) && {
+                let n = uses.entry(w.as_str()).or_default();
+                *n += 1;
+                *n > allowed(w)
+            };
             near || again
         })
         .count()
@@ -337,6 +367,17 @@ pub fn is_repetitive(text: &str) -> bool {
 /// The share of captions that repeat themselves ([`is_repetitive`]).
 pub fn repetition_rate(texts: &[String]) -> f32 {
     let n = texts.iter().filter(|t| is_repetitive(t)).count();
+    n as f32 / texts.len().max(1) as f32
+}
+
+/// The share of captions that repeat themselves beyond their pictures' references
+/// ([`excess_repeats`]); `references[i]` are caption `i`'s.
+pub fn excess_repetition_rate(texts: &[String], references: &[Vec<String>]) -> f32 {
+    let n = texts
+        .iter()
+        .zip(references)
+        .filter(|(t, r)| excess_repeats(t, r) > 0)
+        .count();
     n as f32 / texts.len().max(1) as f32
 }
 
@@ -399,6 +440,35 @@ mod tests {
             repeated_words("the the dark dark house of the dark house"),
             4
         );
+    }
+
+    #[test]
+    fn excess_repeats_spare_what_one_reference_repeats() {
+        let refs = s(&[
+            "a grey cat and a grey bird under a tree",
+            "two grey animals, a cat and a bird",
+        ]);
+        // "grey" twice is as one reference says it; a third time is one too many.
+        assert_eq!(excess_repeats("a grey cat and a grey bird", &refs), 0);
+        assert_eq!(repeated_words("a grey cat and a grey bird",), 1);
+        assert_eq!(
+            excess_repeats("a grey cat, a grey bird and a grey tree", &refs),
+            1
+        );
+        // Uses are counted per reference, not summed over them: "cat" is once in each.
+        assert_eq!(excess_repeats("a cat and a bird and a cat", &refs), 1);
+        // Style words no reference uses are excused nowhere; near repeats never.
+        assert_eq!(
+            excess_repeats("a dismal grey cat, a dismal grey bird", &refs),
+            1
+        );
+        assert_eq!(excess_repeats("a grey grey cat", &refs), 1);
+        // Without references every repeat counts.
+        assert_eq!(excess_repeats("a grey cat and a grey bird", &[]), 1);
+        let texts = s(&["a grey cat and a grey bird", "a dismal cat, a dismal bird"]);
+        let per_caption = vec![refs.clone(), refs];
+        assert_eq!(excess_repetition_rate(&texts, &per_caption), 0.5);
+        assert_eq!(repetition_rate(&texts), 1.0);
     }
 
     /// The reward's CIDEr-D by hand: one training picture with references "a red car" and

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::critic::sentence::SentenceEncoder;
 use crate::critic::Critic;
 use crate::data::sources::CaptionSource;
-use crate::data::text_metrics::{bleu4, cider_d, repetition_rate, tokens, ConceptF1};
+use crate::data::text_metrics::{
+    bleu4, cider_d, excess_repetition_rate, repetition_rate, tokens, ConceptF1,
+};
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::model::generate::Strategy;
@@ -107,6 +109,10 @@ pub struct StyleEval {
     /// Share of captions that repeat a word within three words or a content word anywhere
     /// (`text_metrics::is_repetitive`).
     pub repetition_rate: f32,
+    /// Share of captions that repeat a word beyond what their picture's references repeat
+    /// (`text_metrics::excess_repeats`, what alignment's repetition penalty counts): "a grey
+    /// cat and a grey bird" is no excess where a reference says it so.
+    pub excess_repetition_rate: f32,
     /// Perplexity of the captions under the base captioner (same image and style).
     pub base_perplexity: Option<f32>,
     /// Mean over captions of Σ log π(token) − log π_base(token) over its sampled tokens: a
@@ -308,6 +314,7 @@ pub fn evaluate_captioner(
             distinct2: distinct_n(&captions, 2),
             self_bleu: self_bleu(&captions),
             repetition_rate: repetition_rate(&captions),
+            excess_repetition_rate: excess_repetition_rate(&captions, &refs),
             base_perplexity,
             kl_to_base,
             examples: captions.into_iter().take(3).collect(),
@@ -335,7 +342,7 @@ pub fn render(e: &CaptionerEval) -> String {
     let with_clip = e.styles.iter().any(|r| r.clip_score.is_some());
     let _ = write!(
         s,
-        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>6} {:>8} {:>7}",
+        "  {:<12} {:>9} {:>7} {:>9} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>6} {:>6} {:>8} {:>7}",
         "style",
         "style acc",
         "score",
@@ -347,6 +354,7 @@ pub fn render(e: &CaptionerEval) -> String {
         "dist-2",
         "self-BLEU",
         "repeat",
+        "excess",
         "base ppl",
         "KL"
     );
@@ -358,7 +366,7 @@ pub fn render(e: &CaptionerEval) -> String {
     for r in &e.styles {
         let _ = write!(
             s,
-            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>8} {:>7}",
+            "  {:<12} {:>9.3} {:>7.3} {:>9} {:>7.3} {:>8.3} {:>8.3} {:>6.3} {:>6.3} {:>9.3} {:>6.3} {:>6.3} {:>8} {:>7}",
             r.style,
             r.style_accuracy,
             r.style_score,
@@ -370,6 +378,7 @@ pub fn render(e: &CaptionerEval) -> String {
             r.distinct2,
             r.self_bleu,
             r.repetition_rate,
+            r.excess_repetition_rate,
             opt(r.base_perplexity),
             opt(r.kl_to_base)
         );

@@ -256,7 +256,7 @@ fn curves(l: &Layout) -> Result<String> {
 
 fn metric_table(eval: &Value) -> String {
     let mut h = String::new();
-    let all: [(&str, &str); 14] = [
+    let all: [(&str, &str); 15] = [
         ("style_accuracy", "style acc"),
         ("style_score", "judge p"),
         ("content_fidelity", "content"),
@@ -269,6 +269,7 @@ fn metric_table(eval: &Value) -> String {
         ("distinct2", "distinct-2"),
         ("self_bleu", "self-BLEU"),
         ("repetition_rate", "repetition"),
+        ("excess_repetition_rate", "excess repetition"),
         ("base_perplexity", "base ppl"),
         ("kl_to_base", "KL to base"),
     ];
