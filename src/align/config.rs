@@ -90,9 +90,9 @@ pub struct AlignConfig {
     /// Stop early when the mean KL per caption passes this.
     pub kl_limit: f64,
     /// Penalty per word that repeats an earlier one beyond what the picture's references
-    /// repeat (`text_metrics::excess_repeats`: again within three words, or a content word
-    /// used more often than any reference uses it), the measure of evaluation's excess
-    /// repetition rate.
+    /// repeat (`text_metrics::excess_repeats`: a word again within three words, or a content
+    /// word used again, more times than the reference that uses it most), the measure of
+    /// evaluation's excess repetition rate.
     pub repetition_penalty: f32,
     /// Penalty per word beyond `max_words`.
     pub length_penalty: f32,

@@ -17,7 +17,7 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::world::{content_fidelity, Lexicon, Scene};
 
-/// What a content reward may read of a picture.
+/// What a content reward (and the repetition penalty, its references) may read of a picture.
 #[derive(Clone, Copy)]
 pub struct Picture<'a> {
     /// The picture's reference captions.

@@ -602,7 +602,7 @@ impl Aligner {
     }
 }
 
-/// What the content reward may read of each example.
+/// What the content reward and the repetition penalty may read of each example.
 fn pictures(examples: &[CaptionExample]) -> Vec<Picture<'_>> {
     examples
         .iter()

@@ -320,8 +320,8 @@ pub fn excess_repeats(text: &str, references: &[String]) -> usize {
     repeats_beyond(text, |w| uses.get(w).copied().unwrap_or(0).max(1))
 }
 
-/// The words of `text` that repeat: again within three words, or a content word used more
-/// often than `allowed` of it.
+/// The words of `text` that repeat: a word again within three words (function words too), or
+/// a word other than a function word used more than `allowed(word)` times.
 fn repeats_beyond(text: &str, allowed: impl Fn(&str) -> usize) -> usize {
     let words = tokens(text);
     let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
@@ -373,6 +373,7 @@ pub fn repetition_rate(texts: &[String]) -> f32 {
 /// The share of captions that repeat themselves beyond their pictures' references
 /// ([`excess_repeats`]); `references[i]` are caption `i`'s.
 pub fn excess_repetition_rate(texts: &[String], references: &[Vec<String>]) -> f32 {
+    assert_eq!(texts.len(), references.len());
     let n = texts
         .iter()
         .zip(references)
@@ -450,7 +451,7 @@ mod tests {
         ]);
         // "grey" twice is as one reference says it; a third time is one too many.
         assert_eq!(excess_repeats("a grey cat and a grey bird", &refs), 0);
-        assert_eq!(repeated_words("a grey cat and a grey bird",), 1);
+        assert_eq!(repeated_words("a grey cat and a grey bird"), 1);
         assert_eq!(
             excess_repeats("a grey cat, a grey bird and a grey tree", &refs),
             1
