@@ -386,6 +386,7 @@ pub fn run(b: &BenchConfig, base: &Device) -> Result<BenchResult> {
                 },
                 max_new_tokens: align.max_new_tokens,
                 seed: i as u64,
+                ..DecodeOptions::default()
             };
             let r = rollout::sample(
                 &policy,

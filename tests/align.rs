@@ -319,6 +319,31 @@ fn lora_alignment_trains_only_adapters_resumes_and_exports() {
         caption(merged),
         "the merged captioner captions otherwise"
     );
+
+    // An adapter folder whose base is itself (or any adapter folder) is refused, not
+    // followed until the stack overflows.
+    let looped = scratch("align", "lora-looped");
+    for f in std::fs::read_dir(model).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, looped.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = looped.join("adapter_config.json");
+    let mut peft: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    peft["base_model_name_or_path"] = ".".into();
+    std::fs::write(&config, peft.to_string()).unwrap();
+    let out = common::stylecap(&[
+        "caption",
+        "--model",
+        looped.to_str().unwrap(),
+        "--image",
+        image,
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("is an adapter folder too"), "{e}");
 }
 
 /// The metrics log without its timings (which differ between runs).

@@ -69,6 +69,11 @@ fn training_settings_out_of_range_are_refused_naming_the_field() {
         &["--config", &vocab],
         &["model.vocab_size = 1", "allowed 257 to"],
     );
+    let prefix = write(&dir, "prefix.toml", "[model]\nprefix_tokens = 0\n");
+    train(
+        &["--config", &prefix],
+        &["model.prefix_tokens = 0", "allowed 1 to 64"],
+    );
     let patch = write(&dir, "patch.toml", "[model]\npatch_size = 0\n");
     train(&["--config", &patch], &["model.patch_size = 0"]);
     let beta = write(&dir, "beta.json", r#"{"optimizer": {"beta2": 1.5}}"#);
@@ -153,6 +158,14 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
         &["`top_p` is 2.0", "above 0 and at most 1"],
     );
     eval(&["--images", "0"], &["images = 0"]);
+    eval(
+        &["--repetition-penalty", "0.5"],
+        &["`repetition_penalty` is 0.5", "1 (off) to 10"],
+    );
+    refused(
+        &["report", &base, "--images", "100000"],
+        &["--images = 100000", "allowed 1 to 200"],
+    );
     eval(&["--clip", "/nonexistent-clip"], &["/nonexistent-clip"]);
     eval(
         &["--captions", "/nonexistent-folder/captions.jsonl"],

@@ -170,7 +170,8 @@ fn cli_reports_unreadable_image_and_unknown_style() {
 
     let styled = scratch("errors", "styled");
     let device = Device::flex();
-    tiny_captioner("vit", &["factual", "noir"], &device)
+    // The fixture's tokenizer has 320 tokens: the captioner's vocabulary must hold them.
+    Captioner::new(tiny_config("vit", &["factual", "noir"], 320), &device)
         .save(&styled)
         .unwrap();
     std::fs::copy(model.join("tokenizer.json"), styled.join("tokenizer.json")).unwrap();
@@ -190,6 +191,87 @@ fn cli_reports_unreadable_image_and_unknown_style() {
         err.contains("unknown style `gothic`") && err.contains("factual, noir"),
         "{err}"
     );
+}
+
+/// Edits one JSON file of a captioner folder.
+fn edit_json(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+/// A captioner folder whose files disagree (ids beyond the vocabulary, a tokenizer with more
+/// tokens than the decoder has rows, styles without a prefix or without room for a caption,
+/// preprocessing to another size or dividing by zero) is refused at load, naming the file.
+#[test]
+fn captioner_folders_whose_files_disagree_are_refused_at_load() {
+    use stylecap::model::LoadedCaptioner;
+    let device = Device::flex();
+    assert!(LoadedCaptioner::load(&fixture("vit_gpt2"), &device).is_ok());
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, &str, Edit, &str)> = vec![
+        (
+            "eos",
+            "config.json",
+            Box::new(|v| v["eos_token_id"] = 320.into()),
+            "field `eos_token_id` is 320; the decoder's vocabulary has ids 0 to 319",
+        ),
+        (
+            "huge-id",
+            "config.json",
+            Box::new(|v| v["pad_token_id"] = (1u64 << 40).into()),
+            "field `pad_token_id` is 1099511627776",
+        ),
+        (
+            "no-prefix",
+            "config.json",
+            Box::new(|v| v["stylecap"] = serde_json::json!({"styles": ["a", "b"]})),
+            "2 styles and `prefix_tokens` 0",
+        ),
+        (
+            "no-room",
+            "config.json",
+            Box::new(|v| v["stylecap"] = serde_json::json!({"styles": ["a"], "prefix_tokens": 63})),
+            "n_positions 64 leaves no room for a caption",
+        ),
+        (
+            "tokens",
+            "tokenizer.json",
+            Box::new(|v| {
+                let mut extra = v["added_tokens"][0].clone();
+                extra["id"] = 320.into();
+                extra["content"] = "<|extra|>".into();
+                v["added_tokens"].as_array_mut().unwrap().push(extra);
+            }),
+            "321 tokens, more than the decoder's vocabulary of 320",
+        ),
+        (
+            "std",
+            "preprocessor_config.json",
+            Box::new(|v| v["image_std"] = serde_json::json!([0.5, 0.0, 0.5])),
+            "image_std finite and non-zero",
+        ),
+        (
+            "size",
+            "preprocessor_config.json",
+            Box::new(|v| v["size"] = serde_json::json!({"height": 48, "width": 48})),
+            "preprocessing gives 48x48 images; the encoder expects 32x32",
+        ),
+        (
+            "varying",
+            "preprocessor_config.json",
+            Box::new(|v| v["size"] = serde_json::json!({"shortest_edge": 32})),
+            "images of varying size",
+        ),
+    ];
+    for (tag, file, edit, says) in cases {
+        let dir = copy_fixture("vit_gpt2", &format!("disagree-{tag}"));
+        edit_json(&dir.join(file), edit);
+        let e = err_text(LoadedCaptioner::load(&dir, &device));
+        assert!(e.contains(says), "{tag}: {e}");
+        assert!(e.contains(file), "{tag}: the message names {file}: {e}");
+    }
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn greedy_and_beam_tokens_match_the_cpu() {
             strategy,
             max_new_tokens: 16,
             seed: 0,
+            ..DecodeOptions::default()
         };
         let on = |device: &Device| {
             let model = Captioner::load(&fixture("vit_gpt2"), device).unwrap();
@@ -93,6 +94,7 @@ fn sampled_tokens_carry_the_models_log_probabilities() {
         },
         max_new_tokens: 12,
         seed: 3,
+        ..DecodeOptions::default()
     };
     let r = rollout::sample(&model, pixels, None, 4, &opts, true);
     let teacher_forced = rollout::reference_logprobs(&model, &r, 1);

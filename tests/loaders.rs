@@ -196,6 +196,15 @@ fn image_folder_pairs_images_with_captions() {
         vec!["first caption", "second caption"]
     );
     assert_eq!(loaded.records[1].id, "sub/b");
+    // A link back up the tree lists nothing twice.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("..", dir.join("sub/up")).unwrap();
+        let looped = folder::load(&dir, STRICT).unwrap();
+        let ids: Vec<&str> = looped.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "sub/b"]);
+        std::fs::remove_file(dir.join("sub/up")).unwrap();
+    }
 
     png(&dir.join("lonely.png"), 3, 3);
     let msg = problem_text(folder::load(&dir, STRICT));

@@ -167,6 +167,7 @@ fn vision_encoder_decoder_matches_transformers() {
         strategy: Strategy::Greedy,
         max_new_tokens: 16,
         seed: 0,
+        ..DecodeOptions::default()
     };
     let got = generate(&model, pixels.clone(), None, &opts).unwrap();
     for (i, g) in got.iter().enumerate() {
@@ -186,6 +187,7 @@ fn vision_encoder_decoder_matches_transformers() {
         },
         max_new_tokens: 8,
         seed: 0,
+        ..DecodeOptions::default()
     };
     let got = generate(&model, pixels.narrow(0, 0, 1), None, &opts).unwrap();
     let g: Vec<i64> = got[0].tokens.iter().map(|&t| t as i64).collect();

@@ -98,6 +98,7 @@ fn device_decoding_works_in_f16() {
     use burn::prelude::*;
     use burn::tensor::FloatDType;
     use stylecap::model::generate::{self, Choice};
+    use stylecap::model::repeats::Repeats;
     let mut device = Device::flex();
     device.configure(FloatDType::F16).unwrap();
     let model =
@@ -111,9 +112,10 @@ fn device_decoding_works_in_f16() {
     assert_eq!(pixels.dtype(), burn::tensor::DType::F16);
     let encoded = model.encode(pixels.clone());
     let limits = [10usize, 6, 10];
-    let host = generate::decode_rows(&model, &encoded, None, &limits, |_| Choice::Greedy);
+    let off = [Repeats::default(); 3];
+    let host = generate::decode_rows(&model, &encoded, None, &limits, &off, |_| Choice::Greedy);
     let on_device =
-        generate::decode_rows_on_device(&model, &encoded, None, &limits, |_| Choice::Greedy);
+        generate::decode_rows_on_device(&model, &encoded, None, &limits, &off, |_| Choice::Greedy);
     let total = |rows: &[generate::Generation]| rows.iter().map(|g| g.tokens.len()).sum::<usize>();
     assert!(
         total(&host) >= 12,
@@ -129,7 +131,7 @@ fn device_decoding_works_in_f16() {
         }
     }
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
-    let sampled = generate::decode_rows_on_device(&model, &encoded, None, &[8; 3], |_| {
+    let sampled = generate::decode_rows_on_device(&model, &encoded, None, &[8; 3], &off, |_| {
         Choice::draw(1.0, 20, 0.9, &mut rng)
     });
     assert!(

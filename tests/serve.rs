@@ -249,6 +249,13 @@ fn bad_input_gets_the_right_4xx_and_the_server_keeps_serving() {
             413,
             "image_too_large",
         ),
+        (
+            // Within the pixel limit, but resizing it would take gigabytes.
+            "1x24000000 PNG header",
+            common::png_header_only(1, 24_000_000),
+            400,
+            "image_too_thin",
+        ),
     ];
     for (what, bytes, status, code) in cases {
         let form = multipart::Form::new()
@@ -763,6 +770,18 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
             &["--max-new-tokens", "100000"],
             "--max-new-tokens is 100000",
         ),
+        (
+            &["--repetition-penalty", "0.5"],
+            "--repetition-penalty is 0.5; it must be 1 (off) to 10",
+        ),
+        (
+            &["--repetition-penalty", "nan"],
+            "--repetition-penalty is NaN",
+        ),
+        (
+            &["--no-repeat-ngram-size", "0"],
+            "--no-repeat-ngram-size is 0; it must be 1 to",
+        ),
     ];
     for (args, says) in refused {
         let o = caption(args);
@@ -782,6 +801,9 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
         &["--beams", "16"],
         &["--max-new-tokens", "1"],
         &["--max-new-tokens", "62"],
+        &["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "2"],
+        &["--beams", "3", "--no-repeat-ngram-size", "1"],
+        &["--temperature", "1", "--repetition-penalty", "10"],
     ];
     for args in accepted {
         let o = caption(args);
@@ -841,6 +863,16 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
             "invalid_max_new_tokens",
             "is 100000",
         ),
+        (
+            json!({"repetition_penalty": 0.5}),
+            "invalid_repetition_penalty",
+            "`repetition_penalty` is 0.5; it must be 1 (off) to 10",
+        ),
+        (
+            json!({"no_repeat_ngram_size": 0}),
+            "invalid_no_repeat_ngram_size",
+            "`no_repeat_ngram_size` is 0; it must be 1 to",
+        ),
     ];
     for (mut body, code, says) in json_refused {
         body["image"] = json!(image);
@@ -850,7 +882,13 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
         assert!(msg.contains(says), "{body}: {msg}");
     }
     // JSON has no NaN: a form can send it.
-    for (field, value) in [("temperature", "nan"), ("top_p", "NaN"), ("n", "-3")] {
+    for (field, value) in [
+        ("temperature", "nan"),
+        ("top_p", "NaN"),
+        ("n", "-3"),
+        ("repetition_penalty", "nan"),
+        ("no_repeat_ngram_size", "-1"),
+    ] {
         let form = multipart::Form::new()
             .part(
                 "image",
@@ -885,11 +923,20 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
         json!({"n": 8, "styles": ["noir"]}),
         json!({"max_new_tokens": 1}),
         json!({"max_new_tokens": cap, "temperature": 10}),
+        json!({"repetition_penalty": 10, "no_repeat_ngram_size": 1, "greedy": true}),
+        json!({"repetition_penalty": 1.2, "no_repeat_ngram_size": cap}),
     ];
     for mut body in json_accepted {
         body["image"] = json!(image);
         let (st, v) = post_json(&s, &body);
         assert_eq!(st, 200, "{body}: {v}");
+        // The answer echoes the limits it decoded with (off where not asked).
+        for (field, off) in [("repetition_penalty", 1.0), ("no_repeat_ngram_size", 0.0)] {
+            let want = body.get(field).and_then(Value::as_f64).unwrap_or(off);
+            let got = v["decoding"][field].as_f64().unwrap();
+            // An f32 setting, echoed as an f64.
+            assert!((got - want).abs() < 1e-6, "{field} {got} for {want}: {v}");
+        }
         for c in v["captions"].as_array().unwrap() {
             assert_clean_caption(c["text"].as_str().unwrap(), &body.to_string());
         }

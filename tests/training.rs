@@ -11,6 +11,7 @@ use stylecap::data::tokenizer::TextTokenizer;
 use stylecap::model::captioner::EncodedImages;
 use stylecap::model::gpt2::KeyValue;
 use stylecap::model::lora::{self, LoraConfig};
+use stylecap::model::repeats::Repeats;
 use stylecap::model::weights::{read_named, replace_named, StoredTensor, Values};
 use stylecap::model::{generate, Captioner, DecodeOptions, Strategy};
 use stylecap::optim::grads::named_gradients;
@@ -397,6 +398,7 @@ fn rows_sharing_pictures_match_repeated_pictures() {
             strategy,
             max_new_tokens: 10,
             seed: 3,
+            ..DecodeOptions::default()
         };
         let styles = [1usize, 0, 0, 1, 1, 0];
         let shared =
@@ -435,6 +437,7 @@ fn kv_cache_matches_full_recomputation() {
             strategy: strategy.clone(),
             max_new_tokens: 12,
             seed: 5,
+            ..DecodeOptions::default()
         };
         let cached = generate(&model, pixels.clone(), Some(&styles), &opts).unwrap();
         for (i, g) in cached.iter().enumerate() {
@@ -485,14 +488,15 @@ fn device_decoding_matches_the_host_path() {
     let encoded = model.encode(pixels.clone());
     let styles = [1usize, 0, 1, 0];
     let limits = [12usize, 5, 0, 9];
+    let off = [Repeats::default(); 4];
     let greedy = |_| generate::Choice::Greedy;
-    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, greedy);
+    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, &off, greedy);
     // An end token that one row reaches mid-caption, so that rows end at it too.
     let eos = host[0].tokens[4];
     model.config.eos_token_id = Some(eos);
-    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, greedy);
+    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, &off, greedy);
     let on_device =
-        generate::decode_rows_on_device(&model, &encoded, Some(&styles), &limits, greedy);
+        generate::decode_rows_on_device(&model, &encoded, Some(&styles), &limits, &off, greedy);
     assert!(host[0].tokens.len() <= 5 && host[0].tokens.last() == Some(&eos));
     for (i, (h, d)) in host.iter().zip(&on_device).enumerate() {
         assert_eq!(h.tokens, d.tokens, "row {i}");
@@ -504,9 +508,10 @@ fn device_decoding_matches_the_host_path() {
     // Sampled rows: each token's log-probability is the model's, by full recomputation.
     model.config.eos_token_id = None;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4);
-    let sampled = generate::decode_rows_on_device(&model, &encoded, Some(&styles), &[8; 4], |_| {
-        generate::Choice::draw(1.0, 0, 0.9, &mut rng)
-    });
+    let sampled =
+        generate::decode_rows_on_device(&model, &encoded, Some(&styles), &[8; 4], &off, |_| {
+            generate::Choice::draw(1.0, 0, 0.9, &mut rng)
+        });
     for (i, g) in sampled.iter().enumerate() {
         assert_eq!(g.tokens.len(), 8, "row {i}");
         let mut ids = vec![0i64];
@@ -526,6 +531,144 @@ fn device_decoding_matches_the_host_path() {
                 "row {i} step {step}: log-prob differs by {diff}"
             );
             ids.push(tok as i64);
+        }
+    }
+}
+
+/// Whether some n-gram of `tokens` comes twice.
+fn repeats_an_ngram(tokens: &[u32], n: usize) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    tokens.windows(n).any(|g| !seen.insert(g.to_vec()))
+}
+
+/// The model's log-probability of each of `tokens` after the start token, by one teacher-forced
+/// pass over the caption.
+fn model_logprobs(model: &Captioner, pixels: Tensor<4>, style: usize, tokens: &[u32]) -> Vec<f32> {
+    let device = pixels.device();
+    let mut ids = vec![model.config.decoder_start_token_id as i64];
+    ids.extend(tokens[..tokens.len() - 1].iter().map(|&t| t as i64));
+    let t = ids.len();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+    let style = Tensor::<1, Int>::from_data(TensorData::new(vec![style as i64], [1]), &device);
+    let logits = model.forward(pixels, Some(style), input, None);
+    let vocab = logits.dims()[2];
+    let lp = values(burn::tensor::activation::log_softmax(
+        logits.reshape([t, vocab]),
+        1,
+    ));
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &tok)| lp[i * vocab + tok as usize])
+        .collect()
+}
+
+/// Limits on repetition: greedy, sampled and beam-searched captions keep them, on the host
+/// and the device path alike (greedy: the same tokens), and every caption reports the model's
+/// own log-probabilities, not the limited ones.
+#[test]
+fn repetition_limits_hold_on_every_path() {
+    let _turn = serial();
+    let device = Device::flex();
+    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
+    model.config.eos_token_id = None;
+    let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let encoded = model.encode(pixels.clone());
+    let styles = [1usize, 0, 1, 0];
+    let limits = [16usize; 4];
+    let greedy = |_| generate::Choice::Greedy;
+    let free = generate::decode_rows(
+        &model,
+        &encoded,
+        Some(&styles),
+        &limits,
+        &[Repeats::default(); 4],
+        greedy,
+    );
+    assert!(
+        free.iter().all(|g| repeats_an_ngram(&g.tokens, 2)),
+        "the random model's greedy captions should repeat, for the limits to change them"
+    );
+    let rows = [
+        Repeats {
+            penalty: 1.0,
+            no_repeat_ngram: 2,
+        },
+        Repeats {
+            penalty: 3.0,
+            no_repeat_ngram: 0,
+        },
+        Repeats {
+            penalty: 1.5,
+            no_repeat_ngram: 3,
+        },
+        Repeats::default(),
+    ];
+    let host = generate::decode_rows(&model, &encoded, Some(&styles), &limits, &rows, greedy);
+    let on_device =
+        generate::decode_rows_on_device(&model, &encoded, Some(&styles), &limits, &rows, greedy);
+    for (i, (h, d)) in host.iter().zip(&on_device).enumerate() {
+        assert_eq!(h.tokens, d.tokens, "row {i}");
+        assert_eq!(h.tokens.len(), 16, "row {i}");
+        for (a, b) in h.logprobs.iter().zip(&d.logprobs) {
+            assert!((a - b).abs() <= 1e-5, "row {i}: log-prob {a} against {b}");
+        }
+        let own = model_logprobs(&model, pixels.clone().narrow(0, i, 1), styles[i], &h.tokens);
+        for (step, (a, b)) in own.iter().zip(&h.logprobs).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4,
+                "row {i} step {step}: {a} against {b}"
+            );
+        }
+    }
+    assert!(!repeats_an_ngram(&host[0].tokens, 2));
+    assert!(!repeats_an_ngram(&host[2].tokens, 3));
+    assert_ne!(
+        host[1].tokens, free[1].tokens,
+        "the penalty changed nothing"
+    );
+    assert_eq!(
+        host[3], free[3],
+        "a row without limits is decoded as before"
+    );
+
+    // Sampled rows (the two paths draw differently) and beam search keep the n-gram limit.
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let sampled = |rng: &mut rand::rngs::StdRng| generate::Choice::draw(1.0, 0, 1.0, rng);
+    let two = [Repeats {
+        penalty: 1.0,
+        no_repeat_ngram: 2,
+    }; 4];
+    for g in generate::decode_rows(&model, &encoded, Some(&styles), &limits, &two, |_| {
+        sampled(&mut rng)
+    })
+    .iter()
+    .chain(&generate::decode_rows_on_device(
+        &model,
+        &encoded,
+        Some(&styles),
+        &limits,
+        &two,
+        |_| sampled(&mut rng),
+    )) {
+        assert!(!repeats_an_ngram(&g.tokens, 2), "{:?}", g.tokens);
+    }
+    let beams = DecodeOptions {
+        strategy: Strategy::Beam {
+            num_beams: 3,
+            length_penalty: 1.0,
+        },
+        max_new_tokens: 16,
+        seed: 0,
+        repeats: two[0],
+    };
+    let searched = generate::generate(&model, pixels.clone(), Some(&styles), &beams).unwrap();
+    for (i, g) in searched.iter().enumerate() {
+        assert_eq!(g.tokens.len(), 16, "row {i}");
+        assert!(!repeats_an_ngram(&g.tokens, 2), "row {i}: {:?}", g.tokens);
+        let own = model_logprobs(&model, pixels.clone().narrow(0, i, 1), styles[i], &g.tokens);
+        for (a, b) in own.iter().zip(&g.logprobs) {
+            assert!((a - b).abs() <= 1e-4, "beam row {i}: {a} against {b}");
         }
     }
 }

@@ -319,6 +319,7 @@ impl Aligner {
             strategy,
             max_new_tokens: self.config.max_new_tokens,
             seed,
+            ..DecodeOptions::default()
         };
         let frozen_encoder = !self.config.train_encoder;
         let rollout = rollout::sample(&self.policy, pixels, Some(styles), k, &opts, frozen_encoder);

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use burn::prelude::*;
 use clap::Args;
 
@@ -45,6 +45,14 @@ pub struct CaptionArgs {
     /// positions allow).
     #[arg(long, allow_negative_numbers = true, default_value_t = DecodeOptions::default().max_new_tokens as i64)]
     pub max_new_tokens: i64,
+    /// Hold back tokens already generated: their logits are divided by this where positive
+    /// and multiplied where negative (1, off, to 10; transformers' `repetition_penalty`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub repetition_penalty: Option<f32>,
+    /// Never repeat an n-gram of tokens of this size (1 to what the decoder's positions allow;
+    /// transformers' `no_repeat_ngram_size`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub no_repeat_ngram_size: Option<i64>,
     /// Seed for sampling.
     #[arg(long, default_value_t = DecodeOptions::default().seed)]
     pub seed: u64,
@@ -62,6 +70,8 @@ impl CaptionArgs {
             beams: self.beams,
             n: None,
             max_new_tokens: Some(self.max_new_tokens),
+            repetition_penalty: self.repetition_penalty,
+            no_repeat_ngram_size: self.no_repeat_ngram_size,
         }
     }
 
@@ -110,19 +120,13 @@ pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
     };
     let image = open_rgb(&args.image)?;
     let pixels = pre.batch(&[image], &device)?;
-    let [_, _, h, w] = pixels.dims();
-    let size = model.config.encoder.image_size();
-    ensure!(
-        h == size && w == size,
-        "{}: preprocessing gives {h}x{w} images, the encoder expects {size}x{size}",
-        pre_path.display()
-    );
     let opts = DecodeOptions {
         strategy: args.strategy(&settings),
         max_new_tokens: settings
             .max_new_tokens
             .unwrap_or(DecodeOptions::default().max_new_tokens),
         seed: args.seed,
+        repeats: settings.repeats(),
     };
     let style_idx = style.as_ref().map(|(_, i)| vec![*i]);
     let out = generate(&model, pixels, style_idx.as_deref(), &opts)?

@@ -48,6 +48,13 @@ pub struct EvalArgs {
     /// Seed for sampling.
     #[arg(long, default_value_t = EvalConfig::default().seed)]
     pub seed: u64,
+    /// Decode-time repetition penalty, as `caption --repetition-penalty` (1, off, to 10).
+    #[arg(long, default_value_t = EvalConfig::default().repetition_penalty)]
+    pub repetition_penalty: f32,
+    /// Never repeat an n-gram of tokens of this size, as `caption --no-repeat-ngram-size`
+    /// (0: off).
+    #[arg(long, default_value_t = EvalConfig::default().no_repeat_ngram_size)]
+    pub no_repeat_ngram_size: usize,
     /// Sentence encoder (a sentence-transformers folder such as all-MiniLM-L6-v2): adds each
     /// caption's embedding similarity to its references.
     #[arg(long)]
@@ -96,6 +103,8 @@ pub fn run(a: EvalArgs, device: Device) -> Result<()> {
         temperature: a.temperature,
         top_p: a.top_p,
         seed: a.seed,
+        repetition_penalty: a.repetition_penalty,
+        no_repeat_ngram_size: a.no_repeat_ngram_size,
         content_encoder: a.content_encoder.clone(),
         clip: a.clip.clone(),
         ..EvalConfig::default()

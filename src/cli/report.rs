@@ -15,7 +15,7 @@ pub struct ReportArgs {
     /// Output file (default: RUN/report.html).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Test pictures in the gallery.
+    /// Test pictures in the gallery (1 to 200).
     #[arg(long, default_value_t = ReportOptions::default().images)]
     pub images: usize,
     /// Sampling seed for the gallery captions.

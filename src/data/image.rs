@@ -85,7 +85,42 @@ impl PreprocessorConfig {
                 path.display()
             );
         }
+        if !cfg.image_mean.iter().all(|m| m.is_finite())
+            || !cfg.image_std.iter().all(|s| s.is_finite() && *s != 0.0)
+        {
+            bail!(
+                "{}: image_mean must be finite and image_std finite and non-zero; got {:?} and {:?}",
+                path.display(),
+                cfg.image_mean,
+                cfg.image_std
+            );
+        }
+        if !(cfg.rescale_factor.is_finite() && cfg.rescale_factor > 0.0) {
+            bail!(
+                "{}: rescale_factor must be a positive number; got {}",
+                path.display(),
+                cfg.rescale_factor
+            );
+        }
         Ok(cfg)
+    }
+
+    /// Refuses preprocessing that does not bring every image to `size` × `size`, the
+    /// encoder's input; `path` names the file in the message.
+    pub fn check_output(&self, path: &Path, size: usize) -> Result<()> {
+        let fixed = self.do_resize || self.do_center_crop;
+        match self.output_size() {
+            Some(out) if fixed && out == (size, size) => Ok(()),
+            Some((h, w)) if fixed => bail!(
+                "{}: preprocessing gives {h}x{w} images; the encoder expects {size}x{size}",
+                path.display()
+            ),
+            _ => bail!(
+                "{}: preprocessing gives images of varying size (set `size` to height/width \
+                 or enable the center crop); the encoder expects {size}x{size}",
+                path.display()
+            ),
+        }
     }
 
     /// Output `(height, width)`.
@@ -110,11 +145,16 @@ impl PreprocessorConfig {
                 SizeSpec::Square(s) => (s as u32, s as u32),
                 // As transformers: the short side becomes `s`, the long side scales (floored).
                 SizeSpec::ShortestEdge { shortest_edge: s } => {
+                    // Bounded, not wrapped: decoding refuses images thin enough to reach it
+                    // (`image_check::MAX_ASPECT_RATIO`).
+                    let long = |l: u32, short: u32| {
+                        (s as u64 * l as u64 / short.max(1) as u64).min(u32::MAX as u64) as u32
+                    };
                     let s = s as u32;
                     if w <= h {
-                        (s, (s as u64 * h as u64 / w as u64) as u32)
+                        (s, long(h, w))
                     } else {
-                        ((s as u64 * w as u64 / h as u64) as u32, s)
+                        (long(w, h), s)
                     }
                 }
             };
@@ -190,8 +230,11 @@ pub const MAX_FILE_PIXELS: u64 = 100_000_000;
 /// (caption, training data, inspect), with the checks downloads and uploads get (PNG or
 /// JPEG, the pixel count read first, truncated files refused).
 pub fn open_rgb(path: &Path) -> Result<RgbImage> {
+    use crate::data::image_check::{check_shape, decode_checked, header};
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    crate::data::image_check::decode_checked(&bytes, MAX_FILE_PIXELS)
+    header(&bytes)
+        .and_then(|(_, w, h)| check_shape(w, h))
+        .and_then(|()| decode_checked(&bytes, MAX_FILE_PIXELS))
         .map_err(|p| anyhow::anyhow!("{}: not a readable image: {p}", path.display()))
 }

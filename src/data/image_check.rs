@@ -19,7 +19,20 @@ pub enum ImageProblem {
         height: u32,
         max: u64,
     },
+    /// One side over [`MAX_ASPECT_RATIO`] times the other.
+    TooThin {
+        width: u32,
+        height: u32,
+    },
 }
+
+/// Most times one side of an image may be the other's where it goes to a captioner's
+/// preprocessing ([`check_shape`]: uploads to the server, local files). Preprocessing
+/// resizes one axis at a time, and a thin image within the pixel limit (1 × 25,000,000)
+/// would pass through an intermediate of its long side times the output's other side
+/// (16 GB at 224), or, resized by its short side, come out billions of pixels long.
+/// Downloads have their own limit, `fetch --max-aspect-ratio`: they are cropped first.
+pub const MAX_ASPECT_RATIO: u64 = 100;
 
 impl fmt::Display for ImageProblem {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -29,6 +42,11 @@ impl fmt::Display for ImageProblem {
             ImageProblem::TooManyPixels { width, height, max } => write!(
                 f,
                 "the image is {width}x{height} pixels; at most {max} pixels are accepted"
+            ),
+            ImageProblem::TooThin { width, height } => write!(
+                f,
+                "the image is {width}x{height} pixels; one side may be at most \
+                 {MAX_ASPECT_RATIO} times the other"
             ),
         }
     }
@@ -68,6 +86,16 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     reader.limits(limits);
     // `into_rgb8` keeps an RGB decode's buffer where `to_rgb8` would copy it.
     Ok(reader.decode().map_err(|e| corrupt(&e))?.into_rgb8())
+}
+
+/// Refuses an image size (from its header) whose sides differ more than
+/// [`MAX_ASPECT_RATIO`] times.
+pub fn check_shape(width: u32, height: u32) -> Result<(), ImageProblem> {
+    let (long, short) = (width.max(height) as u64, width.min(height) as u64);
+    if long > short.saturating_mul(MAX_ASPECT_RATIO) {
+        return Err(ImageProblem::TooThin { width, height });
+    }
+    Ok(())
 }
 
 pub const TRUNCATED_JPEG: &str = "the JPEG is truncated (no end-of-image marker)";
@@ -129,6 +157,39 @@ mod tests {
             }
         ));
         assert_eq!(decode_checked(b"hello", 1000), Err(ImageProblem::NotImage));
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        RgbImage::new(width, height)
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    /// Thin images are refused from the header before any pixel is decoded or resized.
+    #[test]
+    fn thin_images_are_refused_at_their_header() {
+        let limit = MAX_ASPECT_RATIO as u32;
+        let checked = |bytes: &[u8]| {
+            let (_, w, h) = header(bytes)?;
+            check_shape(w, h)
+        };
+        assert!(checked(&png(1, limit)).is_ok());
+        assert!(checked(&png(3 * limit, 3)).is_ok());
+        for (w, h) in [(1, limit + 1), (3 * limit + 1, 3)] {
+            let e = checked(&png(w, h)).unwrap_err();
+            assert_eq!(
+                e,
+                ImageProblem::TooThin {
+                    width: w,
+                    height: h
+                }
+            );
+            assert!(e.to_string().contains("at most 100 times the other"), "{e}");
+        }
+        // A zero-sized side counts as thin.
+        assert!(check_shape(0, 5).is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::data::text_metrics::{
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::clip_score::ClipScorer;
 use crate::model::generate::Strategy;
-use crate::model::settings::check_sampling;
+use crate::model::repeats::Repeats;
+use crate::model::settings::{check_repeats, check_sampling};
 use crate::model::{DecodeOptions, LoadedCaptioner};
 use crate::util::check;
 use crate::world::{content_fidelity, Lexicon};
@@ -35,6 +36,9 @@ pub struct EvalConfig {
     pub top_p: f32,
     pub max_new_tokens: usize,
     pub seed: u64,
+    /// Decode-time limits on repetition ([`Repeats`]): 1 and 0 are off.
+    pub repetition_penalty: f32,
+    pub no_repeat_ngram_size: usize,
     /// A sentence encoder (sentence-transformers folder): with it, each caption's highest
     /// embedding similarity to its picture's references is reported.
     pub content_encoder: Option<std::path::PathBuf>,
@@ -52,6 +56,8 @@ impl Default for EvalConfig {
             top_p: 0.9,
             max_new_tokens: 48,
             seed: 0,
+            repetition_penalty: 1.0,
+            no_repeat_ngram_size: 0,
             content_encoder: None,
             clip: None,
         }
@@ -73,6 +79,14 @@ impl EvalConfig {
             },
             max_new_tokens: self.max_new_tokens,
             seed: self.seed,
+            repeats: self.repeats(),
+        }
+    }
+
+    fn repeats(&self) -> Repeats {
+        Repeats {
+            penalty: self.repetition_penalty,
+            no_repeat_ngram: self.no_repeat_ngram_size,
         }
     }
 }
@@ -185,7 +199,8 @@ impl EvalConfig {
     /// is out of it.
     pub fn validate(&self) -> Result<()> {
         check::within("images", self.images, 1, 1_000_000)?;
-        check_sampling(self.temperature, self.top_p, self.max_new_tokens)
+        check_sampling(self.temperature, self.top_p, self.max_new_tokens)?;
+        check_repeats(&self.repeats())
     }
 }
 

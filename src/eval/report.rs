@@ -36,6 +36,10 @@ impl Default for ReportOptions {
     }
 }
 
+/// Most pictures in a report's gallery: each is captioned in every style and embedded in
+/// the page.
+pub const MAX_GALLERY_IMAGES: usize = 200;
+
 /// Where a run's parts are: a demo folder (`base/`, `align/`, `judge/`, `eval.json`) or a
 /// single supervised run (`model/`, `metrics.jsonl`).
 struct Layout {
@@ -448,6 +452,7 @@ pub fn write_report(
     o: &ReportOptions,
     device: &Device,
 ) -> Result<(PathBuf, Vec<String>)> {
+    crate::util::check::within("--images", o.images, 1, MAX_GALLERY_IMAGES)?;
     let l = layout(dir)?;
     let eval: Option<Value> = match &l.eval {
         Some(p) => Some(crate::util::read_json(p)?),

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -75,6 +75,15 @@ impl CaptionerConfig {
         )
         .context("field `decoder`")?;
         decoder.validate().context("field `decoder`")?;
+        for k in ["decoder_start_token_id", "eos_token_id", "pad_token_id"] {
+            if let Some(v) = obj.get(k).and_then(Value::as_u64) {
+                ensure!(
+                    v < decoder.vocab_size as u64,
+                    "field `{k}` is {v}; the decoder's vocabulary has ids 0 to {}",
+                    decoder.vocab_size.saturating_sub(1)
+                );
+            }
+        }
         let id = |k: &str| obj.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let decoder_start_token_id = id("decoder_start_token_id")
             .or(decoder.bos_token_id)
@@ -96,7 +105,7 @@ impl CaptionerConfig {
         ] {
             extra.remove(k);
         }
-        Ok(Self {
+        let config = Self {
             encoder,
             eos_token_id: id("eos_token_id").or(decoder.eos_token_id),
             pad_token_id: id("pad_token_id").or(decoder.pad_token_id),
@@ -104,7 +113,46 @@ impl CaptionerConfig {
             decoder_start_token_id,
             style,
             extra,
-        })
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// What the parts must agree on: token ids within the decoder's vocabulary, a style
+    /// prefix where there are styles to tell apart, and room for a caption after it.
+    fn check(&self) -> Result<()> {
+        let vocab = self.decoder.vocab_size;
+        for (field, id) in [
+            ("decoder_start_token_id", Some(self.decoder_start_token_id)),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if let Some(id) = id {
+                ensure!(
+                    (id as usize) < vocab,
+                    "field `{field}` is {id}; the decoder's vocabulary has ids 0 to {}",
+                    vocab.saturating_sub(1)
+                );
+            }
+        }
+        let prefix = if self.style.styles.is_empty() {
+            0
+        } else {
+            self.style.prefix_tokens
+        };
+        ensure!(
+            self.style.styles.len() < 2 || prefix > 0,
+            "field `stylecap`: {} styles and `prefix_tokens` 0: without a prefix the styles \
+             would all write alike",
+            self.style.styles.len()
+        );
+        ensure!(
+            self.decoder.n_positions > prefix + 1,
+            "field `decoder`: n_positions {} leaves no room for a caption after the {prefix} \
+             style prefix positions and the start token",
+            self.decoder.n_positions
+        );
+        Ok(())
     }
 
     pub fn to_json(&self) -> Value {

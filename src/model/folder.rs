@@ -82,6 +82,14 @@ impl LoadedCaptioner {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         if lora::is_adapter_folder(dir) {
             let base_dir = lora::base_folder(dir)?;
+            // Adapters over adapters are not read (and a folder naming itself would recurse).
+            anyhow::ensure!(
+                !lora::is_adapter_folder(&model_dir(&base_dir)),
+                "{}: its base_model_name_or_path, {}, is an adapter folder too; name the full \
+                 captioner folder the adapters were trained on",
+                dir.join("adapter_config.json").display(),
+                base_dir.display()
+            );
             let base = Self::load(&model_dir(&base_dir), device).with_context(|| {
                 format!(
                     "loading {}, the base captioner of the adapters in {}",
@@ -98,11 +106,13 @@ impl LoadedCaptioner {
                 p if p.is_file() => PreprocessorConfig::load(&p)?,
                 _ => base.preprocess,
             };
-            return Ok(LoadedCaptioner {
+            let loaded = LoadedCaptioner {
                 model,
                 tokenizer,
                 preprocess,
-            });
+            };
+            loaded.check(dir)?;
+            return Ok(loaded);
         }
         let model = Captioner::load(dir, device)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
@@ -112,11 +122,29 @@ impl LoadedCaptioner {
         } else {
             PreprocessorConfig::square(model.config.encoder.image_size())
         };
-        Ok(LoadedCaptioner {
+        let loaded = LoadedCaptioner {
             model,
             tokenizer,
             preprocess,
-        })
+        };
+        loaded.check(dir)?;
+        Ok(loaded)
+    }
+
+    /// What the files must agree on: every id the tokenizer writes within the decoder's
+    /// vocabulary, and preprocessing to the encoder's input size.
+    fn check(&self, dir: &Path) -> Result<()> {
+        let (tokens, vocab) = (self.tokenizer.vocab_size(), self.model.decoder.vocab_size());
+        anyhow::ensure!(
+            tokens <= vocab,
+            "{}: {tokens} tokens, more than the decoder's vocabulary of {vocab} (config.json): \
+             is it another captioner's tokenizer?",
+            dir.join("tokenizer.json").display()
+        );
+        self.preprocess.check_output(
+            &dir.join("preprocessor_config.json"),
+            self.model.config.encoder.image_size(),
+        )
     }
 
     /// One caption per image in `style`.

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::captioner::{Captioner, EncodedImages};
+use super::repeats::{DeviceRepeats, Repeats};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Strategy {
@@ -33,6 +34,9 @@ pub struct DecodeOptions {
     pub strategy: Strategy,
     pub max_new_tokens: usize,
     pub seed: u64,
+    /// Limits on repeating tokens (off by default).
+    #[serde(default)]
+    pub repeats: Repeats,
 }
 
 impl Default for DecodeOptions {
@@ -41,6 +45,7 @@ impl Default for DecodeOptions {
             strategy: Strategy::Greedy,
             max_new_tokens: 32,
             seed: 0,
+            repeats: Repeats::default(),
         }
     }
 }
@@ -113,6 +118,7 @@ pub fn generate(
             num_beams.max(1),
             length_penalty,
             opts.max_new_tokens,
+            opts.repeats,
         ),
         _ => Ok(sample_or_greedy(model, &encoded, styles, batch, opts)),
     }
@@ -128,13 +134,16 @@ pub fn sample_or_greedy(
 ) -> Vec<Generation> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let limits = vec![opts.max_new_tokens; batch];
-    decode_rows(model, encoded, styles, &limits, |_| match opts.strategy {
-        Strategy::Sample {
-            temperature,
-            top_k,
-            top_p,
-        } => Choice::draw(temperature, top_k, top_p, &mut rng),
-        _ => Choice::Greedy,
+    let repeats = vec![opts.repeats; batch];
+    decode_rows(model, encoded, styles, &limits, &repeats, |_| {
+        match opts.strategy {
+            Strategy::Sample {
+                temperature,
+                top_k,
+                top_p,
+            } => Choice::draw(temperature, top_k, top_p, &mut rng),
+            _ => Choice::Greedy,
+        }
     })
 }
 
@@ -181,22 +190,26 @@ impl Choice {
     }
 }
 
-/// Incremental decoding with the KV cache where each row has its own length limit and
-/// `choose(row)` says how its next token is picked, so rows of different requests (greedy or
-/// sampled, each with its own random stream) can share one batch. `choose` is called in row
-/// order for the rows still going; the picks themselves run on all threads.
+/// Incremental decoding with the KV cache where each row has its own length limit and limits
+/// on repetition, and `choose(row)` says how its next token is picked, so rows of different
+/// requests (greedy or sampled, each with its own random stream) can share one batch.
+/// `choose` is called in row order for the rows still going; the picks themselves run on all
+/// threads.
 pub fn decode_rows(
     model: &Captioner,
     encoded: &EncodedImages,
     styles: Option<&[usize]>,
     max_new_tokens: &[usize],
+    repeats: &[Repeats],
     mut choose: impl FnMut(usize) -> Choice,
 ) -> Vec<Generation> {
     let batch = max_new_tokens.len();
+    assert_eq!(repeats.len(), batch, "one `Repeats` per row");
     let device = encoded.cross[0].k.device();
     if !super::kernels::on_cpu_backend(&device) {
-        return decode_rows_on_device(model, encoded, styles, max_new_tokens, choose);
+        return decode_rows_on_device(model, encoded, styles, max_new_tokens, repeats, choose);
     }
+    let limited = repeats.iter().any(|r| !r.is_off());
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
     let vocab = model.decoder.vocab_size();
@@ -209,13 +222,27 @@ pub fn decode_rows(
     let (mut cache, mut logits) =
         model.start_decoding(encoded, style_tensor(styles, 1, &device), batch);
     for step in 0..longest {
-        let lp = crate::tensor::floats(log_softmax(logits.cast(FloatDType::F32), 1));
+        let f32_logits = logits.cast(FloatDType::F32);
+        // Limited rows choose from their logits with the limits applied (the limits read
+        // logits, as transformers' do); every row reports the model's own log-probabilities.
+        let raw = limited.then(|| crate::tensor::floats(f32_logits.clone()));
+        let lp = crate::tensor::floats(log_softmax(f32_logits, 1));
         let choices: Vec<Option<Choice>> =
             (0..batch).map(|i| (!done[i]).then(|| choose(i))).collect();
         let picks: Vec<Option<usize>> = lp
             .par_chunks_exact(vocab)
             .zip(&choices)
-            .map(|(row, c)| c.map(|c| c.pick(row)))
+            .enumerate()
+            .map(|(i, (row, c))| {
+                c.map(|c| match &raw {
+                    Some(raw) if !repeats[i].is_off() => {
+                        let mut scores = raw[i * vocab..(i + 1) * vocab].to_vec();
+                        repeats[i].apply(&mut scores, &out[i].tokens);
+                        c.pick(&scores)
+                    }
+                    _ => c.pick(row),
+                })
+            })
             .collect();
         let mut next = Vec::with_capacity(batch);
         for (i, (row, pick)) in lp.chunks_exact(vocab).zip(picks).enumerate() {
@@ -265,6 +292,7 @@ pub fn decode_rows_on_device(
     encoded: &EncodedImages,
     styles: Option<&[usize]>,
     max_new_tokens: &[usize],
+    repeats: &[Repeats],
     mut choose: impl FnMut(usize) -> Choice,
 ) -> Vec<Generation> {
     let batch = max_new_tokens.len();
@@ -276,6 +304,7 @@ pub fn decode_rows_on_device(
         return vec![Generation::default(); batch];
     }
     let picker = DevicePicker::new(&(0..batch).map(&mut choose).collect::<Vec<_>>(), &device);
+    let mut limits_on_device = DeviceRepeats::new(repeats, model.decoder.vocab_size(), &device);
     let limits = Tensor::<1, Int>::from_data(
         TensorData::new(max_new_tokens.iter().map(|&m| m as i64).collect(), [batch]),
         &device,
@@ -289,8 +318,16 @@ pub fn decode_rows_on_device(
         // In f32 whatever the model's float type, as transformers' `generate` does: in half
         // precision the softmax over the vocabulary, the nucleus bisection and the Gumbel
         // noise lose the small probabilities and draws that decide a sample.
-        let lp = log_softmax(logits.cast(FloatDType::F32), 1);
-        let picked = picker.pick(lp.clone());
+        let f32_logits = logits.cast(FloatDType::F32);
+        let lp = log_softmax(f32_logits.clone(), 1);
+        let picked = match &mut limits_on_device {
+            Some(limits) => {
+                let picked = picker.pick(limits.apply(f32_logits, &tokens));
+                limits.record(picked.clone());
+                picked
+            }
+            None => picker.pick(lp.clone()),
+        };
         logprobs.push(
             lp.gather(1, picked.clone().unsqueeze_dim(1))
                 .squeeze_dim::<1>(1),
@@ -417,7 +454,8 @@ impl DevicePicker {
         }
     }
 
-    /// The token of each row of log-probabilities `lp` `[B, V]`.
+    /// The token of each row of log-probabilities `lp` `[B, V]` (or of logits: only the
+    /// differences within a row count).
     fn pick(&self, lp: Tensor<2>) -> Tensor<1, Int> {
         let greedy = lp.clone().argmax(1).squeeze_dim::<1>(1);
         let Some(s) = &self.sampling else {
@@ -760,7 +798,10 @@ struct Hypothesis {
 
 /// Beam search as transformers' (`early_stopping=True`): at each step the top `2·beams`
 /// continuations are considered; an end token among the top `beams` closes a hypothesis,
-/// scored `sum log p / len^length_penalty` (len counts the end token).
+/// scored `sum log p / len^length_penalty` (len counts the end token). Limits on repetition
+/// apply to each hypothesis's log-probabilities, and its score sums them so limited, as
+/// transformers' does; the log-probabilities reported are the model's own.
+#[allow(clippy::too_many_arguments)]
 fn beam_search(
     model: &Captioner,
     encoded: &EncodedImages,
@@ -769,6 +810,7 @@ fn beam_search(
     beams: usize,
     length_penalty: f32,
     max_new_tokens: usize,
+    repeats: Repeats,
 ) -> Result<Vec<Generation>> {
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
@@ -799,7 +841,8 @@ fn beam_search(
     let normalised = |h: &Hypothesis| h.score / (h.tokens.len() as f32).powf(length_penalty);
     let considered = (2 * beams).min(beams * vocab);
     // At the first step only one beam a picture is live.
-    let on_device = !super::kernels::on_cpu_backend(&device) && vocab >= considered;
+    let on_device =
+        !super::kernels::on_cpu_backend(&device) && vocab >= considered && repeats.is_off();
     for step in 0..max_new_tokens {
         let lp = log_softmax(logits.cast(FloatDType::F32), 1);
         let scores: Vec<f32> = running
@@ -808,8 +851,23 @@ fn beam_search(
             .collect();
         let best = if on_device {
             best_continuations_on_device(lp, &scores, beams, considered)
-        } else {
+        } else if repeats.is_off() {
             best_continuations(&crate::tensor::floats(lp), &scores, beams, considered)
+        } else {
+            let lp = crate::tensor::floats(lp);
+            let mut limited = lp.clone();
+            for (r, row) in limited.chunks_exact_mut(vocab).enumerate() {
+                if let Some(h) = running[r / beams].get(r % beams) {
+                    repeats.apply(row, &h.tokens);
+                }
+            }
+            let mut best = best_continuations(&limited, &scores, beams, considered);
+            for (b, best) in best.iter_mut().enumerate() {
+                for c in best {
+                    c.logprob = lp[(b * beams + c.beam) * vocab + c.token];
+                }
+            }
+            best
         };
         let mut parent = Vec::with_capacity(batch * beams);
         let mut next_tokens = Vec::with_capacity(batch * beams);

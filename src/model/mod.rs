@@ -16,6 +16,7 @@ pub mod lm_head;
 pub mod lora;
 pub mod loss;
 pub mod pretrained;
+pub mod repeats;
 pub mod score;
 pub mod settings;
 pub mod style;

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use super::captioner::Captioner;
+use super::repeats::Repeats;
 
 /// Lowest temperature accepted: below it, sampling is greedy decoding in all but name, and
 /// near zero the scaled logits overflow.
@@ -15,6 +16,9 @@ pub const MIN_TEMPERATURE: f32 = 0.01;
 pub const MAX_TEMPERATURE: f32 = 10.0;
 /// Most beams: each beam is a decoded row, so the cost grows with it.
 pub const MAX_BEAMS: usize = 16;
+/// Largest repetition penalty: at 10 a repeated token's logit is already a tenth of itself
+/// (or ten times as negative), as good as forbidden.
+pub const MAX_REPETITION_PENALTY: f32 = 10.0;
 
 /// Settings as given, before any default is applied; unset ones are not checked. Counts are
 /// signed so that a negative count is reported with its range like any other bad value.
@@ -27,6 +31,8 @@ pub struct DecodeSettings {
     /// Captions per style (the server's `n`).
     pub n: Option<i64>,
     pub max_new_tokens: Option<i64>,
+    pub repetition_penalty: Option<f32>,
+    pub no_repeat_ngram_size: Option<i64>,
 }
 
 /// The settings after [`DecodeSettings::check`]: every value within its range.
@@ -38,6 +44,18 @@ pub struct CheckedSettings {
     pub beams: Option<usize>,
     pub n: Option<usize>,
     pub max_new_tokens: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    pub no_repeat_ngram_size: Option<usize>,
+}
+
+impl CheckedSettings {
+    /// The limits on repetition asked for (off where unset).
+    pub fn repeats(&self) -> Repeats {
+        Repeats {
+            penalty: self.repetition_penalty.unwrap_or(1.0),
+            no_repeat_ngram: self.no_repeat_ngram_size.unwrap_or(0),
+        }
+    }
 }
 
 /// The bounds that depend on the model or the caller.
@@ -71,6 +89,8 @@ pub enum Setting {
     Beams,
     N,
     MaxNewTokens,
+    RepetitionPenalty,
+    NoRepeatNgramSize,
 }
 
 impl Setting {
@@ -83,6 +103,8 @@ impl Setting {
             Setting::Beams => "beams",
             Setting::N => "n",
             Setting::MaxNewTokens => "max_new_tokens",
+            Setting::RepetitionPenalty => "repetition_penalty",
+            Setting::NoRepeatNgramSize => "no_repeat_ngram_size",
         }
     }
 
@@ -159,6 +181,18 @@ impl DecodeSettings {
                 self.max_new_tokens,
                 limits.max_new_tokens,
             )?,
+            repetition_penalty: float(
+                Setting::RepetitionPenalty,
+                self.repetition_penalty,
+                |p| (1.0..=MAX_REPETITION_PENALTY).contains(&p),
+                &format!("1 (off) to {MAX_REPETITION_PENALTY}"),
+            )?,
+            // An n-gram longer than the longest caption can never repeat.
+            no_repeat_ngram_size: count(
+                Setting::NoRepeatNgramSize,
+                self.no_repeat_ngram_size,
+                limits.max_new_tokens,
+            )?,
         })
     }
 }
@@ -169,13 +203,27 @@ pub const MAX_NEW_TOKENS: usize = 4096;
 /// The sampling settings of a stage's configuration (alignment rollouts, evaluation), in the
 /// ranges `caption` and the server accept.
 pub fn check_sampling(temperature: f32, top_p: f32, max_new_tokens: usize) -> anyhow::Result<()> {
-    DecodeSettings {
+    check_stage(DecodeSettings {
         temperature: Some(temperature),
         top_p: Some(top_p),
         max_new_tokens: Some(max_new_tokens.min(i64::MAX as usize) as i64),
         ..DecodeSettings::default()
-    }
-    .check(&DecodeLimits {
+    })
+}
+
+/// The limits on repetition of a stage's configuration (evaluation), in the ranges `caption`
+/// and the server accept; 1 and 0 (off) included.
+pub fn check_repeats(r: &Repeats) -> anyhow::Result<()> {
+    check_stage(DecodeSettings {
+        repetition_penalty: Some(r.penalty),
+        no_repeat_ngram_size: (r.no_repeat_ngram > 0)
+            .then(|| r.no_repeat_ngram.min(i64::MAX as usize) as i64),
+        ..DecodeSettings::default()
+    })
+}
+
+fn check_stage(settings: DecodeSettings) -> anyhow::Result<()> {
+    settings.check(&DecodeLimits {
         max_new_tokens: MAX_NEW_TOKENS,
         max_n: 1,
         vocab: 1,
@@ -243,6 +291,8 @@ mod tests {
             beams: Some(16),
             n: Some(4),
             max_new_tokens: Some(40),
+            repetition_penalty: Some(MAX_REPETITION_PENALTY),
+            no_repeat_ngram_size: Some(40),
         };
         assert!(edges.check(&LIMITS).is_ok());
         let low = DecodeSettings {
@@ -252,6 +302,8 @@ mod tests {
             beams: Some(1),
             n: Some(1),
             max_new_tokens: Some(1),
+            repetition_penalty: Some(1.0),
+            no_repeat_ngram_size: Some(1),
         };
         assert_eq!(low.check(&LIMITS).unwrap().max_new_tokens, Some(1));
         let over = DecodeSettings {
@@ -260,5 +312,35 @@ mod tests {
         };
         assert_eq!(refused(over).range, "1 to 40");
         assert_eq!(Setting::MaxNewTokens.flag(), "--max-new-tokens");
+        let r = |v| DecodeSettings {
+            repetition_penalty: Some(v),
+            ..Default::default()
+        };
+        for bad in [f32::NAN, 0.9, 0.0, -1.0, 10.5, f32::INFINITY] {
+            assert_eq!(refused(r(bad)).setting, Setting::RepetitionPenalty, "{bad}");
+        }
+        assert_eq!(
+            refused(r(0.5)).message("--repetition-penalty"),
+            "--repetition-penalty is 0.5; it must be 1 (off) to 10"
+        );
+        let n = |v| DecodeSettings {
+            no_repeat_ngram_size: Some(v),
+            ..Default::default()
+        };
+        for bad in [0, -3, 41] {
+            assert_eq!(refused(n(bad)).setting, Setting::NoRepeatNgramSize, "{bad}");
+        }
+        assert_eq!(Setting::NoRepeatNgramSize.flag(), "--no-repeat-ngram-size");
+        assert!(check_repeats(&Repeats::default()).is_ok());
+        assert!(check_repeats(&Repeats {
+            penalty: 1.3,
+            no_repeat_ngram: 3
+        })
+        .is_ok());
+        assert!(check_repeats(&Repeats {
+            penalty: 0.7,
+            no_repeat_ngram: 0
+        })
+        .is_err());
     }
 }

@@ -25,6 +25,7 @@ use crate::critic::Critic;
 use crate::data::tokenizer::TextTokenizer;
 use crate::model::folder::LoadedCaptioner;
 use crate::model::generate::{decode_rows, Choice};
+use crate::model::repeats::Repeats;
 use crate::rng::{streams, Rng};
 
 /// What the decoding thread owns.
@@ -41,6 +42,8 @@ pub struct Decoding {
     pub top_p: f32,
     pub max_new_tokens: usize,
     pub seed: u64,
+    #[serde(flatten)]
+    pub repeats: Repeats,
 }
 
 pub struct Job {
@@ -234,12 +237,14 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
     let mut style_of_row = Vec::new();
     let mut limits = Vec::new();
     let mut pickers = Vec::new();
+    let mut repeats = Vec::new();
     for (ji, j) in jobs.iter().enumerate() {
         for (si, &style) in j.styles.iter().enumerate() {
             for k in 0..j.n {
                 image_of_row.push(ji);
                 style_of_row.push(style);
                 limits.push(j.decoding.max_new_tokens);
+                repeats.push(j.decoding.repeats);
                 let stream = (si * j.n + k) as u64;
                 pickers.push((
                     j.decoding,
@@ -256,7 +261,7 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
         .style_prefix
         .is_some()
         .then_some(style_of_row.as_slice());
-    let gens = decode_rows(model, &encoded, styles, &limits, |i| {
+    let gens = decode_rows(model, &encoded, styles, &limits, &repeats, |i| {
         let (d, rng) = &mut pickers[i];
         if d.greedy {
             Choice::Greedy

@@ -81,6 +81,7 @@ impl From<ImageProblem> for ApiError {
             ImageProblem::TooManyPixels { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
             }
+            ImageProblem::TooThin { .. } => (StatusCode::BAD_REQUEST, "image_too_thin"),
         };
         ApiError::new(status, code, p.to_string())
     }

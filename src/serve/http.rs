@@ -23,7 +23,7 @@ use super::listen::closed;
 use super::metrics::Metrics;
 use super::request::{check, parse_json, parse_multipart};
 use crate::data::image::PreprocessorConfig;
-use crate::data::image_check::{decode_checked, header};
+use crate::data::image_check::{check_shape, decode_checked, header};
 use crate::model::settings::DecodeLimits;
 
 pub struct AppState {
@@ -41,9 +41,10 @@ pub struct AppState {
     /// Admission: requests queued or decoded (their body already read and valid); beyond
     /// capacity, 503.
     pub admission: Semaphore,
-    /// Megapixels being decoded, one permit each. A 25-megapixel upload takes a few hundred MB while it is
-    /// decoded and resized; this bounds the sum however many arrive together.
-    pub decodes: Semaphore,
+    /// Megapixels being decoded, one permit each. A 25-megapixel upload takes a few hundred
+    /// MB while it is decoded and resized; this bounds the sum however many arrive together.
+    /// The permits go with the decoding thread, which runs on after its request times out.
+    pub decodes: Arc<Semaphore>,
     /// Set when shutdown begins: requests still sending their body are answered at once.
     pub closing: watch::Receiver<bool>,
     pub next_seed: AtomicU64,
@@ -187,6 +188,7 @@ async fn captions(State(st): State<Arc<AppState>>, req: Request) -> Result<Respo
         temperature: checked.temperature,
         top_p: checked.top_p,
         max_new_tokens: checked.max_new_tokens,
+        repeats: checked.repeats,
         seed: params
             .seed
             .unwrap_or_else(|| st.next_seed.fetch_add(1, Ordering::Relaxed)),
@@ -277,14 +279,17 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Byt
 /// megapixels decoded at once (the size read from the header).
 async fn decode_image(st: &Arc<AppState>, bytes: Vec<u8>) -> Result<Vec<f32>, ApiError> {
     let (_, width, height) = header(&bytes)?;
+    check_shape(width, height)?;
     let megapixels = (width as u64 * height as u64).div_ceil(1_000_000) as usize;
-    let _slot = st
+    let slot = st
         .decodes
-        .acquire_many(megapixels.clamp(1, DECODE_BUDGET_MP) as u32)
+        .clone()
+        .acquire_many_owned(megapixels.clamp(1, DECODE_BUDGET_MP) as u32)
         .await
         .map_err(|_| ApiError::internal("image decoding stopped"))?;
     let st2 = st.clone();
     let pixels = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let img = decode_checked(&bytes, st2.config.max_pixels)?;
         drop(bytes);
         let large = img.width() as u64 * img.height() as u64 > LARGE_IMAGE_PIXELS;

@@ -96,7 +96,7 @@ pub fn run(o: ServeOptions, device: Device) -> Result<()> {
     };
     let state = Arc::new(AppState {
         admission: tokio::sync::Semaphore::new(o.config.queue_capacity),
-        decodes: tokio::sync::Semaphore::new(http::DECODE_BUDGET_MP),
+        decodes: Arc::new(tokio::sync::Semaphore::new(http::DECODE_BUDGET_MP)),
         closing,
         config: o.config,
         api_key: o.api_key,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::config::ServeConfig;
 use super::error::ApiError;
+use crate::model::repeats::Repeats;
 use crate::model::settings::{DecodeLimits, DecodeSettings, Setting};
 
 /// A request as sent, before validation.
@@ -26,6 +27,8 @@ pub struct Params {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub max_new_tokens: Option<i64>,
+    pub repetition_penalty: Option<f32>,
+    pub no_repeat_ngram_size: Option<i64>,
     pub seed: Option<u64>,
 }
 
@@ -107,6 +110,12 @@ pub async fn parse_multipart(req: Request) -> Result<Params, ApiError> {
             "max_new_tokens" => {
                 p.max_new_tokens = Some(text.parse().map_err(|_| number("a whole number"))?)
             }
+            "repetition_penalty" => {
+                p.repetition_penalty = Some(text.parse().map_err(|_| number("a number"))?)
+            }
+            "no_repeat_ngram_size" => {
+                p.no_repeat_ngram_size = Some(text.parse().map_err(|_| number("a whole number"))?)
+            }
             "seed" => p.seed = Some(text.parse().map_err(|_| number("an integer"))?),
             _ => return Err(bad("unknown_field", format!("unknown form field `{name}`"))),
         }
@@ -130,6 +139,7 @@ pub struct Checked {
     pub temperature: f32,
     pub top_p: f32,
     pub max_new_tokens: usize,
+    pub repeats: Repeats,
 }
 
 /// Checks a request against the captioner's styles and the limits; the decoding settings
@@ -189,6 +199,8 @@ pub fn check(
         top_p: p.top_p,
         n: p.n,
         max_new_tokens: p.max_new_tokens,
+        repetition_penalty: p.repetition_penalty,
+        no_repeat_ngram_size: p.no_repeat_ngram_size,
         ..DecodeSettings::default()
     }
     .check(limits)
@@ -198,6 +210,8 @@ pub fn check(
             Setting::TopP => "invalid_top_p",
             Setting::N => "invalid_n",
             Setting::MaxNewTokens => "invalid_max_new_tokens",
+            Setting::RepetitionPenalty => "invalid_repetition_penalty",
+            Setting::NoRepeatNgramSize => "invalid_no_repeat_ngram_size",
             Setting::TopK | Setting::Beams => "invalid_field",
         };
         ApiError::bad_request(code, e.message(&format!("`{}`", e.setting.field())))
@@ -211,5 +225,6 @@ pub fn check(
         max_new_tokens: settings
             .max_new_tokens
             .unwrap_or(limits.max_new_tokens.min(32)),
+        repeats: settings.repeats(),
     })
 }

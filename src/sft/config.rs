@@ -78,7 +78,8 @@ impl ModelShape {
             TextTokenizer::MIN_BPE_VOCAB,
             1 << 20,
         )?;
-        check::within("model.prefix_tokens", self.prefix_tokens, 0, 64)?;
+        // At least one: without a prefix every style writes alike.
+        check::within("model.prefix_tokens", self.prefix_tokens, 1, 64)?;
         for (dim, heads, names) in [
             (
                 self.vision_dim,

@@ -30,7 +30,9 @@ fn problem(p: ImageProblem) -> Failure {
     match p {
         ImageProblem::NotImage => Failure::new("not_an_image", p.to_string()),
         ImageProblem::Corrupt(_) => Failure::new("decode_failed", p.to_string()),
-        ImageProblem::TooManyPixels { .. } => Failure::new("image_too_large", p.to_string()),
+        ImageProblem::TooManyPixels { .. } | ImageProblem::TooThin { .. } => {
+            Failure::new("image_too_large", p.to_string())
+        }
     }
 }
 

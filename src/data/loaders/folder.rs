@@ -92,7 +92,23 @@ fn extension(p: &Path) -> String {
         .to_ascii_lowercase()
 }
 
+/// The files under `dir`, sorted. A folder reached twice (through a symbolic link to it, or
+/// to a folder above it) is read once: a link loop would otherwise list every picture again
+/// at each level, under new names, until the path grows too long.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    walk_once(dir, out, &mut std::collections::HashSet::new())
+}
+
+fn walk_once(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    let real = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?;
+    if !seen.insert(real) {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read folder {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -101,7 +117,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
+            walk_once(&p, out, seen)?;
         } else {
             out.push(p);
         }
