@@ -112,6 +112,22 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(weights(&again), wa, "resumed from the stranded checkpoint");
     assert!(!a.join(".checkpoint.tmp17").exists() && !a.join(".checkpoint.tmp4242").exists());
 
+    // A checkpoint whose styles are not the ones the data gives now (the corpus changed
+    // between the kill and the resume) is refused: its style rows would be read as others.
+    let config = b.join("checkpoint/config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["stylecap"]["styles"][0] = "baroque".into();
+    std::fs::write(&config, c.to_string()).unwrap();
+    let err = format!(
+        "{:#}",
+        Trainer::new(tiny(), &b, true, &device).err().unwrap()
+    );
+    assert!(
+        err.contains("trained on the styles baroque") && err.contains("the style corpus now"),
+        "{err}"
+    );
+
     // A second run into the same folder is refused rather than mixed in.
     let err = Trainer::new(tiny(), &a, false, &device)
         .err()

@@ -158,6 +158,15 @@ impl Trainer {
             Some(r) => {
                 let ckpt = r.run.checkpoint_dir();
                 let loaded = folder::LoadedCaptioner::load(&ckpt, &device)?;
+                // Style rows are indexed by name order: another corpus would shift them.
+                anyhow::ensure!(
+                    loaded.model.config.style.styles == styles,
+                    "{}: the run was trained on the styles {}; the style corpus now gives {}. \
+                     Resume with the data the run started with, or start a new run",
+                    ckpt.display(),
+                    loaded.model.config.style.styles.join(", "),
+                    styles.join(", ")
+                );
                 let optim = AdamW::load(
                     config.optimizer.clone(),
                     &ckpt.join("optimizer.safetensors"),
