@@ -116,6 +116,10 @@ impl DemoPreset {
             .validate()
             .with_context(|| in_section("align"))?;
         preset.eval.validate().with_context(|| in_section("eval"))?;
+        preset
+            .report
+            .validate()
+            .with_context(|| in_section("report"))?;
         Ok(preset)
     }
 }
@@ -259,8 +263,18 @@ fn check_settings(out: &Path, preset: &DemoPreset) -> Result<()> {
         return write_json(&path, &now);
     }
     let then: serde_json::Value = read_json(&path)?;
+    // A key the file lacks was added to stylecap after the demo started: its default is
+    // what the demo ran with.
+    let defaults = serde_json::to_value(DemoPreset {
+        train: TrainConfig::default(),
+        critic: CriticTrainConfig::default(),
+        judge: CriticTrainConfig::default(),
+        align: AlignConfig::default(),
+        eval: EvalConfig::default(),
+        report: ReportOptions::default(),
+    })?;
     let mut changed = Vec::new();
-    differences(&then, &now, "", &mut changed);
+    differences(&then, &now, &defaults, "", &mut changed);
     if !changed.is_empty() {
         bail!(
             "{} holds a demo started with other settings ({}, as recorded in its \
@@ -274,10 +288,11 @@ fn check_settings(out: &Path, preset: &DemoPreset) -> Result<()> {
 }
 
 /// Appends "key: A there, B now" to `out` for every key (a dotted path) whose value differs
-/// between `there` and `now`.
+/// between `there` and `now`; a key missing `there` stands for its value in `defaults`.
 fn differences(
     there: &serde_json::Value,
     now: &serde_json::Value,
+    defaults: &serde_json::Value,
     at: &str,
     out: &mut Vec<String>,
 ) {
@@ -291,10 +306,11 @@ fn differences(
                 } else {
                     format!("{at}.{k}")
                 };
-                let (u, v) = (x.get(k), y.get(k));
+                let default = defaults.get(k).unwrap_or(&Value::Null);
                 differences(
-                    u.unwrap_or(&Value::Null),
-                    v.unwrap_or(&Value::Null),
+                    x.get(k).unwrap_or(default),
+                    y.get(k).unwrap_or(&Value::Null),
+                    default,
                     &key,
                     out,
                 );
@@ -467,6 +483,23 @@ mod tests {
         other.eval.images = 50;
         let e = check_settings(&dir, &other).unwrap_err().to_string();
         assert!(e.contains("eval.images: 200 there, 50 now"), "{e}");
+        // A folder recorded before a key existed continues with that key at its default,
+        // and is refused with it set otherwise.
+        let path = dir.join(SETTINGS_FILE);
+        let mut recorded: serde_json::Value = read_json(&path).unwrap();
+        recorded["eval"]
+            .as_object_mut()
+            .unwrap()
+            .remove("repetition_penalty");
+        write_json(&path, &recorded).unwrap();
+        check_settings(&dir, &preset).unwrap();
+        let mut other = preset.clone();
+        other.eval.repetition_penalty = 1.5;
+        let e = check_settings(&dir, &other).unwrap_err().to_string();
+        assert!(
+            e.contains("eval.repetition_penalty: 1.0 there, 1.5 now"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

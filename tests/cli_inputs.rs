@@ -164,7 +164,7 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
     );
     refused(
         &["report", &base, "--images", "100000"],
-        &["--images = 100000", "allowed 1 to 200"],
+        &["images = 100000", "allowed 1 to 200"],
     );
     eval(&["--clip", "/nonexistent-clip"], &["/nonexistent-clip"]);
     eval(
@@ -174,6 +174,18 @@ fn evaluation_and_demo_settings_out_of_range_are_refused_naming_the_field() {
 
     // A preset is checked section by section before any stage runs.
     let dir = scratch("cli_inputs", "demo");
+    let report = write(&dir, "report.toml", "[report]\nimages = 0\n");
+    refused(
+        &[
+            "demo",
+            "--preset",
+            &report,
+            "--out",
+            &dir.join("out").display().to_string(),
+            "--quiet",
+        ],
+        &["section [report]", "images = 0"],
+    );
     let preset = write(&dir, "bad.toml", "[align]\nsteps = 0\n");
     let out = dir.join("out").display().to_string();
     refused(

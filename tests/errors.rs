@@ -244,7 +244,7 @@ fn captioner_folders_whose_files_disagree_are_refused_at_load() {
                 extra["content"] = "<|extra|>".into();
                 v["added_tokens"].as_array_mut().unwrap().push(extra);
             }),
-            "321 tokens, more than the decoder's vocabulary of 320",
+            "token id 320, beyond the decoder's vocabulary of 320",
         ),
         (
             "std",
@@ -257,6 +257,16 @@ fn captioner_folders_whose_files_disagree_are_refused_at_load() {
             "preprocessor_config.json",
             Box::new(|v| v["size"] = serde_json::json!({"height": 48, "width": 48})),
             "preprocessing gives 48x48 images; the encoder expects 32x32",
+        ),
+        (
+            "crop",
+            "preprocessor_config.json",
+            Box::new(|v| {
+                v["size"] = serde_json::json!({"shortest_edge": 24});
+                v["do_center_crop"] = true.into();
+                v["crop_size"] = serde_json::json!({"height": 32, "width": 32});
+            }),
+            "smaller than the crop (32x32)",
         ),
         (
             "varying",

@@ -820,6 +820,10 @@ fn out_of_range_flags_are_refused_naming_the_flag() {
         ),
         (fetch(&["--size", "0"]), "--size must be 1 to 4096"),
         (
+            fetch(&["--resize", "keep", "--max-aspect-ratio", "500"]),
+            "--max-aspect-ratio is 500 with --resize keep",
+        ),
+        (
             fetch(&["--proxy", "socks5://127.0.0.1:1"]),
             "--proxy must be an http:// or https:// URL",
         ),

@@ -631,6 +631,18 @@ fn repetition_limits_hold_on_every_path() {
         host[3], free[3],
         "a row without limits is decoded as before"
     );
+    let free_on_device = generate::decode_rows_on_device(
+        &model,
+        &encoded,
+        Some(&styles),
+        &limits,
+        &[Repeats::default(); 4],
+        greedy,
+    );
+    assert_eq!(
+        on_device[3], free_on_device[3],
+        "likewise on the device path"
+    );
 
     // Sampled rows (the two paths draw differently) and beam search keep the n-gram limit.
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);

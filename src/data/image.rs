@@ -108,6 +108,22 @@ impl PreprocessorConfig {
     /// Refuses preprocessing that does not bring every image to `size` × `size`, the
     /// encoder's input; `path` names the file in the message.
     pub fn check_output(&self, path: &Path, size: usize) -> Result<()> {
+        // The crop cuts from the resized image and does not pad it (transformers would).
+        if let (true, true, Some((ch, cw))) =
+            (self.do_resize, self.do_center_crop, self.output_size())
+        {
+            let (h, w) = match self.size {
+                SizeSpec::HeightWidth { height, width } => (height, width),
+                SizeSpec::Square(s) | SizeSpec::ShortestEdge { shortest_edge: s } => (s, s),
+            };
+            if h < ch || w < cw {
+                bail!(
+                    "{}: the resize `size` ({h}x{w} at least) is smaller than the crop \
+                     ({ch}x{cw})",
+                    path.display()
+                );
+            }
+        }
         let fixed = self.do_resize || self.do_center_crop;
         match self.output_size() {
             Some(out) if fixed && out == (size, size) => Ok(()),

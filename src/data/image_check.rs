@@ -31,7 +31,8 @@ pub enum ImageProblem {
 /// resizes one axis at a time, and a thin image within the pixel limit (1 × 25,000,000)
 /// would pass through an intermediate of its long side times the output's other side
 /// (16 GB at 224), or, resized by its short side, come out billions of pixels long.
-/// Downloads have their own limit, `fetch --max-aspect-ratio`: they are cropped first.
+/// Downloads have their own limit, `fetch --max-aspect-ratio`: they are cropped or padded to
+/// a square before they are resized, or, kept as they are, held to this one.
 pub const MAX_ASPECT_RATIO: u64 = 100;
 
 impl fmt::Display for ImageProblem {

@@ -118,6 +118,11 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id the tokenizer can write (ids need not be contiguous).
+    pub fn largest_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
     /// The id used to start, end and pad captions: `<|endoftext|>` where the vocabulary has it.
     pub fn end_of_text(&self) -> Result<u32> {
         self.token_id(END_OF_TEXT)

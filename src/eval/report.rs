@@ -40,6 +40,12 @@ impl Default for ReportOptions {
 /// the page.
 pub const MAX_GALLERY_IMAGES: usize = 200;
 
+impl ReportOptions {
+    pub fn validate(&self) -> Result<()> {
+        crate::util::check::within("images", self.images, 1, MAX_GALLERY_IMAGES)
+    }
+}
+
 /// Where a run's parts are: a demo folder (`base/`, `align/`, `judge/`, `eval.json`) or a
 /// single supervised run (`model/`, `metrics.jsonl`).
 struct Layout {
@@ -452,7 +458,7 @@ pub fn write_report(
     o: &ReportOptions,
     device: &Device,
 ) -> Result<(PathBuf, Vec<String>)> {
-    crate::util::check::within("--images", o.images, 1, MAX_GALLERY_IMAGES)?;
+    o.validate()?;
     let l = layout(dir)?;
     let eval: Option<Value> = match &l.eval {
         Some(p) => Some(crate::util::read_json(p)?),

@@ -296,6 +296,7 @@ pub fn decode_rows_on_device(
     mut choose: impl FnMut(usize) -> Choice,
 ) -> Vec<Generation> {
     let batch = max_new_tokens.len();
+    assert_eq!(repeats.len(), batch, "one `Repeats` per row");
     let device = encoded.cross[0].k.device();
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
@@ -322,7 +323,7 @@ pub fn decode_rows_on_device(
         let lp = log_softmax(f32_logits.clone(), 1);
         let picked = match &mut limits_on_device {
             Some(limits) => {
-                let picked = picker.pick(limits.apply(f32_logits, &tokens));
+                let picked = picker.pick(limits.scores(f32_logits, lp.clone(), &tokens));
                 limits.record(picked.clone());
                 picked
             }

@@ -90,6 +90,8 @@ pub struct DeviceRepeats {
     penalty: Option<(Tensor<2>, Tensor<2>)>,
     /// Each n-gram size asked for, and the rows that ask it `[B, 1]`.
     ngrams: Vec<(usize, Tensor<2, Bool>)>,
+    /// The rows with a limit on `[B, 1]`.
+    limited: Tensor<2, Bool>,
 }
 
 impl DeviceRepeats {
@@ -125,7 +127,28 @@ impl DeviceRepeats {
                 (n, column(asks).greater_elem(0.5))
             })
             .collect();
-        Some(DeviceRepeats { penalty, ngrams })
+        let limited = column(rows.iter().map(|r| !r.is_off() as i32 as f32).collect());
+        Some(DeviceRepeats {
+            penalty,
+            ngrams,
+            limited: limited.greater_elem(0.5),
+        })
+    }
+
+    /// What each row chooses from: a limited row's `logits` with its limits applied, any
+    /// other row's log-probabilities `lp` as they are, so that it picks what it would in a
+    /// batch without limits.
+    pub fn scores(
+        &self,
+        logits: Tensor<2>,
+        lp: Tensor<2>,
+        history: &[Tensor<1, Int>],
+    ) -> Tensor<2> {
+        let dims = lp.dims();
+        lp.mask_where(
+            self.limited.clone().expand(dims),
+            self.apply(logits, history),
+        )
     }
 
     /// `logits` `[B, V]` (f32) with the limits applied after the tokens of `history`.

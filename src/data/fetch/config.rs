@@ -160,6 +160,14 @@ impl FetchConfig {
             "--max-aspect-ratio must be a finite number of at least 1; got {:?}",
             c.max_aspect_ratio
         );
+        let thinnest = crate::data::image_check::MAX_ASPECT_RATIO as f64;
+        ensure!(
+            c.resize != ResizeMode::Keep || c.max_aspect_ratio <= thinnest,
+            "--max-aspect-ratio is {} with --resize keep: images so thin are refused by \
+             stylecap's loaders (one side at most {thinnest} times the other); lower it or crop \
+             or pad them (--resize center-crop or pad)",
+            c.max_aspect_ratio
+        );
         ensure!(
             (1..=MAX_SIZE).contains(&c.size),
             "--size must be 1 to {MAX_SIZE} pixels; got {}",
