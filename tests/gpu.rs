@@ -4,7 +4,8 @@
 //! STYLECAP_TEST_DEVICE=vulkan cargo test --release --features vulkan --test gpu -- --ignored --nocapture
 //! ```
 //!
-//! Greedy and beam-search captions from transformers' fixture give the CPU's tokens; sampled
+//! Greedy and beam-search captions from transformers' fixture give the CPU's tokens, with and
+//! without repetition limits; sampled
 //! captions carry the model's log-probabilities (what the RL stage takes as log π); an RL
 //! update's loss and gradients match the CPU's on the same rollout; the fused ops' device
 //! forms give the CPU's values and gradients.
@@ -19,6 +20,7 @@ use stylecap::align::config::AlignConfig;
 use stylecap::align::rollout::{self, Rollout};
 use stylecap::align::update::{batch_gradients, Update};
 use stylecap::model::generate::{generate, DecodeOptions, Strategy};
+use stylecap::model::repeats::Repeats;
 use stylecap::model::weights::SafetensorsFile;
 use stylecap::model::Captioner;
 
@@ -51,12 +53,21 @@ fn greedy_and_beam_tokens_match_the_cpu() {
         num_beams: 3,
         length_penalty: 1.0,
     };
-    for (name, strategy) in [("greedy", Strategy::Greedy), ("3 beams", beams)] {
+    let limited = Repeats {
+        penalty: 1.3,
+        no_repeat_ngram: 2,
+    };
+    for (name, strategy, repeats) in [
+        ("greedy", Strategy::Greedy, Repeats::default()),
+        ("3 beams", beams.clone(), Repeats::default()),
+        ("greedy, repetition limits", Strategy::Greedy, limited),
+        ("3 beams, repetition limits", beams, limited),
+    ] {
         let opts = DecodeOptions {
             strategy,
             max_new_tokens: 16,
             seed: 0,
-            ..DecodeOptions::default()
+            repeats,
         };
         let on = |device: &Device| {
             let model = Captioner::load(&fixture("vit_gpt2"), device).unwrap();
