@@ -289,3 +289,41 @@ fn a_critic_trains_in_mixed_precision() {
         }
     }
 }
+
+/// A critic folder whose `critic.json` disagrees with its encoder (fewer than two styles,
+/// more tokens than positions) is refused at load, naming the file and the range.
+#[test]
+fn critic_folders_out_of_range_are_refused_at_load() {
+    let _turn = common::serial();
+    let device = Device::flex();
+    let (critic, tokenizer) = tiny_critic(&device);
+    let positions = critic.bert_config.max_position_embeddings;
+    let dir = common::scratch("critic", "damaged");
+    critic.save(&dir, &tokenizer).unwrap();
+    assert!(Critic::load(&dir, &device).is_ok());
+    let info = dir.join("critic.json");
+    let original = std::fs::read_to_string(&info).unwrap();
+    let cases = [
+        (
+            serde_json::json!({"styles": ["x"]}),
+            "lists 1 style(s)".to_string(),
+        ),
+        (
+            serde_json::json!({"max_tokens": 0}),
+            format!("`max_tokens` is 0; the encoder's positions allow 1 to {positions}"),
+        ),
+        (
+            serde_json::json!({"max_tokens": positions + 1}),
+            format!("`max_tokens` is {}", positions + 1),
+        ),
+    ];
+    for (change, says) in cases {
+        let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+        for (k, x) in change.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        std::fs::write(&info, v.to_string()).unwrap();
+        let e = format!("{:#}", Critic::load(&dir, &device).err().unwrap());
+        assert!(e.contains(&says) && e.contains("critic.json"), "{e}");
+    }
+}

@@ -80,14 +80,37 @@ impl Critic {
         } else {
             dir
         };
-        let info: CriticInfo = read_json(&dir.join("critic.json"))?;
+        let info_path = dir.join("critic.json");
+        let info: CriticInfo = read_json(&info_path)?;
         let bert_config = read_bert_config(dir)?;
+        anyhow::ensure!(
+            info.styles.len() >= 2,
+            "{}: `styles` lists {} style(s); a critic tells at least 2 apart",
+            info_path.display(),
+            info.styles.len()
+        );
+        anyhow::ensure!(
+            (1..=bert_config.max_position_embeddings).contains(&info.max_tokens),
+            "{}: `max_tokens` is {}; the encoder's positions allow 1 to {}",
+            info_path.display(),
+            info.max_tokens,
+            bert_config.max_position_embeddings
+        );
         let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
         let model = without_init(|| Critic::new(bert_config, info, device));
         let strict = |_: &str| false;
         let (bert, _) = load_module(model.bert, &file, "bert", &strict)?;
         let (classifier, _) = load_module(model.classifier, &file, "classifier", &strict)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        if let Some(largest) = tokenizer.largest_id() {
+            anyhow::ensure!(
+                (largest as usize) < model.bert_config.vocab_size,
+                "{}: it has token id {largest}, beyond the encoder's vocabulary of {} \
+                 (config.json)",
+                dir.join("tokenizer.json").display(),
+                model.bert_config.vocab_size
+            );
+        }
         Ok((
             Critic {
                 bert,
