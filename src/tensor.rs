@@ -3,6 +3,13 @@
 
 use burn::prelude::*;
 
+/// Creation on `device` in f32, whatever its float type: decoding's arithmetic over the
+/// vocabulary (sampling, repetition limits) stays in f32 under half precision.
+pub fn in_f32(device: &Device) -> burn::tensor::TensorCreationOptions {
+    burn::tensor::TensorCreationOptions::new(device.clone())
+        .with_dtype(burn::tensor::FloatDType::F32.into())
+}
+
 /// A float tensor's values, row-major, as f32.
 pub fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()

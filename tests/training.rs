@@ -475,17 +475,23 @@ fn kv_cache_matches_full_recomputation() {
     }
 }
 
+/// The tiny styled captioner without an end token, four random pictures and their encoding.
+fn four_pictures_to_decode() -> (Captioner, Tensor<4>, EncodedImages) {
+    let device = Device::flex();
+    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
+    model.config.eos_token_id = None;
+    let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let encoded = model.encode(pixels.clone());
+    (model, pixels, encoded)
+}
+
 /// Decoding with every choice on the device (the GPU path, run here on the CPU backend):
 /// greedy rows give the host path's tokens and log-probabilities, rows end at the end token
 /// or their own limit, and sampled tokens carry the model's log-probabilities.
 #[test]
 fn device_decoding_matches_the_host_path() {
     let _turn = serial();
-    let device = Device::flex();
-    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
-    model.config.eos_token_id = None;
-    let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
-    let encoded = model.encode(pixels.clone());
+    let (mut model, pixels, encoded) = four_pictures_to_decode();
     let styles = [1usize, 0, 1, 0];
     let limits = [12usize, 5, 0, 9];
     let off = [Repeats::default(); 4];
@@ -514,23 +520,13 @@ fn device_decoding_matches_the_host_path() {
         });
     for (i, g) in sampled.iter().enumerate() {
         assert_eq!(g.tokens.len(), 8, "row {i}");
-        let mut ids = vec![0i64];
-        for (step, &tok) in g.tokens.iter().enumerate() {
-            let t = ids.len();
-            let input = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &device);
-            let style =
-                Tensor::<1, Int>::from_data(TensorData::new(vec![styles[i] as i64], [1]), &device);
-            let logits = model
-                .forward(pixels.clone().narrow(0, i, 1), Some(style), input, None)
-                .narrow(1, t - 1, 1)
-                .reshape([1, 50]);
-            let lp = values(burn::tensor::activation::log_softmax(logits, 1));
-            let diff = (lp[tok as usize] - g.logprobs[step]).abs();
+        let own = model_logprobs(&model, pixels.clone().narrow(0, i, 1), styles[i], &g.tokens);
+        for (step, (a, b)) in own.iter().zip(&g.logprobs).enumerate() {
+            let diff = (a - b).abs();
             assert!(
                 diff <= 1e-5,
                 "row {i} step {step}: log-prob differs by {diff}"
             );
-            ids.push(tok as i64);
         }
     }
 }
@@ -569,11 +565,7 @@ fn model_logprobs(model: &Captioner, pixels: Tensor<4>, style: usize, tokens: &[
 #[test]
 fn repetition_limits_hold_on_every_path() {
     let _turn = serial();
-    let device = Device::flex();
-    let mut model = tiny_captioner("vit", &["factual", "noir"], &device);
-    model.config.eos_token_id = None;
-    let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
-    let encoded = model.encode(pixels.clone());
+    let (model, pixels, encoded) = four_pictures_to_decode();
     let styles = [1usize, 0, 1, 0];
     let limits = [16usize; 4];
     let greedy = |_| generate::Choice::Greedy;

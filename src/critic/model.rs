@@ -102,15 +102,11 @@ impl Critic {
         let (bert, _) = load_module(model.bert, &file, "bert", &strict)?;
         let (classifier, _) = load_module(model.classifier, &file, "classifier", &strict)?;
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
-        if let Some(largest) = tokenizer.largest_id() {
-            anyhow::ensure!(
-                (largest as usize) < model.bert_config.vocab_size,
-                "{}: it has token id {largest}, beyond the encoder's vocabulary of {} \
-                 (config.json)",
-                dir.join("tokenizer.json").display(),
-                model.bert_config.vocab_size
-            );
-        }
+        tokenizer.check_ids_below(
+            model.bert_config.vocab_size,
+            "encoder",
+            &dir.join("tokenizer.json"),
+        )?;
         Ok((
             Critic {
                 bert,

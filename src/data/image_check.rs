@@ -68,13 +68,7 @@ pub fn header(bytes: &[u8]) -> Result<(ImageFormat, u32, u32), ImageProblem> {
 pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageProblem> {
     let corrupt = |e: &dyn fmt::Display| ImageProblem::Corrupt(e.to_string());
     let (format, width, height) = header(bytes)?;
-    if width as u64 * height as u64 > max_pixels {
-        return Err(ImageProblem::TooManyPixels {
-            width,
-            height,
-            max: max_pixels,
-        });
-    }
+    check_pixels(width, height, max_pixels)?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing.
         return Err(corrupt(&TRUNCATED_JPEG));
@@ -87,6 +81,18 @@ pub fn decode_checked(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImagePr
     reader.limits(limits);
     // `into_rgb8` keeps an RGB decode's buffer where `to_rgb8` would copy it.
     Ok(reader.decode().map_err(|e| corrupt(&e))?.into_rgb8())
+}
+
+/// Refuses an image size (from its header) over `max_pixels`.
+pub fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ImageProblem> {
+    if width as u64 * height as u64 > max_pixels {
+        return Err(ImageProblem::TooManyPixels {
+            width,
+            height,
+            max: max_pixels,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses an image size (from its header) whose sides differ more than

@@ -118,9 +118,18 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The largest id the tokenizer can write (ids need not be contiguous).
-    pub fn largest_id(&self) -> Option<u32> {
-        self.inner.get_vocab(true).into_values().max()
+    /// Refuses a tokenizer (read from `path`) that can write an id past the `vocab` rows of
+    /// the `owner`'s embedding (ids need not be contiguous, so the largest is what counts).
+    pub fn check_ids_below(&self, vocab: usize, owner: &str, path: &Path) -> Result<()> {
+        if let Some(largest) = self.inner.get_vocab(true).into_values().max() {
+            anyhow::ensure!(
+                (largest as usize) < vocab,
+                "{}: it has token id {largest}, beyond the {owner}'s vocabulary of {vocab} \
+                 (config.json): is it another model's tokenizer?",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// The id used to start, end and pad captions: `<|endoftext|>` where the vocabulary has it.

@@ -134,15 +134,11 @@ impl LoadedCaptioner {
     /// What the files must agree on: every id the tokenizer writes within the decoder's
     /// vocabulary, and preprocessing to the encoder's input size.
     fn check(&self, dir: &Path) -> Result<()> {
-        let vocab = self.model.decoder.vocab_size();
-        if let Some(largest) = self.tokenizer.largest_id() {
-            anyhow::ensure!(
-                (largest as usize) < vocab,
-                "{}: it has token id {largest}, beyond the decoder's vocabulary of {vocab} \
-                 (config.json): is it another captioner's tokenizer?",
-                dir.join("tokenizer.json").display()
-            );
-        }
+        self.tokenizer.check_ids_below(
+            self.model.decoder.vocab_size(),
+            "decoder",
+            &dir.join("tokenizer.json"),
+        )?;
         self.preprocess.check_output(
             &dir.join("preprocessor_config.json"),
             self.model.config.encoder.image_size(),

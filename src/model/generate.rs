@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::captioner::{Captioner, EncodedImages};
 use super::repeats::{DeviceRepeats, Repeats};
+use crate::tensor::in_f32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Strategy {
@@ -368,11 +369,6 @@ pub fn decode_rows_on_device(
             }
         })
         .collect()
-}
-
-/// Creation on `device` in f32, whatever its float type (the sampling arithmetic's).
-fn in_f32(device: &Device) -> burn::tensor::TensorCreationOptions {
-    burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(FloatDType::F32.into())
 }
 
 /// The per-row settings of [`decode_rows_on_device`]'s choices, as device tensors.

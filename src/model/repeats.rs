@@ -10,6 +10,8 @@ use burn::prelude::*;
 use burn::tensor::{FloatDType, IndexingUpdateOp};
 use serde::{Deserialize, Serialize};
 
+use crate::tensor::in_f32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Repeats {
@@ -54,11 +56,6 @@ impl Repeats {
             scores[t as usize] = f32::NEG_INFINITY;
         }
     }
-}
-
-/// Creation on `device` in f32, whatever its float type (the logits' type here).
-fn in_f32(device: &Device) -> burn::tensor::TensorCreationOptions {
-    burn::tensor::TensorCreationOptions::new(device.clone()).with_dtype(FloatDType::F32.into())
 }
 
 fn penalised(score: f32, penalty: f32) -> f32 {

@@ -117,16 +117,9 @@ pub fn check_image_file(path: &Path) -> Result<(u32, u32), String> {
     let size = reader
         .into_dimensions()
         .map_err(|e| format!("not a readable image {}: {e}", path.display()))?;
-    if size.0 as u64 * size.1 as u64 > crate::data::image::MAX_FILE_PIXELS {
-        return Err(format!(
-            "{}: the image is {}x{} pixels; at most {} are accepted",
-            path.display(),
-            size.0,
-            size.1,
-            crate::data::image::MAX_FILE_PIXELS
-        ));
-    }
-    crate::data::image_check::check_shape(size.0, size.1)
+    use crate::data::image_check::{check_pixels, check_shape};
+    check_pixels(size.0, size.1, crate::data::image::MAX_FILE_PIXELS)
+        .and_then(|()| check_shape(size.0, size.1))
         .map_err(|p| format!("{}: {p}", path.display()))?;
     if jpeg {
         let complete = std::fs::File::open(path)
