@@ -522,6 +522,11 @@ fn the_web_page_uploads_an_image_and_shows_captions_in_each_chosen_style() {
         "for (const c of document.querySelectorAll('input[name=style]')) \
            c.checked = (c.value === 'noir' || c.value === 'romantic'); true",
     );
+    // And the repetition limits.
+    b.eval(
+        "document.getElementById('repetition_penalty').value = '1.5'; \
+         document.getElementById('no_repeat_ngram_size').value = '3'; true",
+    );
     b.eval("document.getElementById('n').value = '2'; document.getElementById('go').click(); true");
     let shown = b.wait_for(
         "[...document.querySelectorAll('#results .caption')].map(d => \
@@ -536,6 +541,11 @@ fn the_web_page_uploads_an_image_and_shows_captions_in_each_chosen_style() {
         "{shown:?}"
     );
     assert_eq!(b.eval("document.getElementById('error').textContent"), "");
+    // The server decoded with the limits the page sent (the answer's `decoding` echoes them).
+    assert_eq!(
+        b.eval("document.getElementById('limits').textContent"),
+        "; repetition penalty 1.50, no repeated 3-gram"
+    );
     b.screenshot(&dir.join("page.png"));
     assert!(std::fs::metadata(dir.join("page.png")).unwrap().len() > 1000);
 }
@@ -779,8 +789,8 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
             "--repetition-penalty is NaN",
         ),
         (
-            &["--no-repeat-ngram-size", "0"],
-            "--no-repeat-ngram-size is 0; it must be 1 to",
+            &["--no-repeat-ngram-size", "100000"],
+            "--no-repeat-ngram-size is 100000; it must be 0 (off) to",
         ),
     ];
     for (args, says) in refused {
@@ -803,6 +813,7 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
         &["--max-new-tokens", "62"],
         &["--repetition-penalty", "1.3", "--no-repeat-ngram-size", "2"],
         &["--beams", "3", "--no-repeat-ngram-size", "1"],
+        &["--repetition-penalty", "1", "--no-repeat-ngram-size", "0"],
         &["--temperature", "1", "--repetition-penalty", "10"],
     ];
     for args in accepted {
@@ -869,9 +880,9 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
             "`repetition_penalty` is 0.5; it must be 1 (off) to 10",
         ),
         (
-            json!({"no_repeat_ngram_size": 0}),
+            json!({"no_repeat_ngram_size": 100000}),
             "invalid_no_repeat_ngram_size",
-            "`no_repeat_ngram_size` is 0; it must be 1 to",
+            "`no_repeat_ngram_size` is 100000; it must be 0 (off) to",
         ),
     ];
     for (mut body, code, says) in json_refused {
@@ -925,6 +936,7 @@ fn decoding_settings_out_of_range_are_refused_by_the_cli_and_the_server() {
         json!({"max_new_tokens": cap, "temperature": 10}),
         json!({"repetition_penalty": 10, "no_repeat_ngram_size": 1, "greedy": true}),
         json!({"repetition_penalty": 1.2, "no_repeat_ngram_size": cap}),
+        json!({"repetition_penalty": 1, "no_repeat_ngram_size": 0}),
     ];
     for mut body in json_accepted {
         body["image"] = json!(image);

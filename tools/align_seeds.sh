@@ -6,14 +6,20 @@
 # deviation of each column. Extra arguments go to `stylecap align` (e.g. --algo grpo). A
 # default alignment takes 1 to 2.5 minutes on 2 cores; finished seeds are not run again.
 # Usage: tools/align_seeds.sh DEMO_DIR WORK_DIR N [align flags...]
+# STYLECAP=path runs that binary instead of building this checkout's (a copy keeps long runs
+# apart from edits to the source).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=$(realpath "$1") work=$2 n=$3
 shift 3
 images=${IMAGES:-200}
 mkdir -p "$work"
-cargo build --release --quiet
-bin=$PWD/target/release/stylecap
+if [ -n "${STYLECAP:-}" ]; then
+  bin=$(realpath "$STYLECAP")
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/stylecap
+fi
 for ((seed = 0; seed < n; seed++)); do
   name=seed$seed
   if [ ! -s "$work/$name.eval.json" ]; then

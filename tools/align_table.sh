@@ -5,6 +5,7 @@
 # evaluate every run with the judge on the 200 test pictures, and print a markdown table of
 # each row's mean and range over its seeds. About 15 minutes a seed on 2 cores.
 # Usage: tools/align_table.sh DEMO_DIR WORK_DIR [SEEDS (default 3)]
+# STYLECAP=path runs that binary (see tools/align_seeds.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=$1 work=$2 seeds=${3:-3}

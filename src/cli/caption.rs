@@ -49,8 +49,8 @@ pub struct CaptionArgs {
     /// and multiplied where negative (1, off, to 10; transformers' `repetition_penalty`).
     #[arg(long, allow_negative_numbers = true)]
     pub repetition_penalty: Option<f32>,
-    /// Never repeat an n-gram of tokens of this size (1 to what the decoder's positions allow;
-    /// transformers' `no_repeat_ngram_size`).
+    /// Never repeat an n-gram of tokens of this size (0, off, to what the decoder's positions
+    /// allow; transformers' `no_repeat_ngram_size`).
     #[arg(long, allow_negative_numbers = true)]
     pub no_repeat_ngram_size: Option<i64>,
     /// Seed for sampling.

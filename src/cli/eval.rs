@@ -52,7 +52,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = EvalConfig::default().repetition_penalty)]
     pub repetition_penalty: f32,
     /// Never repeat an n-gram of tokens of this size, as `caption --no-repeat-ngram-size`
-    /// (0: off).
+    /// (0, off, to 4096).
     #[arg(long, default_value_t = EvalConfig::default().no_repeat_ngram_size)]
     pub no_repeat_ngram_size: usize,
     /// Sentence encoder (a sentence-transformers folder such as all-MiniLM-L6-v2): adds each

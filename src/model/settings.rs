@@ -187,12 +187,17 @@ impl DecodeSettings {
                 |p| (1.0..=MAX_REPETITION_PENALTY).contains(&p),
                 &format!("1 (off) to {MAX_REPETITION_PENALTY}"),
             )?,
-            // An n-gram longer than the longest caption can never repeat.
-            no_repeat_ngram_size: count(
-                Setting::NoRepeatNgramSize,
-                self.no_repeat_ngram_size,
-                limits.max_new_tokens,
-            )?,
+            // 0 is off, as in transformers (and as the answers echo it); an n-gram longer
+            // than the longest caption can never repeat.
+            no_repeat_ngram_size: match self.no_repeat_ngram_size {
+                Some(0) => Some(0),
+                v => count(Setting::NoRepeatNgramSize, v, limits.max_new_tokens).map_err(|e| {
+                    InvalidSetting {
+                        range: format!("0 (off) to {}", limits.max_new_tokens),
+                        ..e
+                    }
+                })?,
+            },
         })
     }
 }
@@ -216,8 +221,7 @@ pub fn check_sampling(temperature: f32, top_p: f32, max_new_tokens: usize) -> an
 pub fn check_repeats(r: &Repeats) -> anyhow::Result<()> {
     check_stage(DecodeSettings {
         repetition_penalty: Some(r.penalty),
-        no_repeat_ngram_size: (r.no_repeat_ngram > 0)
-            .then(|| r.no_repeat_ngram.min(i64::MAX as usize) as i64),
+        no_repeat_ngram_size: Some(r.no_repeat_ngram.min(i64::MAX as usize) as i64),
         ..DecodeSettings::default()
     })
 }
@@ -327,9 +331,11 @@ mod tests {
             no_repeat_ngram_size: Some(v),
             ..Default::default()
         };
-        for bad in [0, -3, 41] {
+        for bad in [-3, 41] {
             assert_eq!(refused(n(bad)).setting, Setting::NoRepeatNgramSize, "{bad}");
         }
+        assert_eq!(refused(n(-1)).range, "0 (off) to 40");
+        assert_eq!(n(0).check(&LIMITS).unwrap().repeats(), Repeats::default());
         assert_eq!(Setting::NoRepeatNgramSize.flag(), "--no-repeat-ngram-size");
         assert!(check_repeats(&Repeats::default()).is_ok());
         assert!(check_repeats(&Repeats {
