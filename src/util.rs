@@ -306,8 +306,11 @@ impl AtomicWriter {
 
     pub fn commit(mut self) -> Result<()> {
         let out = self.out.take().expect("not committed");
+        // Synced before the rename: a crash then leaves the old file or the whole new one,
+        // never a renamed file whose blocks were not yet written.
         out.into_inner()
             .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot write {}", self.tmp.display()))?;
         std::fs::rename(&self.tmp, &self.path).with_context(|| {
             format!(
