@@ -3,7 +3,7 @@
 # align with each algorithm at default settings, plus an RLOO ablation without the content
 # reward, KL and supervised anchor, each with seeds 0..SEEDS-1 (tools/align_seeds.sh),
 # evaluate every run with the judge on the 200 test pictures, and print a markdown table of
-# each row's mean and range over its seeds. About 15 minutes a seed on 2 cores.
+# each row's mean and range over its seeds. 15 to 20 minutes a seed on 2 cores.
 # Usage: tools/align_table.sh DEMO_DIR WORK_DIR [SEEDS (default 3)]
 # STYLECAP=path runs that binary (see tools/align_seeds.sh).
 set -euo pipefail
