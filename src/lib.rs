@@ -7,7 +7,8 @@
 //!   tokenization, text metrics);
 //! - [`model`] (encoders, decoder, captioner, decoding, captioner folders);
 //! - [`optim`] (AdamW, schedule, gradients);
-//! - the stages: [`sft`], [`critic`], [`align`], [`eval`], [`bench`], [`demo`], [`serve`];
+//! - the stages: [`sft`], [`critic`], [`align`], [`eval`], [`bench`], [`caption`], [`demo`],
+//!   [`serve`];
 //! - [`cli`], which only parses arguments and prints.
 
 pub mod alloc;
@@ -25,6 +26,7 @@ pub mod optim;
 
 pub mod align;
 pub mod bench;
+pub mod caption;
 pub mod critic;
 pub mod demo;
 pub mod eval;

@@ -30,10 +30,12 @@ pub mod streams {
     pub const ALIGN_IMAGE_ORDER: u64 = 31;
     pub const ALIGN_PPO_SHUFFLE: u64 = 33;
     pub const ALIGN_ANCHOR_ORDER: u64 = 37;
-    /// Serving: the sampler of caption `k` of style `s` of a request, under the request's own
-    /// seed. No run's seed is ever a request's, so this stream may share its number with the
+    /// Captions a user asks for, under the user's seed: row `i` samples from item `i` (the
+    /// server: caption `k` of style `s` of a request is `s·n + k`; `caption`: style `s` of
+    /// picture `p` is `p·styles + s`), so one picture in one style gets the same sampler from
+    /// both. No run's seed is ever a user's, so this stream may share its number with the
     /// world's (and keeps the one it had, so a seed gives the captions it always gave).
-    pub const SERVE_SAMPLING: u64 = 0;
+    pub const CAPTION_SAMPLING: u64 = 0;
 
     /// Keys mixed into a seed (`Rng::keyed`) for one-off draws: the validation slice of a
     /// dataset without one, the factual captions added to the critic's built-in corpus, the

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["sft", "critic"],
     &["align"],
     &["eval"],
-    &["bench", "demo", "serve"],
+    &["bench", "caption", "demo", "serve"],
     &["cli"],
 ];
 

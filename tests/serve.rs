@@ -727,6 +727,45 @@ fn blank_or_short_api_keys_are_refused_at_startup() {
     }
 }
 
+#[test]
+fn the_server_and_caption_sample_the_same_caption_for_one_picture_and_seed() {
+    let (run, _) = model();
+    let s = Server::start(&[]);
+    let dir = common::scratch("serve", "same-sampler");
+    let image = dir.join("a.png");
+    std::fs::write(&image, png(32, 32)).unwrap();
+    for seed in [3, 4] {
+        let body = json!({"image": b64(&png(32, 32)), "styles": ["noir"], "seed": seed,
+                          "temperature": 1.0, "top_p": 0.9});
+        let (st, v) = post_json(&s, &body);
+        assert_eq!(st, 200, "{v}");
+        let served = v["captions"][0]["text"].as_str().unwrap().to_string();
+        let o = Command::new(env!("CARGO_BIN_EXE_stylecap"))
+            .args(["caption", "--model"])
+            .arg(run.join("model"))
+            .arg("--image")
+            .arg(&image)
+            .args([
+                "--style",
+                "noir",
+                "--temperature",
+                "1",
+                "--top-p",
+                "0.9",
+                "--seed",
+            ])
+            .arg(seed.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8(o.stdout).unwrap().trim_end(),
+            served,
+            "seed {seed}"
+        );
+    }
+}
+
 /// A caption as shown: text without control characters or replacement characters.
 fn assert_clean_caption(text: &str, what: &str) {
     assert!(

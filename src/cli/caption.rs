@@ -1,17 +1,17 @@
-//! `stylecap caption`: one image in, one caption out.
+//! `stylecap caption`: pictures in, a caption per picture and style out.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use burn::prelude::*;
 use clap::Args;
 
-use crate::data::image::open_rgb;
+use crate::caption::{self, job_signature, list_pictures, Job, MAX_BATCH_SIZE};
 use crate::model::pretrained::resolve;
 use crate::model::settings::CheckedSettings;
-use crate::model::{
-    generate, DecodeLimits, DecodeOptions, DecodeSettings, LoadedCaptioner, Strategy,
-};
+use crate::model::{DecodeLimits, DecodeOptions, DecodeSettings, LoadedCaptioner, Strategy};
+use crate::util::float_type;
 
 #[derive(Args)]
 pub struct CaptionArgs {
@@ -19,12 +19,21 @@ pub struct CaptionArgs {
     /// preprocessor_config.json), or a Hub id `org/name` in builds with `--features hub`.
     #[arg(long)]
     pub model: String,
-    /// Image file (PNG or JPEG).
+    /// Image files (PNG or JPEG) or folders of them (searched recursively, in path order);
+    /// several may follow one --image, so shell globs work.
+    #[arg(long, num_args = 1.., required = true)]
+    pub image: Vec<PathBuf>,
+    /// Styles to write in, comma-separated, or `all` (default: the captioner's first). Each
+    /// picture is captioned in each.
+    #[arg(long, value_delimiter = ',')]
+    pub style: Vec<String>,
+    /// Write the captions to this file as JSON Lines instead of printing them. A killed run
+    /// started again with the same settings goes on where it stopped (from FILE.partial).
     #[arg(long)]
-    pub image: PathBuf,
-    /// Style to write in (one of the captioner's styles; default: its first).
-    #[arg(long)]
-    pub style: Option<String>,
+    pub out: Option<PathBuf>,
+    /// Pictures decoded together (1 to 256); each picture's styles share its encoding.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_SIZE as u64))]
+    pub batch_size: u64,
     /// Greedy decoding (the default unless --temperature, --top-p, --top-k or --beams is given).
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k", "beams"])]
     pub greedy: bool,
@@ -56,7 +65,8 @@ pub struct CaptionArgs {
     /// Seed for sampling.
     #[arg(long, default_value_t = DecodeOptions::default().seed)]
     pub seed: u64,
-    /// Print one JSON object: caption, style, token_ids (without the start token), logprobs.
+    /// Print one JSON object per caption (JSON Lines): image, style, caption, token_ids
+    /// (without the start token), logprobs.
     #[arg(long)]
     pub json: bool,
 }
@@ -95,14 +105,11 @@ impl CaptionArgs {
 
 pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
     let dir = resolve(&args.model)?;
-    let LoadedCaptioner {
-        model,
-        tokenizer,
-        preprocess: pre,
-    } = LoadedCaptioner::load(&dir, &device)?;
+    let loaded = LoadedCaptioner::load(&dir, &device)?;
+    let model = &loaded.model;
     let settings = args
         .settings()
-        .check(&DecodeLimits::of(&model))
+        .check(&DecodeLimits::of(model))
         .map_err(|e| anyhow!(e.message(&e.setting.flag())))?;
     let pre_path = dir.join("preprocessor_config.json");
     if !pre_path.exists() {
@@ -112,38 +119,90 @@ pub fn run(args: CaptionArgs, device: Device) -> Result<()> {
             pre_path.display()
         );
     }
-    let styles = &model.config.style.styles;
-    let style = match (&args.style, styles.first()) {
-        (Some(s), _) => Some((s.clone(), model.config.style_index(s)?)),
-        (None, Some(first)) => Some((first.clone(), 0)),
-        (None, None) => None,
+    let names = &model.config.style.styles;
+    let styles: Vec<usize> = match args.style.as_slice() {
+        _ if names.is_empty() => Vec::new(),
+        [] => vec![0],
+        [all] if all == "all" => (0..names.len()).collect(),
+        given => given
+            .iter()
+            .map(|s| model.config.style_index(s))
+            .collect::<Result<_>>()?,
     };
-    let image = open_rgb(&args.image)?;
-    let pixels = pre.batch(&[image], &device)?;
-    let opts = DecodeOptions {
-        strategy: args.strategy(&settings),
-        max_new_tokens: settings
-            .max_new_tokens
-            .unwrap_or(DecodeOptions::default().max_new_tokens),
-        seed: args.seed,
-        repeats: settings.repeats(),
+    let job = Job {
+        pictures: list_pictures(&args.image)?,
+        styles,
+        decoding: DecodeOptions {
+            strategy: args.strategy(&settings),
+            max_new_tokens: settings
+                .max_new_tokens
+                .unwrap_or(DecodeOptions::default().max_new_tokens),
+            seed: args.seed,
+            repeats: settings.repeats(),
+        },
+        batch_size: args.batch_size as usize,
     };
-    let style_idx = style.as_ref().map(|(_, i)| vec![*i]);
-    let out = generate(&model, pixels, style_idx.as_deref(), &opts)?
-        .into_iter()
-        .next()
-        .context("no caption")?;
-    let caption = tokenizer.decode_caption(&out.tokens)?;
-    if args.json {
-        let obj = serde_json::json!({
-            "caption": caption,
-            "style": style.map(|(s, _)| s),
-            "token_ids": out.tokens,
-            "logprobs": out.logprobs,
-        });
-        println!("{obj}");
-    } else {
-        println!("{caption}");
+    // One picture in one style prints just its caption, as it always did.
+    let single = job.pictures.len() == 1 && job.styles.len() <= 1;
+    let signature = args
+        .out
+        .as_ref()
+        .map(|_| job_signature(&dir, &loaded, &job, &float_type(&device)));
+    let out = args.out.as_deref().zip(signature.as_ref());
+    let summary = caption::run(&loaded, &job, &device, out, |batch| {
+        if !single {
+            for u in &batch.unreadable {
+                eprintln!("skipped: {}", u.reason);
+            }
+        }
+        if out.is_some() {
+            return Ok(());
+        }
+        // Written, not printed: a closed pipe (`| head`) ends the run with an error, not a panic.
+        let mut stdout = std::io::stdout().lock();
+        for r in &batch.records {
+            if args.json {
+                writeln!(stdout, "{}", serde_json::to_string(r)?)?;
+            } else if single {
+                writeln!(stdout, "{}", r.caption)?;
+            } else {
+                let style = r
+                    .style
+                    .as_deref()
+                    .map(|s| format!("\t{s}"))
+                    .unwrap_or_default();
+                writeln!(stdout, "{}{style}\t{}", r.image, r.caption)?;
+            }
+        }
+        stdout.flush()?;
+        Ok(())
+    })?;
+    if let Some(path) = &args.out {
+        eprintln!(
+            "wrote {} captions of {} pictures to {}{}",
+            summary.captions,
+            job.pictures.len() - summary.unreadable.len(),
+            path.display(),
+            match summary.resumed_batches {
+                0 => String::new(),
+                n => format!(" (resumed after {n} batches an earlier run had finished)"),
+            }
+        );
     }
-    Ok(())
+    match summary.unreadable.as_slice() {
+        [] => Ok(()),
+        [one] if single => bail!("{}", one.reason),
+        many => {
+            let mut names: Vec<&str> = many.iter().take(5).map(|u| u.path.as_str()).collect();
+            if many.len() > 5 {
+                names.push("...");
+            }
+            bail!(
+                "{} of {} pictures could not be read ({}); the others were captioned",
+                many.len(),
+                job.pictures.len(),
+                names.join(", ")
+            )
+        }
+    }
 }

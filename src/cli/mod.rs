@@ -44,7 +44,8 @@ pub enum Command {
     /// The whole chain on the built-in world: base captioner, critic, judge, alignment,
     /// evaluation; stages already complete are skipped.
     Demo(demo::DemoArgs),
-    /// Caption an image with a captioner directory (transformers VisionEncoderDecoder layout).
+    /// Caption pictures (files or folders) in one or more styles with a captioner directory
+    /// (transformers VisionEncoderDecoder layout); printed, or written resumably with --out.
     Caption(caption::CaptionArgs),
     /// Train a captioner (supervised): factual captions of images, and the styles from
     /// unpaired style texts.

@@ -249,7 +249,8 @@ fn run_batch(engine: &Engine, jobs: &[Job]) -> anyhow::Result<Vec<Vec<Caption>>>
                 pickers.push((
                     j.decoding,
                     StdRng::seed_from_u64(
-                        Rng::for_item(j.decoding.seed, streams::SERVE_SAMPLING, stream).next_u64(),
+                        Rng::for_item(j.decoding.seed, streams::CAPTION_SAMPLING, stream)
+                            .next_u64(),
                     ),
                 ));
             }

@@ -85,6 +85,14 @@ pub fn load(dir: &Path, options: LoadOptions) -> Result<Loaded<CaptionRecord>> {
     Ok(out)
 }
 
+/// The PNG and JPEG files under `dir` (subfolders included), sorted by path.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.retain(|f| IMAGE_EXTENSIONS.contains(&extension(f).as_str()));
+    Ok(files)
+}
+
 fn extension(p: &Path) -> String {
     p.extension()
         .and_then(|e| e.to_str())
